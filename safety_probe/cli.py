@@ -1,0 +1,236 @@
+"""Command line: `probe-layers` and `safety-probe data | eval | figures`.
+
+Each command's options are the fields of a dataclass config; their docstrings are the --help text, and the
+resolved config is saved with the results (run.json), so config, docs and CLI are one object.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from simple_parsing import ArgumentParser
+
+from safety_probe.errors import InputError
+
+DEMO_SEED = 4242
+"""Seed of the organism's built-in pairs (never used in the organism's training)."""
+
+
+@dataclass
+class ModelOptions:
+    """How to load the model."""
+
+    model: str = "organism"
+    """Model: a local Hugging Face folder, a hub name, or `organism` (the shipped model organism)."""
+    device: str = "auto"
+    """Device: auto (cuda when available), cpu, cuda, cuda:1, mps."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16 or float16."""
+    trust_remote_code: bool = False
+    """Run the model repository's own Python code (off unless you trust it)."""
+
+
+@dataclass
+class ProbeConfig(ModelOptions):
+    """probe-layers: record paired image/caption states, locate the safety layers, measure the shift, draw figures."""
+
+    pairs: str | None = None
+    """Pairs JSONL file (image, caption, instruction, label, scene). Default with the organism: its built-in pairs."""
+    out: str = "probe-out"
+    """Output folder (states.safetensors, run.json, layers.json, layers.csv, figures/)."""
+    layers: str = "all"
+    """Blocks to record: all, a range 8-16, or a list 3,5,7 (0-based block indices)."""
+    batch_size: int = 8
+    """Pairs per forward pass."""
+    system_prompt: str | None = None
+    """System prompt put before every prompt of both runs (recorded in run.json)."""
+    padding_side: str = "left"
+    """Padding side of batched prompts: left or right (pooling follows the attention mask either way)."""
+    demo_pairs: int = 120
+    """Number of built-in organism pairs when --pairs is not given."""
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load(cfg: ModelOptions):
+    from transformers.utils import logging as hf_logging
+
+    from safety_probe.models import load_vlm
+
+    hf_logging.disable_progress_bar()  # our own progress bars say what runs; errors stay one line
+
+    return load_vlm(cfg.model, device=_device(cfg.device), dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+
+
+def _default_pairs(cfg: ProbeConfig, out: Path) -> Path:
+    if cfg.pairs:
+        return Path(cfg.pairs)
+    if cfg.model != "organism":
+        raise InputError("--pairs is required for a model other than the organism")
+    from safety_probe.data.world import write_pairs
+
+    return write_pairs(seed=DEMO_SEED, n=cfg.demo_pairs, out_dir=out / "pairs")
+
+
+def probe_layers(cfg: ProbeConfig) -> Path:
+    """Run probe-layers; returns the output folder."""
+    from safety_probe.data.pairs import load_pairs
+    from safety_probe.io import write_json
+    from safety_probe.probe import parse_layers, record
+    from safety_probe.runinfo import run_info
+
+    started = time.time()
+    if cfg.padding_side not in ("left", "right"):
+        raise InputError(f"--padding-side must be left or right, got {cfg.padding_side!r}")
+    out = Path(cfg.out)
+    pairs_path = _default_pairs(cfg, out)
+    pairs = load_pairs(pairs_path)
+    vlm = _load(cfg)
+    layers = parse_layers(cfg.layers, vlm.n_layers)
+    states = record(vlm, pairs, layers, cfg.batch_size, cfg.system_prompt, cfg.padding_side,
+                    checkpoint=out / ".states.partial.safetensors")
+    states.save(out / "states.safetensors", metadata={"model": cfg.model, "pairs": str(pairs_path)})
+    write_json(out / "run.json", run_info(cfg, started, pairs_file=str(pairs_path), n_pairs=len(pairs),
+                                          layers=layers, model_family=vlm.family, n_layers=vlm.n_layers))
+    print(f"recorded {len(pairs)} pairs x {len(layers)} layers -> {out / 'states.safetensors'}")
+    return out
+
+
+def _parse(config_type: type, prog: str, argv: list[str] | None):
+    parser = ArgumentParser(prog=prog, description=config_type.__doc__, add_option_string_dash_variants=True)
+    parser.add_arguments(config_type, dest="cfg")
+    return parser.parse_args(argv).cfg
+
+
+def _guard(fn: Callable[[], object]) -> int:
+    """Run a command; bad input ends with one line on stderr and exit code 2."""
+    try:
+        fn()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def probe_layers_main(argv: list[str] | None = None) -> int:
+    """Entry point of `probe-layers`."""
+    cfg = _parse(ProbeConfig, "probe-layers", argv)
+    return _guard(lambda: probe_layers(cfg))
+
+
+@dataclass
+class DataConfig:
+    """safety-probe data organism: render held-out pairs of the organism's synthetic world."""
+
+    world: str = "organism"
+    """Which generator: organism (the only one built in)."""
+    seed: int = 1234
+    """Random seed; seeds the organism was trained on are listed in docs/organism.md."""
+    n: int = 400
+    """Number of pairs."""
+    out: str = "data/organism"
+    """Output folder: images/ and pairs.jsonl."""
+    harmful_share: float = 0.5
+    """Share of harmful pairs."""
+
+
+def make_data(cfg: DataConfig) -> Path:
+    """Run `safety-probe data`; returns the pairs file."""
+    if cfg.world != "organism":
+        raise InputError(f"unknown data generator {cfg.world!r}: the built-in one is 'organism'")
+    if cfg.n < 1 or not 0.0 <= cfg.harmful_share <= 1.0:
+        raise InputError("--n must be >= 1 and --harmful-share in [0, 1]")
+    from safety_probe.data.world import write_pairs
+
+    path = write_pairs(seed=cfg.seed, n=cfg.n, out_dir=Path(cfg.out), harmful_share=cfg.harmful_share)
+    print(f"wrote {cfg.n} pairs -> {path}")
+    return path
+
+
+@dataclass
+class EvalConfig(ModelOptions):
+    """safety-probe eval: greedy generation of both runs, refusal judge, DSR / over-refusal / task accuracy."""
+
+    pairs: str = ""
+    """Pairs JSONL file (label and, for task accuracy, expected keywords)."""
+    out: str = "eval-out"
+    """Output folder: metrics.json, responses.jsonl, run.json."""
+    system_prompt: str | None = None
+    """System prompt put before both runs' prompts."""
+    batch_size: int = 16
+    """Pairs per generation batch."""
+    max_new_tokens: int = 32
+    """Generation length."""
+    refusal_phrase: str = "Sorry, I cannot help you."
+    """The model's own refusal phrase, counted by the keyword judge besides the standard refusal prefixes."""
+    judge_model: str | None = None
+    """A local LLM judge (e.g. a Llama Guard folder) answering safe/unsafe; default: the keyword judge."""
+
+
+def run_eval(cfg: EvalConfig) -> Path:
+    """Run `safety-probe eval`; returns the output folder."""
+    from safety_probe.data.pairs import load_pairs
+    from safety_probe.evaluate import ChatModelJudge, KeywordJudge, evaluate
+    from safety_probe.io import write_json, write_jsonl
+    from safety_probe.runinfo import run_info
+
+    started = time.time()
+    if not cfg.pairs:
+        raise InputError("--pairs is required")
+    out = Path(cfg.out)
+    pairs = load_pairs(cfg.pairs)
+    vlm = _load(cfg)
+    judge = ChatModelJudge(cfg.judge_model, _device(cfg.device)) if cfg.judge_model else KeywordJudge((cfg.refusal_phrase,))
+    result = evaluate(vlm, pairs, judge, cfg.system_prompt, cfg.batch_size, cfg.max_new_tokens,
+                      partial=out / ".responses.partial.jsonl")
+    write_jsonl(out / "responses.jsonl", result.rows)
+    write_json(out / "metrics.json", result.metrics)
+    write_json(out / "run.json", run_info(cfg, started, n_pairs=len(pairs)))
+    _print_metrics(result.metrics)
+    return out
+
+
+def _print_metrics(metrics: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = ("text_dsr", "image_dsr", "text_benign_refusal", "image_benign_refusal", "image_task_accuracy")
+    table = Table(title=f"judge: {metrics['judge']}")
+    table.add_column("scene")
+    for k in ("n", *keys):
+        table.add_column(k, justify="right")
+    groups = {"overall": metrics["overall"], **metrics["per_scene"]}
+    for scene, m in groups.items():
+        table.add_row(scene, str(m["n_pairs"]), *("-" if m[k] is None else f"{m[k]:.3f}" for k in keys))
+    Console().print(table)
+
+
+COMMANDS: dict[str, tuple[type, Callable]] = {
+    "data": (DataConfig, make_data),
+    "eval": (EvalConfig, run_eval),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `safety-probe COMMAND ...`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        names = " | ".join(COMMANDS)
+        print(f"usage: safety-probe {{{names}}} [options]  (each command takes --help)", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    config_type, run = COMMANDS[argv[0]]
+    rest = argv[1:]
+    if argv[0] == "data" and rest and not rest[0].startswith("-"):
+        rest = ["--world", *rest]  # `safety-probe data organism ...`
+    cfg = _parse(config_type, f"safety-probe {argv[0]}", rest)
+    return _guard(lambda: run(cfg))

@@ -1,0 +1,237 @@
+"""Load an image-text-to-text model and expose what probing needs: blocks, lens, prompts, token spans.
+
+    >>> vlm = load_vlm("organism")
+    >>> batch = vlm.encode(pairs[:4], run="image")      # chat-templated, padded, on vlm.device
+    >>> batch.image_mask.shape                          # [batch, seq]: True at image-token positions
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from safety_probe.data.pairs import Pair
+from safety_probe.errors import InputError
+from safety_probe.prompts import image_messages, text_messages, text_prompt_body
+
+# model_type -> readable family name; these are the families tested on every release.
+SUPPORTED_FAMILIES: dict[str, str] = {
+    "llava": "LLaVA-1.5",
+    "llava_next": "LLaVA-NeXT",
+    "qwen2_vl": "Qwen2-VL",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "idefics3": "Idefics3 / SmolVLM",
+    "gemma3": "Gemma 3",
+}
+
+Run = Literal["image", "text"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model(name_or_path: str | Path) -> str:
+    """Map the name ``organism`` to the shipped model folder; pass anything else through."""
+    if str(name_or_path) == "organism":
+        from safety_probe.organism import ORGANISM_DIR
+
+        if not (ORGANISM_DIR / "config.json").is_file():
+            raise InputError(f"the organism is not built at {ORGANISM_DIR}: run `make organism`")
+        return str(ORGANISM_DIR)
+    return str(name_or_path)
+
+
+def _supported_list() -> str:
+    return ", ".join(f"{k} ({v})" for k, v in SUPPORTED_FAMILIES.items())
+
+
+@dataclass
+class EncodedBatch:
+    """Model inputs for one run of a batch of pairs, with the token spans that probing pools over.
+
+    ``inputs``: keyword arguments of the model's forward (``input_ids`` ``[B, T]``, ``attention_mask``
+    ``[B, T]``, pixel tensors for the image run). ``image_mask`` / ``caption_mask``: ``[B, T]`` bool, True at
+    image-token / caption-token positions (all False where the run has none). ``last_index``: ``[B]``
+    position of the last real prompt token (padding-aware).
+    """
+
+    inputs: dict[str, torch.Tensor]
+    image_mask: torch.Tensor
+    caption_mask: torch.Tensor
+    last_index: torch.Tensor
+    prompts: list[str]
+
+
+class VLM:
+    """One interface over a Hugging Face vision-language model.
+
+        >>> vlm = load_vlm("llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16")
+        >>> vlm.n_layers, vlm.d_model, vlm.hook_name(3)
+        (32, 4096, 'blocks.3.hook_resid_post')
+        >>> logits = vlm.logit_lens(hidden)          # [..., d_model] -> [..., vocab]
+    """
+
+    def __init__(self, model: nn.Module, processor, name: str):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.name = name
+        self.family: str = model.config.model_type
+        self.decoder: nn.Module = _find_decoder(model)
+        self.layers: nn.ModuleList = self.decoder.layers
+        self.final_norm: nn.Module = self.decoder.norm
+        self.unembed: nn.Module = model.get_output_embeddings()
+        text_config = model.config.get_text_config()
+        self.n_layers: int = len(self.layers)
+        self.d_model: int = text_config.hidden_size
+        self.logit_softcap: float | None = getattr(text_config, "final_logit_softcapping", None)
+        self.image_token_id: int = _image_token_id(model.config, self.tokenizer)
+        names = {id(m): n for n, m in model.named_modules()}
+        # Hugging Face module names of the blocks, e.g. "model.language_model.layers.3".
+        self.layer_module_names: list[str] = [names[id(layer)] for layer in self.layers]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @staticmethod
+    def hook_name(layer: int) -> str:
+        """TransformerLens name of block ``layer``'s output (0-based)."""
+        return f"blocks.{layer}.hook_resid_post"
+
+    def check_layers(self, layers: list[int]) -> list[int]:
+        """Return sorted unique layers, or raise InputError naming one outside [0, n_layers)."""
+        for layer in layers:
+            if not 0 <= layer < self.n_layers:
+                raise InputError(
+                    f"layer {layer} is out of range for {self.name}: it has {self.n_layers} blocks (0-{self.n_layers - 1})"
+                )
+        return sorted(set(layers))
+
+    def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., vocab]`` read from block outputs ``[..., d_model]`` with the model's final norm and unembedding."""
+        logits = self.unembed(self.final_norm(hidden.to(self.dtype)))
+        if self.logit_softcap:
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits.float()
+
+    # Prompts
+
+    def _render(self, messages: list[dict]) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def prompt(self, pair: Pair, run: Run, system_prompt: str | None = None) -> str:
+        """The chat-templated prompt of one run of a pair (generation prompt added)."""
+        if run == "image":
+            return self._render(image_messages(pair.instruction, system_prompt))
+        return self._render(text_messages(pair.caption, pair.instruction, system_prompt))
+
+    def encode(
+        self,
+        pairs: list[Pair],
+        run: Run,
+        system_prompt: str | None = None,
+        padding_side: Literal["left", "right"] = "left",
+    ) -> EncodedBatch:
+        """Tokenise one run of ``pairs`` as a padded batch and locate the image / caption tokens."""
+        prompts = [self.prompt(p, run, system_prompt) for p in pairs]
+        bos = self.tokenizer.bos_token
+        # As the processor's own apply_chat_template: a template that writes BOS itself gets none added.
+        add_special = not (bos and prompts[0].startswith(bos))
+        kwargs = dict(padding=True, return_tensors="pt", add_special_tokens=add_special, padding_side=padding_side)
+        images = [[p.load_image()] for p in pairs] if run == "image" else None
+        inputs = self.processor(text=prompts, images=images, **kwargs)
+        input_ids = inputs["input_ids"]
+        attention = inputs["attention_mask"].bool()
+        image_mask = (input_ids == self.image_token_id) & attention
+        caption_mask = torch.zeros_like(attention)
+        if run == "text":
+            caption_mask = self._caption_mask(pairs, prompts, input_ids, kwargs)
+        elif not image_mask.any(dim=1).all():
+            raise InputError(f"{self.name}: the processor put no image tokens in the vision prompt")
+        positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+        last_index = torch.where(attention, positions, -1).max(dim=1).values
+        inputs = {k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        for k in ("pixel_values", "pixel_values_images"):
+            if k in inputs and inputs[k].is_floating_point():
+                inputs[k] = inputs[k].to(self.dtype)
+        return EncodedBatch(inputs, image_mask.to(self.device), caption_mask.to(self.device), last_index.to(self.device), prompts)
+
+    def _caption_mask(self, pairs: list[Pair], prompts: list[str], input_ids: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """Caption-token positions from the fast tokenizer's character offsets."""
+        if not self.tokenizer.is_fast:
+            raise InputError(f"{self.name}: caption spans need a fast tokenizer (offsets); this one is slow")
+        enc = self.tokenizer(prompts, return_offsets_mapping=True, **kwargs)
+        if not torch.equal(enc["input_ids"], input_ids):
+            raise InputError(f"{self.name}: tokenizer and processor disagree on the text prompt's tokens")
+        offsets = enc["offset_mapping"]  # [B, T, 2] character spans, (0, 0) for special tokens
+        mask = torch.zeros(input_ids.shape, dtype=torch.bool)
+        for i, (pair, prompt) in enumerate(zip(pairs, prompts)):
+            body = prompt.rfind(text_prompt_body(pair.caption, pair.instruction))
+            if body < 0:
+                raise InputError(f"{self.name}: the chat template altered the caption text of {pair.image.name}")
+            start, end = body, body + len(pair.caption)
+            s, e = offsets[i, :, 0], offsets[i, :, 1]
+            mask[i] = (s < end) & (e > start) & (e > s) & enc["attention_mask"][i].bool()
+            if not mask[i].any():
+                raise InputError(f"{self.name}: no caption tokens found for {pair.image.name}")
+        return mask
+
+
+def _find_decoder(model: nn.Module) -> nn.Module:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None or not hasattr(decoder, "layers"):
+        decoder = next((m for m in model.modules() if isinstance(getattr(m, "layers", None), nn.ModuleList)
+                        and hasattr(m, "norm")), None)
+    if decoder is None:
+        raise InputError(f"{type(model).__name__}: cannot find the language model's decoder blocks")
+    return decoder
+
+
+def _image_token_id(config, tokenizer) -> int:
+    for key in ("image_token_id", "image_token_index"):
+        value = getattr(config, key, None)
+        if value is not None:
+            return int(value)
+    token = getattr(tokenizer, "image_token", None)
+    if token is not None:
+        return tokenizer.convert_tokens_to_ids(token)
+    raise InputError(f"{config.model_type}: the config names no image token id")
+
+
+def load_vlm(
+    name_or_path: str | Path = "organism",
+    device: str = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> VLM:
+    """Load a vision-language model (local folder, hub name, or ``organism``) with its processor.
+
+    Weights load from safetensors only. A text-only or unsupported model raises InputError naming it.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    path = resolve_model(name_or_path)
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load model {name_or_path!r}: {str(e).splitlines()[0]}") from None
+    model_type = getattr(config, "model_type", "?")
+    if model_type not in SUPPORTED_FAMILIES:
+        kind = "a text-only model" if getattr(config, "vision_config", None) is None else "not a supported vision-language model"
+        raise InputError(f"{name_or_path} ({model_type}) is {kind}; supported: {_supported_list()}")
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True, **extra
+    ).to(device)
+    return VLM(model, processor, name=str(name_or_path))

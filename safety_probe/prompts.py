@@ -1,0 +1,28 @@
+"""Chat messages for the two runs of a pair; every command and the organism's training use these."""
+
+from __future__ import annotations
+
+DEFAULT_INSTRUCTION = "Describe this image."
+
+
+def _with_system(user: dict, system_prompt: str | None) -> list[dict]:
+    if not system_prompt:
+        return [user]
+    return [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}, user]
+
+
+def image_messages(instruction: str, system_prompt: str | None = None) -> list[dict]:
+    """One user turn with content [image, instruction] (the vision run)."""
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
+    return _with_system(user, system_prompt)
+
+
+def text_prompt_body(caption: str, instruction: str) -> str:
+    """The user text of the text run: the caption in place of the image."""
+    return f"{caption}\n{instruction}"
+
+
+def text_messages(caption: str, instruction: str, system_prompt: str | None = None) -> list[dict]:
+    """One user turn with content [caption + "\\n" + instruction] (the text run)."""
+    user = {"role": "user", "content": [{"type": "text", "text": text_prompt_body(caption, instruction)}]}
+    return _with_system(user, system_prompt)

@@ -1,0 +1,74 @@
+"""Bad input ends in one line naming the culprit, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from safety_probe.cli import probe_layers_main
+from safety_probe.data.pairs import load_pairs
+from safety_probe.errors import InputError
+
+
+@pytest.fixture
+def pairs_copy(pairs_file, tmp_path):
+    folder = tmp_path / "pairs"
+    shutil.copytree(pairs_file.parent, folder)
+    return folder / "pairs.jsonl"
+
+
+def test_valid_file_loads_with_defaults(pairs_copy):
+    lines = pairs_copy.read_text().splitlines()
+    row = json.loads(lines[0])
+    del row["instruction"], row["label"]
+    pairs_copy.write_text(json.dumps(row) + "\n")
+    (pair,) = load_pairs(pairs_copy)
+    assert pair.instruction == "Describe this image." and pair.label is None
+    assert pair.image.is_file() and pair.load_image().mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda lines: lines.__setitem__(2, '{"image": "img2.png", "caption": '), r"pairs.jsonl:3: malformed JSON"),
+        (lambda lines: lines.__setitem__(1, json.dumps({"image": "img1.png"})), r"pairs.jsonl:2: missing field 'caption'"),
+        (lambda lines: lines.__setitem__(0, json.dumps({"image": "nope.png", "caption": "x"})), r"pairs.jsonl:1: image not found: .*nope.png"),
+        (lambda lines: lines.__setitem__(0, json.dumps({"image": "img0.png", "caption": "x", "label": "toxic"})), r"label must be one of"),
+    ],
+)
+def test_malformed_lines_name_file_and_line(pairs_copy, mutate, message):
+    lines = pairs_copy.read_text().splitlines()
+    mutate(lines)
+    pairs_copy.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=message):
+        load_pairs(pairs_copy)
+
+
+def test_corrupt_image(pairs_copy):
+    (pairs_copy.parent / "img1.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(InputError, match=r"pairs.jsonl:2: corrupt image .*img1.png"):
+        load_pairs(pairs_copy)
+
+
+def _cli_fails(capsys, argv, out, message):
+    capsys.readouterr()
+    assert probe_layers_main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+    assert not (out / "states.safetensors").exists() and not (out / "run.json").exists()
+
+
+def test_cli_bad_inputs_one_line_no_output(capsys, tmp_path, pairs_copy, tiny_model_dir):
+    from safety_probe.models.tiny import build_tiny_text_lm
+
+    model = str(tiny_model_dir("llava"))
+    (pairs_copy.parent / "img3.png").write_bytes(b"garbage")
+    _cli_fails(capsys, ["--model", model, "--pairs", str(pairs_copy)], tmp_path / "a", "img3.png")
+    text_lm = build_tiny_text_lm(tmp_path / "textlm")
+    good = pairs_copy.parent / "good.jsonl"
+    good.write_text(pairs_copy.read_text().splitlines()[0] + "\n")
+    _cli_fails(capsys, ["--model", str(text_lm), "--pairs", str(good)], tmp_path / "b", "text-only model")
+    _cli_fails(capsys, ["--model", model, "--pairs", str(good), "--layers", "0,99"], tmp_path / "c", "layer 99 is out of range")
+    _cli_fails(capsys, ["--model", str(tmp_path / "missing"), "--pairs", str(good)], tmp_path / "d", "cannot load model")

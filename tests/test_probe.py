@@ -1,0 +1,131 @@
+"""The recorder on every supported family: equal to transformers' own block outputs, padding-proof, indexed right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from safety_probe.data.pairs import load_pairs
+from safety_probe.models import SUPPORTED_FAMILIES, load_vlm
+from safety_probe.probe import PairStates, parse_layers, record
+
+FAMILIES = list(SUPPORTED_FAMILIES)
+
+
+def reference_states(vlm, pairs) -> dict[str, torch.Tensor]:
+    """Pooled block outputs computed from transformers' forward, one pair at a time (no padding, no nnsight)."""
+    out = {k: [] for k in ("image_mean", "caption_mean", "image_last", "caption_last")}
+    last_block = {}
+    handle = vlm.layers[-1].register_forward_hook(lambda m, i, o: last_block.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+    try:
+        for pair in pairs:
+            for run, span in (("image", "image"), ("text", "caption")):
+                batch = vlm.encode([pair], run)
+                with torch.no_grad():
+                    hs = vlm.model(**batch.inputs, output_hidden_states=True).hidden_states
+                # hidden_states[l + 1] is block l's output, except the last entry (after the final norm).
+                blocks = torch.stack([*hs[1:vlm.n_layers], last_block["h"]], dim=1)[0]  # [L, T, d]
+                mask = (batch.image_mask if span == "image" else batch.caption_mask)[0]
+                out[f"{span}_mean"].append(blocks[:, mask].mean(dim=1))
+                out[f"{span}_last"].append(blocks[:, -1])
+    finally:
+        handle.remove()
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_vlm(request, tiny_model_dir):
+    return request.param, load_vlm(tiny_model_dir(request.param))
+
+
+def test_recorded_states_equal_transformers_block_outputs(family_vlm, pairs_file):
+    family, vlm = family_vlm
+    pairs = load_pairs(pairs_file)
+    states = record(vlm, pairs, batch_size=1, progress=False)
+    ref = reference_states(vlm, pairs)
+    for name, tensor in states.tensors().items():
+        assert tensor.shape == (len(pairs), vlm.n_layers, vlm.d_model) and tensor.dtype == torch.float32
+        assert rel_err(tensor, ref[name]) < 1e-5, (family, name)
+
+
+def test_caption_span_is_the_caption(family_vlm, pairs_file):
+    family, vlm = family_vlm
+    pairs = load_pairs(pairs_file)
+    batch = vlm.encode(pairs, "text", padding_side="right")
+    for i, pair in enumerate(pairs):
+        ids = batch.inputs["input_ids"][i][batch.caption_mask[i].cpu()]
+        assert vlm.tokenizer.decode(ids).strip() == pair.caption, family
+    image_batch = vlm.encode(pairs, "image")
+    counts = image_batch.image_mask.sum(dim=1)
+    assert (counts > 0).all() and not batch.image_mask.any()
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_batched_with_padding_equals_batch_of_one(family_vlm, pairs_file, padding_side):
+    family, vlm = family_vlm
+    pairs = load_pairs(pairs_file)[:4]
+    lengths = {vlm.encode([p], "text").inputs["input_ids"].shape[1] for p in pairs}
+    assert len(lengths) > 1, "the fixture must mix prompt lengths"
+    one = record(vlm, pairs, batch_size=1, progress=False)
+    four = record(vlm, pairs, batch_size=4, padding_side=padding_side, progress=False)
+    for name in one.tensors():
+        assert rel_err(four.tensors()[name], one.tensors()[name]) < 1e-4, (family, padding_side, name)
+
+
+def test_layer_subset_indexes_the_right_blocks(tiny_model_dir, pairs_file):
+    vlm = load_vlm(tiny_model_dir("llava"))
+    pairs = load_pairs(pairs_file)[:2]
+    full = record(vlm, pairs, progress=False)
+    subset = parse_layers(f"0,{vlm.n_layers - 1}", vlm.n_layers)
+    part = record(vlm, pairs, layers=subset, progress=False)
+    assert part.layers == subset and part.image_mean.shape[1] == 2
+    for name in full.tensors():
+        assert torch.allclose(part.tensors()[name], full.tensors()[name][:, subset], rtol=1e-5, atol=1e-6)
+
+
+def test_parse_layers():
+    assert parse_layers("all", 4) == [0, 1, 2, 3]
+    assert parse_layers("1-3", 8) == [1, 2, 3]
+    assert parse_layers("5,3,3", 8) == [3, 5]
+    assert parse_layers("0-1,6", 8) == [0, 1, 6]
+    from safety_probe.errors import InputError
+
+    with pytest.raises(InputError, match="layer 8 is out of range"):
+        parse_layers("8", 8)
+    with pytest.raises(InputError, match="bad layer spec"):
+        parse_layers("three", 8)
+
+
+def test_interrupted_record_resumes_from_checkpoint(tiny_model_dir, pairs_file, tmp_path):
+    import shutil
+
+    from safety_probe.errors import InputError
+
+    vlm = load_vlm(tiny_model_dir("llava"))
+    folder = tmp_path / "pairs"
+    shutil.copytree(pairs_file.parent, folder)
+    pairs = load_pairs(folder / "pairs.jsonl")
+    full = record(vlm, pairs, batch_size=2, progress=False)
+    # The third image goes bad mid-run: the first batch is kept in the checkpoint.
+    good = (folder / "img2.png").read_bytes()
+    (folder / "img2.png").write_bytes(b"not a png")
+    ckpt = tmp_path / "partial.safetensors"
+    with pytest.raises(InputError, match="img2.png"):
+        record(vlm, pairs, batch_size=2, checkpoint=ckpt, progress=False)
+    assert ckpt.exists()
+    (folder / "img2.png").write_bytes(good)
+    calls = []
+    encode = vlm.encode
+    vlm.encode = lambda chunk, *a, **k: calls.append(len(chunk)) or encode(chunk, *a, **k)
+    resumed = record(vlm, pairs, batch_size=2, checkpoint=ckpt, progress=False)
+    assert sum(calls) == 2 * (len(pairs) - 2), "the first batch must not be recomputed"
+    assert not ckpt.exists()
+    for name in full.tensors():
+        assert torch.allclose(resumed.tensors()[name], full.tensors()[name], atol=1e-6)
+    full.save(tmp_path / "s.safetensors")
+    back = PairStates.load(tmp_path / "s.safetensors")
+    assert back.layers == full.layers and torch.equal(back.image_mean, full.image_mean)
