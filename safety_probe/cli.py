@@ -52,6 +52,18 @@ class ProbeConfig(ModelOptions):
     """Padding side of batched prompts: left or right (pooling follows the attention mask either way)."""
     demo_pairs: int = 120
     """Number of built-in organism pairs when --pairs is not given."""
+    safety_layers: str | None = None
+    """Override the located safety layers, e.g. 10-18 (the analysis is still run and saved)."""
+    rule: str = "default"
+    """Safety-layer rule: default (Algorithm-1 median .. mean released-code end layer) or code (released code)."""
+    refusal_phrase: str = "Sorry, I cannot help you."
+    """The model's own refusal phrase: its first token joins the refusal token set K."""
+    patch_pairs: int = 64
+    """Harmful pairs used for activation patching (one forward per pair and block); 0 turns it off."""
+    patch_mode: str = "shift"
+    """Patching: shift (move image tokens so their mean equals the caption's) or replace (set them to it)."""
+    figures: bool = True
+    """Draw the figures (PDF, PNG, HTML) into OUT/figures."""
 
 
 def _device(name: str) -> str:
@@ -84,6 +96,7 @@ def _default_pairs(cfg: ProbeConfig, out: Path) -> Path:
 
 def probe_layers(cfg: ProbeConfig) -> Path:
     """Run probe-layers; returns the output folder."""
+    from safety_probe.analysis import analyze, print_table
     from safety_probe.data.pairs import load_pairs
     from safety_probe.io import write_json
     from safety_probe.probe import parse_layers, record
@@ -97,13 +110,46 @@ def probe_layers(cfg: ProbeConfig) -> Path:
     pairs = load_pairs(pairs_path)
     vlm = _load(cfg)
     layers = parse_layers(cfg.layers, vlm.n_layers)
+    override = parse_layers(cfg.safety_layers, vlm.n_layers) if cfg.safety_layers else None
     states = record(vlm, pairs, layers, cfg.batch_size, cfg.system_prompt, cfg.padding_side,
                     checkpoint=out / ".states.partial.safetensors")
     states.save(out / "states.safetensors", metadata={"model": cfg.model, "pairs": str(pairs_path)})
+    result = analyze(vlm, pairs, states, cfg.system_prompt, (cfg.refusal_phrase,), cfg.rule, override,
+                     cfg.patch_pairs, cfg.patch_mode, cfg.batch_size)
+    result.save(out)
+    if cfg.figures:
+        draw_figures(out)
     write_json(out / "run.json", run_info(cfg, started, pairs_file=str(pairs_path), n_pairs=len(pairs),
                                           layers=layers, model_family=vlm.family, n_layers=vlm.n_layers))
-    print(f"recorded {len(pairs)} pairs x {len(layers)} layers -> {out / 'states.safetensors'}")
+    print_table(result)
+    print(f"results -> {out}")
     return out
+
+
+@dataclass
+class FiguresConfig:
+    """safety-probe figures: redraw every figure of a probe-layers run from its saved results, without the model."""
+
+    run: str = ""
+    """A probe-layers output folder (holding layers.csv and layers.json)."""
+
+
+def draw_figures(run: str | Path) -> list[Path]:
+    """Draw the figures of a probe-layers run into RUN/figures."""
+    from safety_probe.plots import draw_all, load_layer_results
+
+    run = Path(run)
+    if not (run / "layers.csv").is_file():
+        raise InputError(f"{run} holds no layers.csv: is it a probe-layers output folder?")
+    frame, meta = load_layer_results(run)
+    return draw_all(frame, meta, run / "figures")
+
+
+def redraw(cfg: FiguresConfig) -> list[Path]:
+    """Run `safety-probe figures`."""
+    paths = draw_figures(cfg.run)
+    print(f"{len(paths)} files -> {Path(cfg.run) / 'figures'}")
+    return paths
 
 
 def _parse(config_type: type, prog: str, argv: list[str] | None):
@@ -218,6 +264,7 @@ def _print_metrics(metrics: dict) -> None:
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "data": (DataConfig, make_data),
     "eval": (EvalConfig, run_eval),
+    "figures": (FiguresConfig, redraw),
 }
 
 
@@ -230,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     config_type, run = COMMANDS[argv[0]]
     rest = argv[1:]
-    if argv[0] == "data" and rest and not rest[0].startswith("-"):
-        rest = ["--world", *rest]  # `safety-probe data organism ...`
+    positional = {"data": "--world", "figures": "--run"}  # `safety-probe data organism`, `safety-probe figures DIR`
+    if argv[0] in positional and rest and not rest[0].startswith("-"):
+        rest = [positional[argv[0]], *rest]
     cfg = _parse(config_type, f"safety-probe {argv[0]}", rest)
     return _guard(lambda: run(cfg))

@@ -1,0 +1,77 @@
+"""Activation patching: put the caption's pooled state into the image run at one block and read the refusal.
+
+    >>> base, patched = patch_caption_into_image(vlm, harmful_pairs, states.caption_mean, refusal_ids, layers=range(8))
+    >>> (patched - base[:, None]).mean(0)        # [L]: gain in refusal probability per patched block
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from nnsight import NNsight
+from tqdm.auto import tqdm
+
+from safety_probe.data.pairs import Pair
+from safety_probe.models.vlm import VLM
+
+Mode = Literal["shift", "replace"]
+
+
+def _blocks_envoy(vlm: VLM, traced: NNsight):
+    parent = traced
+    for part in vlm.layer_module_names[0].split(".")[:-1]:
+        parent = getattr(parent, part)
+    return parent
+
+
+@torch.no_grad()
+def patch_caption_into_image(
+    vlm: VLM,
+    pairs: list[Pair],
+    caption_mean: torch.Tensor,
+    refusal_ids: list[int],
+    layers: list[int] | range,
+    mode: Mode = "shift",
+    system_prompt: str | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refusal probability of the image run, unpatched ``[n]`` and patched at each of ``layers`` ``[n, len(layers)]``.
+
+    ``caption_mean``: ``[n, n_layers, d_model]``, indexed by block (record all layers). ``mode="shift"`` moves every
+    image-token state by (caption mean - image mean), so the pooled image state equals the caption's and
+    token-level detail stays; ``"replace"`` sets every image token to the caption mean. The refusal
+    probability is the next-token probability of the refusal tokens at the last prompt position.
+    """
+    traced = NNsight(vlm.model)
+    blocks = _blocks_envoy(vlm, traced)
+    layers = list(layers)
+    base, patched = [], []
+    steps = range(0, len(pairs), batch_size)
+    for i in tqdm(steps, desc="patching", disable=not progress):
+        batch = vlm.encode(pairs[i:i + batch_size], "image", system_prompt)
+        rows = torch.arange(len(batch.last_index), device=vlm.device)
+        mask = batch.image_mask.unsqueeze(-1)
+        count = mask.sum(dim=1).clamp(min=1)
+        caption = caption_mean[i:i + batch_size].to(vlm.device, vlm.dtype)
+
+        def refusal(logits: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(logits[rows, batch.last_index].float(), -1)[:, refusal_ids].sum(-1).cpu()
+
+        base.append(refusal(vlm.model(**batch.inputs).logits))
+        per_layer = []
+        for layer in layers:
+            target = caption[:, layer].unsqueeze(1)  # [B, 1, d]
+            with traced.trace(**batch.inputs):
+                hidden = blocks[layer].output
+                if mode == "shift":
+                    image_mean = (hidden * mask).sum(dim=1, keepdim=True) / count.unsqueeze(1)
+                    new = hidden + mask * (target - image_mean)
+                else:
+                    new = torch.where(mask, target, hidden)
+                blocks[layer].output = new
+                logits = traced.output.logits.save()
+            per_layer.append(refusal(logits))
+        patched.append(torch.stack(per_layer, dim=1))
+    return torch.cat(base), torch.cat(patched)
