@@ -1,0 +1,215 @@
+"""Locators on constructed cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from safety_probe.locate import (
+    LayerScores,
+    LensStats,
+    algorithm1_layers,
+    attention_mass_scores,
+    bootstrap_mean_band,
+    choose_safety_layers,
+    code_start_end,
+    layer_histogram,
+    lens_stats,
+    patching_gain_scores,
+    refusal_direction,
+    refusal_prob_scores,
+    refusal_token_ids,
+    scores_frame,
+)
+
+REFUSAL = 7
+N_LAYERS, VOCAB = 6, 12
+
+
+def _lens(boosts: list[dict[int, float]]) -> torch.Tensor:
+    """Lens log-probs [n, 6, 12] with refusal token 7 boosted per pair at the given blocks.
+
+    Without a boost, a sink token 0 loses mass block by block to six filler tokens 1-6 (so they lead
+    both D_l and p_l − p_{l−1}), while token 7 and tokens 8-11 stay negligible.
+    """
+    layer = torch.arange(N_LAYERS, dtype=torch.float32)
+    base = torch.full((N_LAYERS, VOCAB), -10.0)
+    base[:, 0] = 10 - 2 * layer
+    for k in range(1, 7):
+        base[:, k] = (0.1 + 0.01 * k) * layer
+    logits = base.repeat(len(boosts), 1, 1)
+    for i, boost in enumerate(boosts):
+        for at, amount in boost.items():
+            logits[i, at, REFUSAL] += amount
+    return torch.log_softmax(logits, dim=-1)
+
+
+# pair 0: refusal from block 3 on; pair 1: never; pair 2: only at blocks 2-3; pair 3: a jump in
+# log-probability at block 2 that leaves token 7 improbable (Algorithm 1 fires, the top-5 rule does
+# not), then refusal from block 4 on.
+BOOSTS = [
+    {3: 30.0, 4: 30.0, 5: 30.0},
+    {},
+    {2: 30.0, 3: 30.0},
+    {2: 5.0, 3: 5.0, 4: 30.0, 5: 30.0},
+]
+
+
+def test_algorithm1_first_layer_with_refusal_argmax():
+    assert algorithm1_layers(_lens(BOOSTS), {REFUSAL}) == [3, None, 2, 2]
+
+
+def test_code_start_end_per_pair_and_means():
+    stats = lens_stats(_lens(BOOSTS), {REFUSAL})
+    assert LensStats.as_layers(stats.code_start) == [3, None, 2, 4]
+    assert LensStats.as_layers(stats.code_end) == [5, None, 3, 5]
+    summary = code_start_end(stats)
+    assert summary["start_mean"] == pytest.approx(3.0) and summary["start_n"] == 3
+    assert summary["end_mean"] == pytest.approx(13 / 3) and summary["end_n"] == 3
+
+
+def test_refusal_probability_is_mass_on_k():
+    lp = _lens(BOOSTS)
+    stats = lens_stats(lp, {REFUSAL, 0})
+    np.testing.assert_allclose(
+        stats.refusal_prob, (lp[..., REFUSAL].exp() + lp[..., 0].exp()).numpy(), rtol=1e-5
+    )
+    assert stats.refusal_prob.shape == (4, N_LAYERS)
+    scores = refusal_prob_scores(lens_stats(lp, {REFUSAL}).refusal_prob)
+    assert scores.mean[5] > 0.4 and scores.mean[1] < 0.01
+
+
+def test_lens_stats_batches_concatenate_to_the_full_result():
+    lp = _lens(BOOSTS)
+    full = lens_stats(lp, {REFUSAL})
+    parts = LensStats.concat([lens_stats(lp[:3], {REFUSAL}), lens_stats(lp[3:], {REFUSAL})])
+    for name in LensStats.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(parts, name), getattr(full, name))
+
+
+def test_lens_stats_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="at least 2"):
+        lens_stats(torch.zeros(2, 1, VOCAB), {1})
+    with pytest.raises(ValueError, match="token ids"):
+        lens_stats(torch.zeros(2, 3, VOCAB), {VOCAB})
+    with pytest.raises(ValueError, match="n_pairs, n_layers, vocab"):
+        lens_stats(torch.zeros(3, VOCAB), {1})
+
+
+def _tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [
+        "<unk>",
+        "▁Sorry",
+        "Sorry",
+        "▁sorry",
+        "▁I",
+        "▁cannot",
+        "▁unable",
+        "▁As",
+        "▁hello",
+        "▁Hello",
+        "▁there",
+    ]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>"), {
+        w: i for i, w in enumerate(words)
+    }
+
+
+def test_refusal_token_ids_from_a_sentencepiece_style_tokenizer():
+    tokenizer, ids = _tiny_tokenizer()
+    k = refusal_token_ids(tokenizer)
+    expected = {"▁Sorry", "Sorry", "▁sorry", "▁I", "▁cannot", "▁unable", "▁As"}
+    assert set(k.values()) == expected
+    assert set(k) == {ids[w] for w in expected}
+    assert ids["<unk>"] not in k and ids["▁hello"] not in k
+    assert ids["▁Hello"] in refusal_token_ids(tokenizer, extra_phrases=["Hello there"])
+
+
+def test_layer_scores_band_and_frame():
+    per_pair = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]])
+    s = LayerScores.from_pairs("x", per_pair, layers=[4, 5, 6])
+    np.testing.assert_allclose(s.mean, [1.0, 2.0, 3.0])
+    assert np.all(s.lower <= s.mean) and np.all(s.mean <= s.upper)
+    frame = s.to_frame()
+    assert list(frame.columns) == ["layer", "x_mean", "x_lower", "x_upper"]
+    back = LayerScores.from_frame(scores_frame([s]), "x")
+    assert back.layers == [4, 5, 6]
+    np.testing.assert_allclose(back.upper, s.upper)
+    with pytest.raises(ValueError, match="3 layer columns"):
+        LayerScores.from_pairs("x", per_pair, layers=[0, 1])
+
+
+def test_bootstrap_band_degenerate_cases():
+    const = np.ones((5, 3))
+    lower, upper = bootstrap_mean_band(const)
+    np.testing.assert_allclose(lower, 1.0) and np.testing.assert_allclose(upper, 1.0)
+    lower, upper = bootstrap_mean_band(np.array([[2.0, 3.0]]))
+    np.testing.assert_allclose(lower, [2.0, 3.0])
+    # The band narrows as pairs are added.
+    rng = np.random.default_rng(0)
+    small = np.subtract(*bootstrap_mean_band(rng.normal(size=(20, 1)))[::-1])
+    large = np.subtract(*bootstrap_mean_band(rng.normal(size=(2000, 1)))[::-1])
+    assert large[0] < small[0] / 4
+
+
+def test_attention_and_patching_scores():
+    att = attention_mass_scores(torch.tensor([[0.1, 0.5], [0.3, 0.7]]))
+    np.testing.assert_allclose(att.mean, [0.2, 0.6])
+    assert att.name == "attention_mass"
+    gain = patching_gain_scores(np.array([[0.5, 0.9], [0.2, 0.4]]), np.array([0.5, 0.2]))
+    np.testing.assert_allclose(gain.per_pair, [[0.0, 0.4], [0.0, 0.2]])
+    with pytest.raises(ValueError, match="baseline"):
+        patching_gain_scores(np.zeros((2, 3)), np.zeros(3))
+
+
+def test_refusal_direction_separates_where_the_means_differ():
+    gen = torch.Generator().manual_seed(0)
+    n, n_layers, d, shift_layer = 40, 5, 16, 3
+    shift = torch.zeros(d)
+    shift[2] = 3.0
+    harmful = torch.randn(n, n_layers, d, generator=gen)
+    benign = torch.randn(n, n_layers, d, generator=gen)
+    harmful[:, shift_layer] += shift
+    scores, directions = refusal_direction(harmful, benign)
+    assert directions.shape == (n_layers, d)
+    assert scores.mean[shift_layer] > 0.95
+    others = np.delete(scores.mean, shift_layer)
+    assert np.all(np.abs(others - 0.5) < 0.25)
+    cos = torch.nn.functional.cosine_similarity(directions[shift_layer], shift, dim=0)
+    assert cos > 0.9
+    assert scores.lower[shift_layer] <= scores.mean[shift_layer] <= scores.upper[shift_layer]
+    with pytest.raises(ValueError, match="at least 2"):
+        refusal_direction(harmful[:1], benign)
+
+
+def test_choose_safety_layers_rules():
+    alg1 = [10, 12, 11, None, 13]  # lower median of 10, 11, 12, 13 is 11
+    start = [9, 10, None]  # mean 9.5 rounds half up to 10
+    end = [18, 17, 18, -1]  # mean 17.67 → 18
+    assert choose_safety_layers(32, alg1, start, end) == list(range(11, 19))
+    assert choose_safety_layers(32, alg1, start, end, rule="code") == list(range(10, 19))
+    assert choose_safety_layers(32, [20], [], [15]) == [20]  # e < s → e = s
+    assert choose_safety_layers(32, override=[3, 1, 2, 3]) == [1, 2, 3]
+
+
+def test_choose_safety_layers_errors():
+    with pytest.raises(ValueError, match=r"layer 40 .* 0\.\.31"):
+        choose_safety_layers(32, override=[10, 40])
+    with pytest.raises(ValueError, match="unknown safety-layer rule"):
+        choose_safety_layers(32, [1], [1], [1], rule="median")
+    with pytest.raises(ValueError, match="no pair has a alg1 layer"):
+        choose_safety_layers(32, [None, -1], [], [3])
+
+
+def test_layer_histogram():
+    hist = layer_histogram([3, None, 3, 1, -1], n_layers=5)
+    assert hist == {"counts": [0, 1, 0, 2, 0], "n_none": 2}
+    with pytest.raises(ValueError, match="layer 5 is out of range"):
+        layer_histogram([5], n_layers=5)
