@@ -130,11 +130,11 @@ def plot_shift(
 ) -> Figure | go.Figure:
     """Semantic shift: matched cosine vs mismatched baseline (dashed) and centred cosine; CKA below."""
     _require(scores, ["cos_matched"], "plot_shift")
-    cos = [_series(scores["cos_matched"], "matched pairs", COLORS["blue"])]
+    cos = [_series(scores["cos_matched"], "matched", COLORS["blue"])]
     if "cos_mismatched" in scores:
-        cos.append(_series(scores["cos_mismatched"], "mismatched (baseline)", COLORS["grey"], dashed=True))
+        cos.append(_series(scores["cos_mismatched"], "mismatched", COLORS["grey"], dashed=True))
     if "cos_centred" in scores:
-        cos.append(_series(scores["cos_centred"], "matched, mean-centred", COLORS["orange"]))
+        cos.append(_series(scores["cos_centred"], "centred", COLORS["orange"]))
     panels = [_Panel("cosine(image, caption)", cos, height=1.6)]
     if "cka" in scores:
         panels.append(_Panel("linear CKA", [_series(scores["cka"], "CKA across pairs", COLORS["green"])]))

@@ -129,3 +129,24 @@ def test_interrupted_record_resumes_from_checkpoint(tiny_model_dir, pairs_file, 
     full.save(tmp_path / "s.safetensors")
     back = PairStates.load(tmp_path / "s.safetensors")
     assert back.layers == full.layers and torch.equal(back.image_mean, full.image_mean)
+
+
+def test_llava_states_agree_with_transformerlens_bridge(tiny_model_dir, pairs_file):
+    """An independent implementation: TransformerLens' bridge caches blocks.{l}.hook_resid_post on the same model."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    path = tiny_model_dir("llava")
+    vlm = load_vlm(path)
+    pairs = load_pairs(pairs_file)[:2]
+    states = record(vlm, pairs, batch_size=2, progress=False)
+    bridge = TransformerBridge.boot_transformers(str(path), device="cpu")
+    for i, pair in enumerate(pairs):
+        for run, span in (("image", "image"), ("text", "caption")):
+            batch = vlm.encode([pair], run)
+            inputs = dict(batch.inputs)
+            _, cache = bridge.run_with_cache(inputs.pop("input_ids"), **inputs)
+            mask = (batch.image_mask if span == "image" else batch.caption_mask)[0]
+            for layer in range(vlm.n_layers):
+                resid = cache[f"blocks.{layer}.hook_resid_post"][0]  # [T, d]
+                assert rel_err(states.tensors()[f"{span}_mean"][i, layer], resid[mask].mean(0)) < 1e-5
+                assert rel_err(states.tensors()[f"{span}_last"][i, layer], resid[-1]) < 1e-5

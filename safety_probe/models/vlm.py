@@ -16,6 +16,7 @@ from torch import nn
 
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
+from safety_probe.models.processor import load_processor
 from safety_probe.prompts import image_messages, text_messages, text_prompt_body
 
 # model_type -> readable family name; these are the families tested on every release.
@@ -144,7 +145,7 @@ class VLM:
         bos = self.tokenizer.bos_token
         # As the processor's own apply_chat_template: a template that writes BOS itself gets none added.
         add_special = not (bos and prompts[0].startswith(bos))
-        kwargs = dict(padding=True, return_tensors="pt", add_special_tokens=add_special, padding_side=padding_side)
+        kwargs = {"padding": True, "return_tensors": "pt", "add_special_tokens": add_special, "padding_side": padding_side}
         images = [[p.load_image()] for p in pairs] if run == "image" else None
         inputs = self.processor(text=prompts, images=images, **kwargs)
         input_ids = inputs["input_ids"]
@@ -216,7 +217,7 @@ def load_vlm(
 
     Weights load from safetensors only. A text-only or unsupported model raises InputError naming it.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     path = resolve_model(name_or_path)
     if dtype not in DTYPES:
@@ -229,7 +230,7 @@ def load_vlm(
     if model_type not in SUPPORTED_FAMILIES:
         kind = "a text-only model" if getattr(config, "vision_config", None) is None else "not a supported vision-language model"
         raise InputError(f"{name_or_path} ({model_type}) is {kind}; supported: {_supported_list()}")
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    processor = load_processor(path, trust_remote_code=trust_remote_code)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForImageTextToText.from_pretrained(
         path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True, **extra

@@ -1,0 +1,49 @@
+"""Load a model's processor, also where a processor class insists on torchvision (Qwen-VL video)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import ProcessorMixin
+
+
+def without_video(cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
+    """Subclass of a Qwen-VL processor class that takes no video processor.
+
+    transformers' video processors need torchvision, and ``ProcessorMixin`` refuses to build a Qwen-VL
+    processor without one. The subclass drops ``video_processor`` from ``__init__`` (which is what
+    ``ProcessorMixin`` inspects) and keeps the real class name, so ``save_pretrained`` records
+    ``"processor_class": "Qwen2VLProcessor"``; images and text work unchanged, videos are unsupported.
+    """
+
+    def __init__(
+        self: Any,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        chat_template: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": cls.__module__})
+
+
+def load_processor(path: str | Path, **kwargs: Any) -> ProcessorMixin:
+    """``AutoProcessor.from_pretrained(path)``, still working for Qwen2-VL / Qwen2.5-VL without torchvision.
+
+    Their processors require a video processor, and every video processor needs torchvision: there
+    ``AutoProcessor`` raises ``ImportError``. The fallback loads the same processor class with its
+    image processor and tokenizer only (see :func:`without_video`); it keys on the config's
+    ``model_type``, so it should serve real Qwen-VL checkpoints as well (verified on the tiny ones only).
+    """
+    import transformers
+
+    try:
+        return transformers.AutoProcessor.from_pretrained(path, **kwargs)
+    except ImportError as err:
+        model_type = transformers.AutoConfig.from_pretrained(path).model_type
+        name = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}.get(model_type)
+        if name is None or "torchvision" not in str(err).lower():
+            raise
+        return without_video(getattr(transformers, name)).from_pretrained(path, **kwargs)
