@@ -130,8 +130,8 @@ def analyze(
     harmful = [i for i, p in enumerate(pairs) if p.label == "harmful"] if labelled else list(range(len(pairs)))
     benign = [i for i, p in enumerate(pairs) if p.label == "benign"]
     notes = [] if labelled else ["no labels in the pairs file: every pair is treated as harmful"]
-    if len(harmful) < 2:
-        raise InputError("the pairs file has fewer than 2 harmful pairs: locating and the shift baseline need more")
+    if len(harmful) < 3:
+        raise InputError("the pairs file has fewer than 3 harmful pairs: the shift's baselines and CKA need more")
     tensors = {k: v[harmful] for k, v in states.tensors().items()}
     scores = semantic_shift(tensors, layers=states.layers)
     refusal_ids = refusal_token_ids(vlm.tokenizer, extra_phrases=refusal_phrases)
