@@ -125,11 +125,26 @@ def _tiny_tokenizer():
 def test_refusal_token_ids_from_a_sentencepiece_style_tokenizer():
     tokenizer, ids = _tiny_tokenizer()
     k = refusal_token_ids(tokenizer)
-    expected = {"▁Sorry", "Sorry", "▁sorry", "▁I", "▁cannot", "▁unable", "▁As"}
+    expected = {"▁Sorry", "Sorry", "▁sorry", "▁I", "▁cannot", "▁unable"}
     assert set(k.values()) == expected
     assert set(k) == {ids[w] for w in expected}
     assert ids["<unk>"] not in k and ids["▁hello"] not in k
     assert ids["▁Hello"] in refusal_token_ids(tokenizer, extra_phrases=["Hello there"])
+
+
+def test_refusal_token_ids_skip_short_pieces_of_a_small_bpe():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    corpus = ["Sorry, I cannot help you.", "a cup on a table", "an apple and a ball"] * 50
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+    pieces = {tokenizer.decode([i]).strip() for i in refusal_token_ids(tokenizer)}
+    assert "Sorry" in pieces and "I" in pieces
+    assert not pieces & {"a", "A", "U", "un", "c"}, pieces  # first bytes of apologize / Unfortunately / unable
 
 
 def test_layer_scores_band_and_frame():
