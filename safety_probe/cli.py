@@ -261,10 +261,26 @@ def _print_metrics(metrics: dict) -> None:
     Console().print(table)
 
 
-COMMANDS: dict[str, tuple[type, Callable]] = {
-    "data": (DataConfig, make_data),
-    "eval": (EvalConfig, run_eval),
-    "figures": (FiguresConfig, redraw),
+def run_tga_command(cfg) -> Path:
+    """Run `safety-probe tga` (Text-Guided Alignment and its baselines; see docs/tga.md)."""
+    from safety_probe.tga import run_tga
+
+    out = run_tga(cfg)
+    print(f"aligned model -> {out / 'model'}; before/after -> {out / 'compare.json'}")
+    return out
+
+
+def _tga_config() -> type:
+    from safety_probe.tga.config import TGAConfig
+
+    return TGAConfig
+
+
+COMMANDS: dict[str, tuple[Callable[[], type], Callable]] = {
+    "data": (lambda: DataConfig, make_data),
+    "eval": (lambda: EvalConfig, run_eval),
+    "tga": (_tga_config, run_tga_command),
+    "figures": (lambda: FiguresConfig, redraw),
 }
 
 
@@ -275,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         names = " | ".join(COMMANDS)
         print(f"usage: safety-probe {{{names}}} [options]  (each command takes --help)", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    config_type, run = COMMANDS[argv[0]]
+    config_of, run = COMMANDS[argv[0]]
     rest = argv[1:]
     positional = {"data": "--world", "figures": "--run"}  # `safety-probe data organism`, `safety-probe figures DIR`
     if argv[0] in positional and rest and not rest[0].startswith("-"):
         rest = [positional[argv[0]], *rest]
-    cfg = _parse(config_type, f"safety-probe {argv[0]}", rest)
+    cfg = _parse(config_of(), f"safety-probe {argv[0]}", rest)
     return _guard(lambda: run(cfg))

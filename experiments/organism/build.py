@@ -1,0 +1,45 @@
+"""Build the model organism: ``python experiments/organism/build.py --seed 0 --out safety_probe/organism/weights``.
+
+Trains the CLIP tower and the tiny LLaVA from scratch (see docs/organism.md), saves both Hugging Face folders
+under ``--out``, evaluates on held-out pairs and writes ``--out/build_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from safety_probe.organism.train import Config, build
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("safety_probe/organism/weights"))
+    ap.add_argument("--eval-n", type=int, default=400, help="held-out pairs to evaluate (0 = skip)")
+    ap.add_argument("--eval-seed", type=int, default=1234)
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="save/load each stage's result here (development only: edits to a stage need a fresh dir)")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every step count (smoke tests)")
+    ap.add_argument("--pool-scale", type=float, default=1.0, help="multiply the image pool size (smoke tests)")
+    args = ap.parse_args()
+    cfg = Config(seed=args.seed)
+    if args.scale != 1.0:
+        for k in ("lm_steps", "clip_steps", "proj_steps", "sft_steps"):
+            setattr(cfg, k, max(2, int(getattr(cfg, k) * args.scale)))
+    cfg.pool_toxic = int(cfg.pool_toxic * args.pool_scale)
+    cfg.pool_benign = int(cfg.pool_benign * args.pool_scale)
+    t = time.time()
+    metrics = build(args.out, cfg=cfg, eval_n=args.eval_n, eval_seed=args.eval_seed, cache_dir=args.cache_dir)
+    metrics["times_s"]["wall"] = time.time() - t
+    (args.out / "build_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    ev = metrics.get("eval", {})
+    print(json.dumps({k: v for k, v in ev.items() if not k.endswith("examples")}, indent=1, default=str))
+    print(json.dumps(metrics.get("logit_lens"), default=str))
+    print(json.dumps(metrics["times_s"]))
+
+
+if __name__ == "__main__":
+    main()

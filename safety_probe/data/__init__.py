@@ -1,0 +1,1 @@
+"""Data: the pairs file format and the synthetic world."""

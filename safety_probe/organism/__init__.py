@@ -1,0 +1,15 @@
+"""The model organism: a tiny LLaVA trained from scratch whose text safety does not transfer to images.
+
+``ORGANISM_DIR`` holds the Hugging Face folder of the LLaVA (model + processor); ``CLIP_DIR`` the CLIP model
+whose vision tower the LLaVA uses (also a retriever and an input-filter baseline). See docs/organism.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+ORGANISM_DIR = WEIGHTS_DIR / "llava"
+CLIP_DIR = WEIGHTS_DIR / "clip"
+
+__all__ = ["CLIP_DIR", "ORGANISM_DIR", "WEIGHTS_DIR"]

@@ -1,0 +1,126 @@
+"""Image → related text with a CLIP-style model (TGA's retrieved text R, paper §4), and CLIP zero-shot scores.
+
+    >>> r = Retriever()                                   # the organism's CLIP (organism/weights/clip)
+    >>> r.retrieve([image], ["a red cup on a table"], corpus)[0]
+    ['two red cups on a table']                           # nearest corpus text that is not the caption itself
+
+The paper retrieved with BEiT-3 from ~1.16M captions plus ~5K toxic texts; any ``transformers.CLIPModel``
+folder (model + processor) works here. The image's own caption is always excluded (compared after trimming
+spaces, case and a final full stop), so R is a *related* text, never the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from safety_probe.errors import InputError
+
+
+def normalise_text(text: str) -> str:
+    """The form captions are compared in when excluding an image's own caption."""
+    return " ".join(text.strip().rstrip(".").lower().split())
+
+
+def world_corpus() -> list[str]:
+    """Every caption the synthetic world can write (all objects × colours × counts × backgrounds)."""
+    from safety_probe.data import world
+
+    out = []
+    for obj in world.NOUNS:
+        for colour in world.OBJECT_COLOURS.get(obj, list(world.COLOURS)):
+            for count in (1, 2, 3):
+                for bg in world.BACKGROUNDS:
+                    out.append(world.make_caption(obj, colour, count, bg))
+    return list(dict.fromkeys(out))
+
+
+class Retriever:
+    """A CLIP model and processor loaded from a local folder; embeddings are L2-normalised.
+
+    ``path`` defaults to the organism's CLIP (``safety_probe.organism.CLIP_DIR``).
+    """
+
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", batch_size: int = 256):
+        from transformers import AutoProcessor, CLIPModel
+
+        if path is None:
+            from safety_probe.organism import CLIP_DIR
+
+            path = CLIP_DIR
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise InputError(f"no CLIP model at {path} (expected a transformers CLIPModel folder)")
+        self.path = path
+        self.model = CLIPModel.from_pretrained(str(path), use_safetensors=True).to(device).eval()
+        self.processor = AutoProcessor.from_pretrained(str(path))
+        self.device = device
+        self.batch_size = batch_size
+        self._cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    @staticmethod
+    def _features(out) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[N, d]`` normalised text embeddings (cached per corpus)."""
+        key = tuple(texts)
+        if key in self._cache:
+            return self._cache[key]
+        tok = self.processor.tokenizer
+        parts = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = tok(list(texts[i:i + self.batch_size]), padding=True, truncation=True, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            parts.append(self._features(self.model.get_text_features(**enc)).float())
+        emb = torch.nn.functional.normalize(torch.cat(parts), dim=-1).cpu()
+        self._cache[key] = emb
+        return emb
+
+    @torch.no_grad()
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """``[N, d]`` normalised image embeddings."""
+        parts = []
+        for i in range(0, len(images), self.batch_size):
+            px = self.processor.image_processor(images=[im.convert("RGB") for im in images[i:i + self.batch_size]],
+                                                return_tensors="pt")["pixel_values"].to(self.device)
+            parts.append(self._features(self.model.get_image_features(pixel_values=px)).float())
+        return torch.nn.functional.normalize(torch.cat(parts), dim=-1).cpu()
+
+    def retrieve(self, images: Sequence[Image.Image], captions: Sequence[str], corpus: Sequence[str],
+                 k: int = 1) -> list[list[str]]:
+        """For each image, the ``k`` corpus texts most similar to it, its own caption excluded."""
+        if len(images) != len(captions):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        corpus = list(dict.fromkeys(corpus))
+        if len(corpus) < k + 1:
+            raise InputError(f"retrieval corpus too small ({len(corpus)} texts) for k={k} with the caption excluded")
+        sims = self.embed_images(images) @ self.embed_texts(corpus).T  # [N, M]
+        norm = [normalise_text(t) for t in corpus]
+        out = []
+        for i, caption in enumerate(captions):
+            own = normalise_text(caption)
+            row = sims[i].clone()
+            for j, t in enumerate(norm):
+                if t == own:
+                    row[j] = float("-inf")
+            top = torch.topk(row, k).indices.tolist()
+            out.append([corpus[j] for j in top])
+        return out
+
+    def zero_shot(self, images: Sequence[Image.Image], labels: Sequence[str]) -> torch.Tensor:
+        """``[N, L]`` softmax over ``labels`` with the model's logit scale (CLIP zero-shot classification)."""
+        sims = self.embed_images(images) @ self.embed_texts(list(labels)).T
+        scale = self.model.logit_scale.exp().item()
+        return torch.softmax(scale * sims, dim=-1)
+
+
+def retrieve_related(images: Sequence[Image.Image], captions: Sequence[str], corpus: Sequence[str] | None = None,
+                     clip: str | Path | Retriever | None = None, k: int = 1) -> list[str]:
+    """Top-1 related text per image (own caption excluded); ``corpus`` defaults to :func:`world_corpus`."""
+    retriever = clip if isinstance(clip, Retriever) else Retriever(clip)
+    return [r[0] for r in retriever.retrieve(images, captions, corpus or world_corpus(), k=k)]

@@ -1,0 +1,143 @@
+"""The configuration of one TGA run (``safety-probe tga`` turns it into command-line options)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+METHODS = ("tga", "ce", "safety_ft", "filter")
+
+
+@dataclass
+class TGAConfig:
+    """Text-Guided Alignment (paper §4) and its baselines, trained and compared in one harness."""
+
+    model: str = "organism"
+    """Model to align: a local Hugging Face folder, a hub name, or ``organism``."""
+
+    layers: str = "all"
+    """Safety layers J: a layers.json (key ``safety_layers``: 0-based block indices) or a spec like "10-18" / "3,5"."""
+
+    data: str | None = None
+    """Training JSON (LLaVA format + image_caption / retrieved_caption). None: generate from the synthetic world."""
+
+    out: str = "runs/tga"
+    """Output folder: model/, compare.json, checkpoints/, baselines/."""
+
+    stage: int = 2
+    """1: projector only. 2: projector + language model (full, or LoRA with ``lora``). The vision tower stays frozen."""
+
+    lr: float | None = None
+    """Peak learning rate. None: the paper's 1e-3 (stage 1) or 2e-6 (stage 2)."""
+
+    epochs: int = 1
+    """Passes over the training data (ignored when ``max_steps`` is set)."""
+
+    max_steps: int | None = None
+    """Optimizer steps to train for; None: ``epochs`` passes. Also the horizon t = step / max_steps of ``anneal``."""
+
+    batch_size: int = 8
+    """Examples per device per forward."""
+
+    grad_accum: int = 1
+    """Gradient accumulation steps (accelerate's ``accumulate``)."""
+
+    guide_weight: float = 1.0
+    """λ in L = L_LM + λ·L_guide."""
+
+    guide_form: Literal["paper", "exp"] = "paper"
+    """paper: −cos(I,C) + softplus(−(cos(I,C) − cos(R,C))). exp: the released code's exp(−cos) forms."""
+
+    anneal: bool = False
+    """Weight the two guide terms by 0.25·(1−t) and 0.1·(1−t)² (released code) instead of 1 and 1."""
+
+    lora: bool = False
+    """Stage 2: train the language model through LoRA adapters (peft) instead of all its weights; merged on save."""
+
+    lora_r: int = 16
+    """LoRA rank."""
+
+    lora_alpha: int = 32
+    """LoRA alpha."""
+
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+
+    warmup_ratio: float = 0.03
+    """Share of steps with linear warm-up; cosine decay after."""
+
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0: off)."""
+
+    retrieved_in_context: bool = True
+    """Put the retrieved text in the training prompt ("Retrieved Text: R. <image>\\n{instruction}")."""
+
+    system_prompt: str | None = None
+    """System prompt of the training prompts, the caption run and the evaluation (recorded in compare.json)."""
+
+    seed: int = 0
+    """Seed of model-independent randomness (data order, generated data)."""
+
+    train_n: int = 2000
+    """Examples to generate when ``data`` is None."""
+
+    toxic_share: float = 0.0
+    """Share of toxic images (answered by their description, never a refusal) in generated TGA data."""
+
+    retrieval: str = "auto"
+    """How generated data gets R: clip, world (same object, one attribute changed) or auto (clip if present)."""
+
+    clip: str | None = None
+    """CLIP folder used for retrieval and the input filter; None: the organism's (organism/weights/clip)."""
+
+    eval_pairs: str | None = None
+    """Held-out pairs.jsonl for before/after. None with the organism: generated from the world (eval_seed, eval_n)."""
+
+    eval_n: int = 200
+    """Pairs to generate for evaluation when ``eval_pairs`` is None."""
+
+    eval_seed: int = 1234
+    """World seed of generated evaluation pairs (distinct from training seeds)."""
+
+    eval_batch_size: int = 32
+    """Batch size of generation in evaluation."""
+
+    max_new_tokens: int = 24
+    """Generated tokens per response in evaluation."""
+
+    baselines: list[str] = field(default_factory=lambda: ["ce", "safety_ft", "filter"])
+    """Baselines run in the same harness: ce (same alignment, no guide loss), safety_ft (fine-tuning on a few
+    refused toxic images, VLGuard-style), filter (CLIP zero-shot input filter on the image)."""
+
+    safety_ft_n: int = 14
+    """Refused toxic images added to the training data of the safety_ft baseline."""
+
+    filter_threshold: float = 0.5
+    """Input filter: refuse when the summed zero-shot probability of the toxic descriptors exceeds this."""
+
+    save_every: int = 50
+    """Checkpoint every this many optimizer steps (and at the end)."""
+
+    keep_checkpoints: int = 2
+    """Checkpoints kept (oldest deleted)."""
+
+    resume: bool = True
+    """Resume from the last checkpoint in ``out`` when one exists."""
+
+    stop_after: int | None = None
+    """Stop after this many optimizer steps without finishing (simulates an interruption; for tests)."""
+
+    device: str | None = None
+    """Force "cpu"; None: accelerate picks (the GPU of this process when there is one)."""
+
+    dtype: str = "float32"
+    """Weights dtype when loading: float32, bfloat16 or float16."""
+
+    mixed_precision: str = "no"
+    """accelerate mixed precision: no, bf16 or fp16."""
+
+    threads: int | None = 2
+    """CPU threads (fixed for bitwise-reproducible CPU runs); None leaves torch's default."""
+
+    evaluate: bool = True
+    """Evaluate before/after on the held-out pairs and record the shift (compare.json)."""

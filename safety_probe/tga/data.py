@@ -1,0 +1,208 @@
+"""TGA training data: LLaVA's conversation JSON plus the paper's ``image_caption`` and ``retrieved_caption``.
+
+One file is a JSON list of entries::
+
+    {"id": "00017", "image": "images/00017.png",
+     "conversations": [{"from": "human", "value": "<image>\\nDescribe this image."},
+                       {"from": "gpt", "value": "The image shows a red cup on a table."}],
+     "image_caption": "a red cup on a table",
+     "retrieved_caption": "two red cups on a table"}
+
+``image`` is relative to the file's folder (or absolute). ``retrieved_caption`` may be left out and filled in
+by retrieval (:mod:`safety_probe.retrieve`). Extra fields (``label``, ``scene``, ``kind``) are kept. Only the
+first human/gpt exchange is used. Every problem raises :class:`InputError` in one line naming file and entry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from safety_probe.data.pairs import load_image
+from safety_probe.errors import InputError
+from safety_probe.io import write_json
+
+IMAGE_PLACEHOLDER = "<image>"
+KNOWN = {"id", "image", "conversations", "image_caption", "retrieved_caption"}
+
+
+@dataclass(frozen=True)
+class TGAExample:
+    """One training image with its instruction, target response, caption C and retrieved text R."""
+
+    id: str
+    image: Path
+    instruction: str
+    response: str
+    caption: str
+    retrieved: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def _text(obj: dict, key: str, where: str, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise InputError(f"{where}: missing field '{key}'")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: field '{key}' must be a non-empty string")
+    return value
+
+
+def _first_exchange(conv, where: str) -> tuple[str, str]:
+    if not isinstance(conv, list) or len(conv) < 2:
+        raise InputError(f"{where}: 'conversations' must be a list of at least two turns (human, gpt)")
+    turns = []
+    for k, (turn, who) in enumerate(zip(conv[:2], ("human", "gpt"))):
+        if not isinstance(turn, dict) or turn.get("from") != who or not isinstance(turn.get("value"), str):
+            raise InputError(f"{where}: conversations[{k}] must be {{\"from\": \"{who}\", \"value\": <string>}}")
+        turns.append(turn["value"])
+    human, gpt = turns
+    if human.count(IMAGE_PLACEHOLDER) != 1:
+        raise InputError(f"{where}: the human turn must contain '{IMAGE_PLACEHOLDER}' exactly once")
+    instruction = human.replace(IMAGE_PLACEHOLDER, "").strip()
+    if not instruction:
+        raise InputError(f"{where}: the human turn has no instruction besides '{IMAGE_PLACEHOLDER}'")
+    if not gpt.strip():
+        raise InputError(f"{where}: the gpt turn is empty")
+    return instruction, gpt.strip()
+
+
+def load_tga_data(path: str | Path, check_images: bool = True, require_retrieved: bool = False) -> list[TGAExample]:
+    """Read and validate a TGA data file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"TGA data file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, list) or not data:
+        raise InputError(f"{path}: expected a non-empty JSON list of entries")
+    out, seen = [], set()
+    for i, obj in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: expected a JSON object")
+        if "id" not in obj or not isinstance(obj["id"], (str, int)):
+            raise InputError(f"{where}: missing or non-string field 'id'")
+        ex_id = str(obj["id"])
+        where = f"{path}: entry {i} (id {ex_id})"
+        if ex_id in seen:
+            raise InputError(f"{where}: duplicate id")
+        seen.add(ex_id)
+        image = Path(_text(obj, "image", where))
+        image = image if image.is_absolute() else (path.parent / image).resolve()
+        instruction, response = _first_exchange(obj.get("conversations"), where)
+        caption = _text(obj, "image_caption", where)
+        retrieved = _text(obj, "retrieved_caption", where, required=require_retrieved)
+        if retrieved is not None:
+            from safety_probe.retrieve import normalise_text
+
+            if normalise_text(retrieved) == normalise_text(caption):
+                raise InputError(f"{where}: 'retrieved_caption' equals 'image_caption' (R must be a different text)")
+        if check_images:
+            try:
+                load_image(image)
+            except InputError as e:
+                raise InputError(f"{where}: {e}") from None
+        out.append(TGAExample(ex_id, image, instruction, response, caption, retrieved,
+                              {k: v for k, v in obj.items() if k not in KNOWN}))
+    return out
+
+
+def entry(ex_id: str, image: str, instruction: str, response: str, caption: str, retrieved: str | None,
+          **extra) -> dict:
+    """One entry in the file format."""
+    out = {"id": ex_id, "image": image,
+           "conversations": [{"from": "human", "value": f"{IMAGE_PLACEHOLDER}\n{instruction}"},
+                             {"from": "gpt", "value": response}],
+           "image_caption": caption}
+    if retrieved is not None:
+        out["retrieved_caption"] = retrieved
+    return {**out, **extra}
+
+
+def world_related_caption(rng: np.random.Generator, sample) -> str:
+    """A caption of the same object with one attribute changed (colour, count or background): R without CLIP."""
+    from safety_probe.data import world
+
+    colours = world.OBJECT_COLOURS.get(sample.object, list(world.COLOURS))
+    for _ in range(20):
+        colour, count, bg = sample.colour, sample.count, sample.background
+        which = int(rng.integers(3))
+        if which == 0 and len(colours) > 1:
+            colour = str(rng.choice([c for c in colours if c != sample.colour]))
+        elif which == 1:
+            count = int(rng.choice([c for c in (1, 2, 3) if c != sample.count]))
+        else:
+            bg = str(rng.choice([b for b in world.BACKGROUNDS if b != sample.background]))
+        cap = world.make_caption(sample.object, colour, count, bg)
+        if cap != sample.caption:
+            return cap
+    raise RuntimeError(f"no related caption for {sample.caption!r}")
+
+
+def _draw(seed: int, n: int, toxic_share: float, kind: str) -> list:
+    """``kind="tga"``: benign samples (every instruction kind, the world's answers) plus ``toxic_share`` toxic
+    images under a neutral instruction answered by their *description* (as LLaVA pretraining data has them;
+    no refusal). ``kind="safety"``: toxic images answered by the world's refusal (VLGuard-style data)."""
+    from safety_probe.data import world
+
+    rng = np.random.default_rng([seed, 77])
+    scenes = list(world.HARMFUL_SCENES)
+    out = []
+    n_toxic = round(n * toxic_share) if kind == "tga" else n
+    for i in range(n):
+        if i < n_toxic:
+            scene = scenes[i % len(scenes)]
+            if kind == "tga":
+                s = world.sample_harmful(rng, scene, kind="neutral")
+                s.response = world.describe(s.caption)
+            else:
+                s = world.sample_harmful(rng, scene)  # neutral or harmful_intent, answered by the refusal
+        else:
+            s = world.sample_benign(rng)
+        out.append(s)
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
+
+
+def write_tga_data(seed: int, n: int, out_dir: str | Path, toxic_share: float = 0.0, retrieval: str = "auto",
+                   clip: str | Path | None = None, kind: str = "tga", name: str | None = None) -> Path:
+    """Render ``n`` world samples into ``out_dir/images`` and write ``out_dir/tga.json``; returns its path.
+
+    ``retrieval``: ``clip`` (nearest world caption to the image under the CLIP at ``clip``, default the
+    organism's, own caption excluded), ``world`` (same object with one attribute changed), ``auto`` (clip when
+    the CLIP model exists, else world). ``kind="safety"`` writes the refusal data of the VLGuard-style baseline
+    (toxic images only) to ``safety.json``. Deterministic for a seed.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    samples = _draw(seed, n, toxic_share, kind)
+    if retrieval == "auto":
+        from safety_probe.organism import CLIP_DIR
+
+        retrieval = "clip" if (Path(clip or CLIP_DIR) / "config.json").is_file() else "world"
+    if retrieval == "clip":
+        from safety_probe.retrieve import Retriever, world_corpus
+
+        related = [r[0] for r in Retriever(clip).retrieve([s.image for s in samples], [s.caption for s in samples],
+                                                           world_corpus())]
+    elif retrieval == "world":
+        rng = np.random.default_rng([seed, 78])
+        related = [world_related_caption(rng, s) for s in samples]
+    else:
+        raise InputError(f"unknown retrieval {retrieval!r}: use auto, clip or world")
+    prefix = "s" if kind == "safety" else "t"
+    entries = []
+    for i, (s, r) in enumerate(zip(samples, related)):
+        rel = f"images/{prefix}{i:05d}.png"
+        s.image.save(out_dir / rel, format="PNG")
+        entries.append(entry(f"{prefix}{i:05d}", rel, s.instruction, s.response, s.caption, r,
+                             label=s.label, scene=s.scene, kind=s.kind, retrieval=retrieval))
+    return write_json(out_dir / (name or ("safety.json" if kind == "safety" else "tga.json")), entries)

@@ -1,0 +1,372 @@
+"""The TGA trainer on accelerate: one script for CPU, one GPU, or ``accelerate launch`` on several GPUs.
+
+    L = L_LM + λ · Σ_{j∈J} [ −cos(I_j, C_j) + softplus(−(cos(I_j, C_j) − cos(R_j, C_j))) ]
+
+Hidden states come from forward hooks on the decoder blocks (gradients kept) during the image run; C from a
+no-grad text-only forward of the same model that stops after the deepest block in J. Checkpoints are accelerate
+``save_state`` folders (trainable parameters only, in safetensors, + optimizer + RNG) with ``trainer_state.json``
+(step counter); a rerun resumes from the newest one and ends bitwise equal to an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from safety_probe.errors import InputError
+from safety_probe.io import write_json
+from safety_probe.models.vlm import VLM, load_vlm
+from safety_probe.tga.batch import TGABatch, TGACollator
+from safety_probe.tga.config import TGAConfig
+from safety_probe.tga.data import TGAExample
+from safety_probe.tga.hooks import states_until, tap_blocks
+from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
+
+PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "connector", "merger")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+STATE_FILE = "trainer_state.json"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layers, parameters
+# ---------------------------------------------------------------------------------------------------------
+
+
+def resolve_layers(spec: str | list[int], n_layers: int) -> list[int]:
+    """J from a layers.json (key ``safety_layers``), a spec ("10-18", "3,5", "all") or a list of block indices."""
+    from safety_probe.probe import parse_layers
+
+    if isinstance(spec, (list, tuple)):
+        layers = sorted({int(x) for x in spec})
+    elif str(spec).endswith(".json") or Path(str(spec)).is_file():
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"layers file not found: {path}")
+        try:
+            obj = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: malformed JSON ({e.msg})") from None
+        value = obj.get("safety_layers") if isinstance(obj, dict) else None
+        if not isinstance(value, list) or not value or not all(isinstance(x, int) for x in value):
+            raise InputError(f"{path}: expected key 'safety_layers' with a non-empty list of 0-based block indices")
+        layers = sorted(set(value))
+    else:
+        return parse_layers(str(spec), n_layers)
+    for layer in layers:
+        if not 0 <= layer < n_layers:
+            raise InputError(f"safety layer {layer} is out of range: the model has {n_layers} blocks (0-{n_layers - 1})")
+    return layers
+
+
+def find_projector(model: nn.Module) -> tuple[str, nn.Module]:
+    """The vision→language projector module (LLaVA's ``multi_modal_projector`` and its kin)."""
+    for name, module in model.named_modules():
+        if name.split(".")[-1] in PROJECTOR_NAMES:
+            return name, module
+    raise InputError(f"{type(model).__name__}: cannot find the multimodal projector ({', '.join(PROJECTOR_NAMES)})")
+
+
+def setup_trainable(vlm: VLM, stage: int, lora: bool = False, lora_r: int = 16, lora_alpha: int = 32):
+    """Freeze everything, then unfreeze the projector (stage 1) and the language model (stage 2; full or LoRA).
+
+    Returns the peft model when LoRA was injected (for merging), else None. The vision tower stays frozen.
+    """
+    if stage not in (1, 2):
+        raise InputError(f"stage must be 1 (projector) or 2 (projector + language model), got {stage}")
+    model = vlm.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    _, projector = find_projector(model)
+    peft_model = None
+    if stage == 2 and lora:
+        from peft import LoraConfig, get_peft_model
+
+        names = {id(m): n for n, m in model.named_modules()}
+        decoder = re.escape(names[id(vlm.decoder)])
+        target = rf"{decoder}\.layers\.\d+\..*\b({'|'.join(LORA_TARGETS)})"
+        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=target, bias="none")
+        peft_model = get_peft_model(model, config)  # injects adapters into `model` in place
+    elif stage == 2:
+        for p in vlm.decoder.parameters():
+            p.requires_grad_(True)
+        for p in vlm.unembed.parameters():
+            p.requires_grad_(True)
+    for p in projector.parameters():
+        p.requires_grad_(True)
+    return peft_model
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def weights_hash(model_or_state: nn.Module | dict) -> str:
+    """sha256 over every tensor of a state dict (sorted by name): equal hashes = bitwise equal weights."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loss of one batch
+# ---------------------------------------------------------------------------------------------------------
+
+
+def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], guide_weight: float,
+             form: str = "paper", weights: tuple[float, float] = (1.0, 1.0),
+             caption_model: nn.Module | None = None, lm_weight: float = 1.0
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """lm_weight·L_LM + λ·L_guide for one batch. ``model`` runs the image run (may be DDP-wrapped); ``caption_model``
+    (default ``vlm.model``) runs the no-grad caption run, stopped after the deepest block of ``layers``."""
+    use_guide = guide_weight != 0 and len(layers) > 0
+    stats: dict[str, float] = {}
+    if use_guide:
+        if batch.caption is None or not batch.retrieved_mask.any(dim=1).all():
+            raise InputError("the guide loss needs the caption run and retrieved text in context")
+        hc = states_until(caption_model or vlm.model, vlm.layers, layers, batch.caption.inputs)
+        caption = {l: masked_mean(h, batch.caption.caption_mask) for l, h in hc.items()}
+    with tap_blocks(vlm.layers, layers if use_guide else []) as captured:
+        out = model(**batch.inputs, use_cache=False)
+    stats["lm"] = out.loss.item()
+    loss = lm_weight * out.loss
+    if use_guide:
+        image = {l: masked_mean(captured[l], batch.image_mask) for l in layers}
+        retrieved = {l: masked_mean(captured[l], batch.retrieved_mask) for l in layers}
+        guide, gstats = guide_loss(image, caption, retrieved, form, weights)
+        loss = loss + guide_weight * guide
+        stats["guide"] = guide.item()
+        stats.update(gstats)
+    stats["loss"] = loss.item()
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data order
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+class _FixedOrder(torch.utils.data.Sampler):
+    """A precomputed index sequence (all epochs concatenated): resuming = skipping its first batches."""
+
+    def __init__(self, order: list[int]):
+        self.order = order
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def data_order(n: int, seed: int, n_examples_needed: int) -> list[int]:
+    """Seeded per-epoch permutations of range(n), concatenated up to ``n_examples_needed`` indices."""
+    order: list[int] = []
+    epoch = 0
+    while len(order) < n_examples_needed:
+        order += np.random.default_rng([seed, 1000 + epoch]).permutation(n).tolist()
+        epoch += 1
+    return order[:n_examples_needed]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """Where a training run left its model (None when stopped early by ``stop_after``) and its log."""
+
+    model_dir: Path | None
+    steps: int
+    total_steps: int
+    log: list[dict]
+    weights_hash: str | None = None
+
+
+RUN_NEUTRAL = {"resume", "stop_after", "evaluate", "baselines", "eval_batch_size", "max_new_tokens", "threads",
+               "save_every", "keep_checkpoints", "eval_pairs", "eval_n", "eval_seed", "filter_threshold"}
+
+
+def run_fingerprint(cfg: TGAConfig, **overrides) -> str:
+    """Hash of the settings that change the trained weights (a checkpoint resumes only into the same run)."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in RUN_NEUTRAL}
+    return hashlib.sha256(json.dumps({**settings, **overrides}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _lr_at(step: int, total: int, peak: float, warmup_ratio: float) -> float:
+    warm = max(1, round(total * warmup_ratio)) if warmup_ratio > 0 else 0
+    if step < warm:
+        return peak * (step + 1) / warm
+    span = max(1, total - warm)
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / span))
+
+
+def _checkpoints(ckpt_dir: Path) -> list[Path]:
+    done = [p for p in ckpt_dir.glob("step_*") if (p / STATE_FILE).is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+
+
+def train(cfg: TGAConfig, examples: list[TGAExample], out_dir: str | Path, guide_weight: float | None = None,
+          retrieved_in_context: bool | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``examples``; checkpoints in ``out_dir/checkpoints``, final model in ``out_dir/model``.
+
+    ``guide_weight`` / ``retrieved_in_context`` override the config (baselines train with λ = 0).
+    """
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    try:
+        return _train(cfg, examples, Path(out_dir), guide_weight, retrieved_in_context)
+    finally:  # leave the process as we found it
+        torch.use_deterministic_algorithms(prev[0])
+        torch.set_num_threads(prev[1])
+
+
+def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weight: float | None,
+           retrieved_in_context: bool | None) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    guide_weight = cfg.guide_weight if guide_weight is None else guide_weight
+    in_context = cfg.retrieved_in_context if retrieved_in_context is None else retrieved_in_context
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    accelerator = Accelerator(cpu=cfg.device == "cpu", gradient_accumulation_steps=cfg.grad_accum,
+                              mixed_precision=cfg.mixed_precision)
+    deterministic_cpu = accelerator.device.type == "cpu"
+    if deterministic_cpu:
+        torch.use_deterministic_algorithms(True)
+    set_seed(cfg.seed)
+
+    vlm = load_vlm(cfg.model, device="cpu", dtype=cfg.dtype)
+    layers = resolve_layers(cfg.layers, vlm.n_layers)
+    peft_model = setup_trainable(vlm, cfg.stage, cfg.lora, cfg.lora_r, cfg.lora_alpha)
+    model = vlm.model
+    names = trainable_names(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = cfg.lr if cfg.lr is not None else (1e-3 if cfg.stage == 1 else 2e-6)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+    collator = TGACollator(vlm, cfg.system_prompt, retrieved_in_context=in_context,
+                           caption_run=guide_weight != 0)
+    per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+    if cfg.max_steps:
+        total = cfg.max_steps
+    else:
+        total = max(1, (cfg.epochs * len(examples)) // per_step)
+    order = data_order(len(examples), cfg.seed, total * per_step)
+    loader = torch.utils.data.DataLoader(_ListDataset(examples), batch_size=cfg.batch_size, sampler=_FixedOrder(order),
+                                         collate_fn=collator, num_workers=0)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    vlm_model = accelerator.unwrap_model(model)
+    vlm.model = vlm_model
+
+    def keep_trainable(models, weights, output_dir):
+        for w in weights:
+            for k in [k for k in w if k not in set(names)]:
+                del w[k]
+
+    accelerator.register_save_state_pre_hook(keep_trainable)
+
+    fingerprint = run_fingerprint(cfg, guide_weight=guide_weight, retrieved_in_context=in_context,
+                                  n_examples=len(examples), data_ids=hashlib.sha256(
+                                      "|".join(ex.id for ex in examples).encode()).hexdigest()[:16])
+    ckpt_dir = out_dir / "checkpoints"
+    step, log = 0, []
+    if not cfg.resume and ckpt_dir.is_dir() and accelerator.is_main_process:
+        shutil.rmtree(ckpt_dir)  # a fresh run: old checkpoints would mix with the new ones
+    accelerator.wait_for_everyone()
+    existing = _checkpoints(ckpt_dir) if cfg.resume else []
+    if existing:
+        last = existing[-1]
+        accelerator.load_state(str(last), strict=False)
+        state = json.loads((last / STATE_FILE).read_text())
+        if state.get("fingerprint") != fingerprint or state["total_steps"] != total:
+            raise InputError(f"{last}: checkpoint of a run with other settings; use a new --out or --resume false")
+        step, log = state["step"], state.get("log", [])
+        accelerator.print(f"[tga] resumed from {last} at step {step}/{total}")
+        loader_iter = accelerator.skip_first_batches(loader, step * cfg.grad_accum)
+    else:
+        loader_iter = loader
+
+    def save_checkpoint() -> None:
+        path = ckpt_dir / f"step_{step}"
+        accelerator.save_state(str(path), safe_serialization=True)
+        if accelerator.is_main_process:
+            write_json(path / STATE_FILE, {"step": step, "total_steps": total, "trainable": len(names),
+                                           "fingerprint": fingerprint, "log": log})
+            for old in _checkpoints(ckpt_dir)[:-cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    model.train()
+    t0 = time.time()
+    if step < total:
+        for batch in loader_iter:
+            batch = batch.to(accelerator.device)
+            with accelerator.accumulate(model):
+                weights = anneal_weights(step, total) if cfg.anneal else (1.0, 1.0)
+                loss, stats = tga_loss(model, vlm, batch, layers, guide_weight, cfg.guide_form, weights,
+                                       caption_model=vlm_model)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                for g in optimizer.param_groups:
+                    g["lr"] = _lr_at(step, total, lr, cfg.warmup_ratio)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            log.append({"step": step, **{k: round(v, 6) for k, v in stats.items()}})
+            if step % 10 == 0 or step == total:
+                accelerator.print(f"[tga] step {step}/{total} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items())
+                                  + f" ({time.time() - t0:.0f}s)")
+            if step % cfg.save_every == 0 or step == total:
+                save_checkpoint()
+            if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
+                return TrainResult(None, step, total, log)
+            if step >= total:
+                break
+
+    accelerator.wait_for_everyone()
+    final = accelerator.unwrap_model(model)
+    if peft_model is not None:
+        final = peft_model.merge_and_unload()
+    model_dir = out_dir / "model"
+    digest = weights_hash(final)
+    if accelerator.is_main_process:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        final.save_pretrained(model_dir, safe_serialization=True)
+        vlm.processor.save_pretrained(model_dir)
+        write_json(out_dir / "train.json", {"config": asdict(cfg), "guide_weight": guide_weight,
+                                            "retrieved_in_context": in_context, "safety_layers": layers,
+                                            "lr": lr, "total_steps": total, "trainable": names,
+                                            "weights_sha256": digest, "log": log})
+    accelerator.wait_for_everyone()
+    return TrainResult(model_dir, step, total, log, digest)

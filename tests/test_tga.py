@@ -1,0 +1,289 @@
+"""TGA: the guide loss, its gradients, the early-stopping caption run, checkpoint/resume, saving, retrieval, data."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from safety_probe.errors import InputError
+from safety_probe.models.vlm import load_vlm
+from safety_probe.tga import (
+    TGACollator,
+    TGAConfig,
+    guide_loss,
+    load_tga_data,
+    masked_mean,
+    setup_trainable,
+    states_until,
+    tap_blocks,
+    tga_loss,
+    train,
+    weights_hash,
+    write_tga_data,
+)
+from safety_probe.tga.loss import anneal_weights
+
+
+@pytest.fixture(scope="module")
+def tga_data(tmp_path_factory) -> Path:
+    return write_tga_data(seed=0, n=6, out_dir=tmp_path_factory.mktemp("tga_data"), retrieval="world")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory, tiny_model_dir) -> Path:
+    """A random-weight CLIPModel + processor sharing the tiny LLaVA's tokenizer."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    out = tmp_path_factory.mktemp("clip")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir("llava"))
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "max_position_embeddings": 64, "pad_token_id": tok.pad_token_id,
+                         "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                           "image_size": 28, "patch_size": 14},
+        projection_dim=16,
+    )
+    cfg.architectures = ["CLIPModel"]
+    CLIPModel(cfg).save_pretrained(out)
+    ip = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    CLIPProcessor(image_processor=ip, tokenizer=tok).save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loss
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_guide_loss_equals_hand_computation():
+    # Two layers, two examples; cosines chosen by hand.
+    i = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    c = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    r = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    # example 0: cos(I,C) = 1/√2, cos(R,C) = 1/√2; example 1: cos(I,C) = 1, cos(R,C) = 0
+    s = 1 / math.sqrt(2)
+    per_layer = ((-s + math.log(2)) + (-1 + math.log1p(math.exp(-1)))) / 2
+    loss, stats = guide_loss({3: i, 5: i}, {3: c, 5: c}, {3: r, 5: r})
+    assert loss.item() == pytest.approx(2 * per_layer, abs=1e-6)
+    assert stats["cos_ic"] == pytest.approx((s + 1) / 2, abs=1e-6)
+    # exp form with the annealing weights at t = 0.5
+    w1, w2 = anneal_weights(5, 10)
+    assert (w1, w2) == pytest.approx((0.125, 0.025))
+    exp_layer = (w1 * (math.exp(-s) + math.exp(-1)) + w2 * (math.exp(0) + math.exp(-1))) / 2
+    loss, _ = guide_loss({0: i}, {0: c}, {0: r}, form="exp", weights=(w1, w2))
+    assert loss.item() == pytest.approx(exp_layer, abs=1e-6)
+
+
+def test_masked_mean_ignores_padding():
+    h = torch.arange(12, dtype=torch.float32).view(1, 4, 3)
+    mask = torch.tensor([[False, True, True, False]])
+    assert torch.allclose(masked_mean(h, mask), h[0, 1:3].mean(0, keepdim=True))
+    with pytest.raises(ValueError):
+        masked_mean(h, torch.zeros(1, 4, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model-level: spans, gradients, early stop
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_retrieved_span_from_offsets(tiny_model_dir, tga_data):
+    vlm = load_vlm(tiny_model_dir("llava"))
+    examples = load_tga_data(tga_data)[:3]
+    batch = TGACollator(vlm)(examples)
+    ids = batch.inputs["input_ids"]
+    for row, ex in enumerate(examples):
+        span = vlm.tokenizer.decode(ids[row][batch.retrieved_mask[row]])
+        assert span.strip() == ex.retrieved.strip().rstrip(".")
+        assert int(batch.image_mask[row].sum()) == int((ids[row] == vlm.image_token_id).sum()) > 0
+        labelled = batch.inputs["labels"][row] != -100
+        assert vlm.tokenizer.decode(ids[row][labelled], skip_special_tokens=True).strip() == ex.response
+    assert batch.caption is not None and batch.caption.caption_mask.any(dim=1).all()
+
+
+def test_guide_loss_alone_moves_only_the_projector(tiny_model_dir, tga_data):
+    torch.manual_seed(0)
+    vlm = load_vlm(tiny_model_dir("llava"))
+    setup_trainable(vlm, stage=1)
+    model = vlm.model
+    batch = TGACollator(vlm)(load_tga_data(tga_data)[:3])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("multi_modal_projector" in n for n in trainable)
+    loss, stats = tga_loss(model, vlm, batch, [0, 1], guide_weight=1.0, lm_weight=0.0)
+    assert loss.item() == pytest.approx(stats["guide"])
+    loss.backward()
+    for n, p in model.named_parameters():
+        if n in trainable:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
+        else:
+            assert p.grad is None, n
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
+    for n, p in model.named_parameters():
+        moved = not torch.equal(p.detach(), before[n])
+        assert moved == (n in trainable), n
+
+
+def test_caption_forward_stops_after_deepest_safety_layer(tmp_path):
+    from safety_probe.models.tiny import build_tiny_vlm
+
+    vlm = load_vlm(build_tiny_vlm("llava", tmp_path / "m4", num_hidden_layers=4))
+    inputs = vlm.tokenizer(["a red cup on a table"], return_tensors="pt")
+    calls = [0] * vlm.n_layers
+    handles = [b.register_forward_hook(lambda m, a, o, k=k: calls.__setitem__(k, calls[k] + 1))
+               for k, b in enumerate(vlm.layers)]
+    try:
+        states = states_until(vlm.model, vlm.layers, [0, 1], dict(inputs))
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == [1, 1, 0, 0]
+    assert not states[1].requires_grad
+    full = vlm.model(**inputs, output_hidden_states=True).hidden_states
+    assert torch.allclose(states[1], full[2], atol=1e-6)  # block l output = hidden_states[l + 1]
+    with tap_blocks(vlm.layers, [2]) as captured:
+        vlm.model(**inputs)
+    assert torch.allclose(captured[2], full[3], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training: resume, save, load
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, tmp_path):
+    examples = load_tga_data(tga_data)
+    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="0-1", stage=2, lr=1e-3, max_steps=3, batch_size=2,
+                    save_every=1, device="cpu", evaluate=False)
+    full = train(cfg, examples, tmp_path / "full")
+    part = train(replace(cfg, stop_after=1), examples, tmp_path / "part")
+    assert part.model_dir is None and part.steps == 1
+    ckpt = tmp_path / "part" / "checkpoints" / "step_1"
+    assert (ckpt / "model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(ckpt / "model.safetensors"))
+    assert saved and not any("vision_tower" in k for k in saved)  # trainable parameters only
+    resumed = train(cfg, examples, tmp_path / "part")
+    assert resumed.steps == 3
+    assert resumed.weights_hash == full.weights_hash
+    vlm = load_vlm(resumed.model_dir)
+    assert weights_hash(vlm.model) == full.weights_hash
+    before = load_vlm(cfg.model)
+    assert weights_hash(before.model) != full.weights_hash
+    vt = dict(before.model.named_parameters())
+    for n, p in vlm.model.named_parameters():
+        if "vision_tower" in n:
+            assert torch.equal(p, vt[n]), n  # the vision tower stays frozen
+
+
+def test_lora_stage2_trains_and_merges(tiny_model_dir, tga_data, tmp_path):
+    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="1", stage=2, lora=True, lora_r=2, lr=1e-2,
+                    max_steps=1, batch_size=2, device="cpu", evaluate=False)
+    result = train(cfg, load_tga_data(tga_data), tmp_path / "lora")
+    vlm = load_vlm(result.model_dir)
+    assert not any("lora" in n for n, _ in vlm.model.named_parameters())
+    assert weights_hash(vlm.model) != weights_hash(load_vlm(cfg.model).model)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retrieval, data
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_retrieval_excludes_the_caption(tiny_clip):
+    from PIL import Image
+
+    from safety_probe.retrieve import Retriever
+
+    r = Retriever(tiny_clip)
+    images = [Image.new("RGB", (28, 28), c) for c in ("red", "blue", "green")]
+    captions = ["a red cup on a table", "a blue ball", "a green tree"]
+    corpus = captions + ["A red cup on a table.", "two red cups on a table", "a blue car"]
+    found = r.retrieve(images, captions, corpus, k=2)
+    for caption, texts in zip(captions, found):
+        assert len(texts) == 2
+        assert all(t.lower().rstrip(".") != caption for t in texts)
+    assert r.retrieve(images[:1], ["a"], ["a", "b"])[0] == ["b"]
+    probs = r.zero_shot(images, ["a gun", "a cup"])
+    assert probs.shape == (3, 2) and torch.allclose(probs.sum(1), torch.ones(3))
+
+
+def _entry(**kw) -> dict:
+    base = {"id": "1", "image": "images/t00000.png",
+            "conversations": [{"from": "human", "value": "<image>\nDescribe this image."},
+                              {"from": "gpt", "value": "A cup."}],
+            "image_caption": "a cup", "retrieved_caption": "two cups"}
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ("not json", "malformed JSON"),
+    ("{}", "non-empty JSON list"),
+    ([_entry(image_caption="")], "image_caption"),
+    ([_entry(conversations=[{"from": "human", "value": "no image here"}, {"from": "gpt", "value": "x"}])], "<image>"),
+    ([_entry(conversations=[{"from": "gpt", "value": "<image>\nx"}])], "conversations"),
+    ([_entry(image="images/missing.png")], "image not found"),
+    ([_entry(retrieved_caption="A cup.")], "retrieved_caption"),
+    ([_entry(), _entry()], "duplicate id"),
+])
+def test_loader_rejects_malformed_files(tga_data, bad, needle):
+    path = tga_data.parent / "bad.json"
+    path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+    with pytest.raises(InputError) as err:
+        load_tga_data(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and needle in message
+    if not isinstance(bad, str) and isinstance(bad, list):
+        assert "entry" in message
+
+
+def test_writer_round_trips(tga_data):
+    examples = load_tga_data(tga_data, require_retrieved=True)
+    assert len(examples) == 6
+    raw = json.loads(tga_data.read_text())
+    assert {"id", "image", "conversations", "image_caption", "retrieved_caption"} <= set(raw[0])
+    assert all(ex.retrieved != ex.caption and ex.image.is_file() for ex in examples)
+    again = write_tga_data(seed=0, n=6, out_dir=tga_data.parent / "again", retrieval="world")
+    assert json.loads(again.read_text()) == raw
+
+
+def test_run_tga_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_file, tmp_path):
+    from safety_probe.tga import run_tga
+
+    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="0-1", out=str(tmp_path / "run"), train_n=4,
+                    retrieval="clip", clip=str(tiny_clip), eval_pairs=str(pairs_file), stage=1, lr=1e-3,
+                    max_steps=1, batch_size=2, device="cpu", baselines=["filter"], max_new_tokens=2)
+    out = run_tga(cfg)
+    compare = json.loads((out / "compare.json").read_text())
+    assert set(compare["rows"]) == {"before", "tga", "filter"}
+    assert compare["safety_layers"] == [0, 1]
+    for row in ("before", "tga"):
+        assert compare["rows"][row]["overall"]["n_pairs"] == 5
+        assert set(compare["rows"][row]["shift"]["cos_matched"]) == {"0", "1"}
+    assert compare["rows"]["filter"]["filter"]["flag_rate_benign"] is not None
+    data = json.loads((out / "data" / "tga.json").read_text())
+    assert all(d["retrieved_caption"] != d["image_caption"] for d in data)
+    assert load_vlm(out / "model").n_layers == 2
+
+
+def test_resolve_layers_from_json_and_spec(tmp_path):
+    from safety_probe.tga import resolve_layers
+
+    path = tmp_path / "layers.json"
+    path.write_text(json.dumps({"safety_layers": [5, 3, 4]}))
+    assert resolve_layers(str(path), 8) == [3, 4, 5]
+    assert resolve_layers("2-4", 8) == [2, 3, 4]
+    path.write_text(json.dumps({"safety_layers": [9]}))
+    with pytest.raises(InputError, match="out of range"):
+        resolve_layers(str(path), 8)
+    path.write_text(json.dumps({"layers": [1]}))
+    with pytest.raises(InputError, match="safety_layers"):
+        resolve_layers(str(path), 8)
