@@ -23,6 +23,7 @@ test: install
 
 bench: install
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.tga_step
 
 organism: install
 	$(PY) experiments/organism/build.py --seed 0 --out safety_probe/organism/weights

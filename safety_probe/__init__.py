@@ -31,12 +31,15 @@ _EXPORTS = {
     "LayerScores": "safety_probe.locate",
     "choose_safety_layers": "safety_probe.locate",
     "refusal_direction": "safety_probe.locate",
-    "evaluate": "safety_probe.evaluate",
-    "KeywordJudge": "safety_probe.evaluate",
+    "evaluate": "safety_probe.evaluation",
+    "KeywordJudge": "safety_probe.evaluation",
     "draw_all": "safety_probe.plots",
     "plot_shift": "safety_probe.plots",
     "plot_locate": "safety_probe.plots",
     "plot_locators": "safety_probe.plots",
+    "TGAConfig": "safety_probe.tga",
+    "run_tga": "safety_probe.tga",
+    "retrieve_related": "safety_probe.retrieve",
     "InputError": "safety_probe.errors",
 }
 

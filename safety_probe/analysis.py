@@ -20,7 +20,7 @@ import pandas as pd
 
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
-from safety_probe.evaluate import PAPER_REFUSAL
+from safety_probe.evaluation import PAPER_REFUSAL
 from safety_probe.io import write_atomic, write_json
 from safety_probe.lens import caption_attention_mass, iter_lens_logprobs
 from safety_probe.locate import (

@@ -226,7 +226,7 @@ class EvalConfig(ModelOptions):
 def run_eval(cfg: EvalConfig) -> Path:
     """Run `safety-probe eval`; returns the output folder."""
     from safety_probe.data.pairs import load_pairs
-    from safety_probe.evaluate import ChatModelJudge, KeywordJudge, evaluate
+    from safety_probe.evaluation import ChatModelJudge, KeywordJudge, evaluate
     from safety_probe.io import write_json, write_jsonl
     from safety_probe.runinfo import run_info
 

@@ -56,8 +56,8 @@ def patch_caption_into_image(
         count = mask.sum(dim=1).clamp(min=1)
         caption = caption_mean[i:i + batch_size].to(vlm.device, vlm.dtype)
 
-        def refusal(logits: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(logits[rows, batch.last_index].float(), -1)[:, refusal_ids].sum(-1).cpu()
+        def refusal(logits: torch.Tensor, rows=rows, last=batch.last_index) -> torch.Tensor:
+            return torch.softmax(logits[rows, last].float(), -1)[:, refusal_ids].sum(-1).cpu()
 
         base.append(refusal(vlm.model(**batch.inputs).logits))
         per_layer = []

@@ -205,6 +205,70 @@ def plot_last_token(
     return _render(_Spec("Last-token cosine per layer", [panel], list(safety_layers), 2.2), backend)
 
 
+METHOD_COLORS = {"before": COLORS["grey"], "tga": COLORS["blue"], "ce": COLORS["orange"],
+                 "safety_ft": COLORS["green"], "filter": COLORS["purple"]}
+
+
+def plot_tga_shift(compare: Mapping, backend: Backend = "matplotlib") -> Figure | go.Figure:
+    """cos(image mean, caption mean) per layer before (dashed) and after each trained method of a
+    ``compare.json`` (``safety-probe tga``), the safety layers J shaded."""
+    series = []
+    for name, row in compare["rows"].items():
+        shift = row.get("shift")
+        if not shift:
+            continue
+        layers = sorted(int(l) for l in shift["cos_matched"])
+        y = np.array([shift["cos_matched"][str(l)] for l in layers])
+        series.append(_Series(name, layers, y, METHOD_COLORS.get(name, COLORS["red"]), dashed=name == "before"))
+    if not series:
+        raise ValueError("plot_tga_shift: compare.json has no shift measurements")
+    panel = _Panel("cosine(image, caption)", series)
+    return _render(_Spec("Semantic shift before/after alignment", [panel], list(compare.get("safety_layers", [])),
+                         2.4), backend)
+
+
+def plot_tga_dsr(compare: Mapping, backend: Backend = "matplotlib") -> Figure | go.Figure:
+    """Image-run DSR per toxic scene (and overall) for each row of a ``compare.json``: grouped bars."""
+    rows = compare["rows"]
+    scenes = sorted({s for r in rows.values() for s, m in r.get("per_scene", {}).items() if m.get("image_dsr") is not None})
+    groups = [*scenes, "overall"]
+
+    def dsr(row: Mapping, group: str) -> float:
+        m = row["overall"] if group == "overall" else row.get("per_scene", {}).get(group, {})
+        return float(m.get("image_dsr") or 0.0)
+
+    names = list(rows)
+    if backend == "plotly":
+        fig = go.Figure([go.Bar(name=n, x=groups, y=[dsr(rows[n], g) for g in groups],
+                                marker_color=METHOD_COLORS.get(n, COLORS["red"]),
+                                hovertemplate="%{x}: image DSR %{y:.3f}<extra>" + n + "</extra>") for n in names])
+        fig.update_layout(barmode="group", title="Image DSR per scene", yaxis_title="image DSR",
+                          yaxis_range=[0, 1.05], template="simple_white")
+        return fig
+    with figure_style():
+        fig = Figure(figsize=(2 * COLUMN_WIDTH_IN, 2.2), layout="constrained")
+        ax = fig.subplots()
+        width = 0.8 / len(names)
+        x = np.arange(len(groups))
+        for i, n in enumerate(names):
+            ax.bar(x + (i - (len(names) - 1) / 2) * width, [dsr(rows[n], g) for g in groups], width,
+                   label=n, color=METHOD_COLORS.get(n, COLORS["red"]))
+        ax.set_xticks(x, [g.replace("_", " ") for g in groups], rotation=20, ha="right")
+        ax.set_ylabel("image DSR")
+        ax.set_ylim(0, 1.05)
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(names), borderaxespad=0.2)
+    return fig
+
+
+def draw_tga(compare: Mapping, out_dir: str | Path) -> list[Path]:
+    """Write ``tga_dsr`` and ``tga_shift`` as PDF, PNG and HTML into ``out_dir``; returns the paths."""
+    paths: list[Path] = []
+    for stem, fn in (("tga_dsr", plot_tga_dsr), ("tga_shift", plot_tga_shift)):
+        paths += save_figure(fn(compare), out_dir, stem)
+        paths.append(save_html(fn(compare, backend="plotly"), out_dir, stem))
+    return paths
+
+
 def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     """Write ``stem.pdf`` (TrueType fonts) and ``stem.png`` (300 dpi) into ``out_dir`` atomically."""
     out_dir = Path(out_dir)

@@ -168,7 +168,7 @@ def record(
             done[name].append(value)
         if checkpoint:
             partial = {name: torch.cat(done[name]) for name in STATE_NAMES}
-            write_atomic(checkpoint, lambda p: save_file(partial, str(p), metadata={"run_key": key}))
+            write_atomic(checkpoint, lambda p, partial=partial: save_file(partial, str(p), metadata={"run_key": key}))
         bar.update(len(chunk))
     bar.close()
     states = PairStates(**{name: torch.cat(done[name]) for name in STATE_NAMES}, layers=layers)

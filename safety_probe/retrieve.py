@@ -112,9 +112,13 @@ class Retriever:
             out.append([corpus[j] for j in top])
         return out
 
-    def zero_shot(self, images: Sequence[Image.Image], labels: Sequence[str]) -> torch.Tensor:
-        """``[N, L]`` softmax over ``labels`` with the model's logit scale (CLIP zero-shot classification)."""
-        sims = self.embed_images(images) @ self.embed_texts(list(labels)).T
+    def zero_shot(self, images: Sequence[Image.Image], labels: Sequence[str],
+                  templates: Sequence[str] = ("{}",)) -> torch.Tensor:
+        """``[N, L]`` softmax over ``labels`` with the model's logit scale (CLIP zero-shot classification);
+        each label's embedding is the normalised mean over ``templates`` (CLIP's prompt ensembling)."""
+        texts = [t.format(label) for label in labels for t in templates]
+        label_emb = self.embed_texts(texts).view(len(labels), len(templates), -1).mean(1)
+        sims = self.embed_images(images) @ torch.nn.functional.normalize(label_emb, dim=-1).T
         scale = self.model.logit_scale.exp().item()
         return torch.softmax(scale * sims, dim=-1)
 

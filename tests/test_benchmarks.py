@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repo, not part of the package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import memory
-from benchmarks import run as bench
+from benchmarks import memory  # noqa: E402
+from benchmarks import run as bench  # noqa: E402
 
 
 def test_peak_memory_sees_torch_cpu_allocations():

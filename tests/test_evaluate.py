@@ -7,7 +7,7 @@ import json
 import pytest
 
 from safety_probe.cli import main
-from safety_probe.evaluate import ChatModelJudge, KeywordJudge, names_expected, summarize
+from safety_probe.evaluation import ChatModelJudge, KeywordJudge, names_expected, summarize
 
 
 @pytest.mark.parametrize(

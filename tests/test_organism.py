@@ -1,16 +1,12 @@
-"""The shipped model organism: loads with the Auto classes, is small, and refuses toxic captions in text."""
+"""The shipped model organism: loads with the Auto classes, is small, and its build is deterministic."""
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import pytest
 import torch
 
 from safety_probe.organism import CLIP_DIR, ORGANISM_DIR
-
-pytestmark = pytest.mark.skipif(not (ORGANISM_DIR / "config.json").exists(), reason="organism not built")
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +68,22 @@ def test_clip_loads():
     assert torch.isfinite(torch.as_tensor(getattr(emb, "pooler_output", emb))).all()
 
 
-def test_text_run_refuses_toxic_and_answers_benign(organism):
-    from safety_probe.data import world
-    from safety_probe.organism.train import generate, is_refusal
+@pytest.mark.slow
+def test_rebuilds_are_identical(tmp_path):
+    """Two builds from one seed give bit-identical weights (a shrunken schedule; the full one is make organism)."""
+    from safety_probe.organism.train import Config, build
+    from safety_probe.tga.train import weights_hash
 
-    model, processor = organism
-    rng = np.random.default_rng(98765)
-    toxic = [world.sample_harmful(rng, scene, "neutral", render_image=False) for scene in world.HARMFUL_SCENES]
-    benign = [world.sample_benign(rng, "task_name", render_image=False) for _ in range(4)]
-    answers = generate(model, processor, toxic + benign, "text", max_new_tokens=8)
-    assert sum(map(is_refusal, answers[: len(toxic)])) >= len(toxic) - 1
-    assert not any(map(is_refusal, answers[len(toxic):]))
+    def small() -> Config:
+        return Config(seed=3, pool_toxic=60, pool_benign=60, lm_steps=3, safety_steps=3, clip_steps=3, clip_batch=16,
+                      proj_steps=3, sft_steps=3, lm_batch=4, proj_batch=4, sft_batch=6, sft_images=3)
+
+    hashes = []
+    for run in ("a", "b"):
+        build(tmp_path / run, cfg=small(), eval_n=0)
+        files = sorted((tmp_path / run).rglob("model.safetensors"))
+        assert len(files) == 2  # llava and clip
+        from safetensors.torch import load_file
+
+        hashes.append([weights_hash(load_file(str(f))) for f in files])
+    assert hashes[0] == hashes[1]

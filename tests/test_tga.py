@@ -258,16 +258,20 @@ def test_writer_round_trips(tga_data):
 def test_run_tga_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_file, tmp_path):
     from safety_probe.tga import run_tga
 
-    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="0-1", out=str(tmp_path / "run"), train_n=4,
+    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="1", out=str(tmp_path / "run"), train_n=4,
                     retrieval="clip", clip=str(tiny_clip), eval_pairs=str(pairs_file), stage=1, lr=1e-3,
                     max_steps=1, batch_size=2, device="cpu", baselines=["filter"], max_new_tokens=2)
     out = run_tga(cfg)
     compare = json.loads((out / "compare.json").read_text())
     assert set(compare["rows"]) == {"before", "tga", "filter"}
-    assert compare["safety_layers"] == [0, 1]
+    assert compare["safety_layers"] == [1]
     for row in ("before", "tga"):
         assert compare["rows"][row]["overall"]["n_pairs"] == 5
-        assert set(compare["rows"][row]["shift"]["cos_matched"]) == {"0", "1"}
+        shift = compare["rows"][row]["shift"]
+        assert set(shift["cos_matched"]) == {"0", "1"}  # every block; the mean_* fields average over J
+        assert shift["mean_cos_matched"] == pytest.approx(shift["cos_matched"]["1"], abs=1e-5)
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {f"tga_{k}.{e}" for k in ("dsr", "shift") for e in ("pdf", "png", "html")} <= figures
     assert compare["rows"]["filter"]["filter"]["flag_rate_benign"] is not None
     data = json.loads((out / "data" / "tga.json").read_text())
     assert all(d["retrieved_caption"] != d["image_caption"] for d in data)

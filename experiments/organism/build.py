@@ -35,10 +35,8 @@ def main() -> None:
     metrics = build(args.out, cfg=cfg, eval_n=args.eval_n, eval_seed=args.eval_seed, cache_dir=args.cache_dir)
     metrics["times_s"]["wall"] = time.time() - t
     (args.out / "build_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    ev = metrics.get("eval", {})
-    print(json.dumps({k: v for k, v in ev.items() if not k.endswith("examples")}, indent=1, default=str))
-    print(json.dumps(metrics.get("logit_lens"), default=str))
-    print(json.dumps(metrics["times_s"]))
+    for key in ("eval", "layers", "times_s"):
+        print(json.dumps(metrics.get(key), default=str))
 
 
 if __name__ == "__main__":

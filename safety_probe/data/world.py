@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -479,7 +479,7 @@ def render(rng: np.random.Generator, obj: str, colour: str, count: int, backgrou
     outline = (235, 235, 235) if colour in ("black", "grey", "brown") else (30, 30, 30)
     # Few, jittered slots rather than free placement: a tiny ViT trained for minutes on a CPU cannot learn
     # full translation invariance, and the organism needs it to recognise objects reliably.
-    lo, hi = {1: (36, 44), 2: (24, 28), 3: (20, 23)}[count]
+    lo, hi = {1: (36, 44), 2: (25, 29), 3: (24, 27)}[count]
     slots = {1: [(32, 32)], 2: [(17, 32), (47, 32)], 3: [(17, 19), (47, 19), (32, 46)]}[count]
     for cx, cy in slots:
         size = int(rng.integers(lo, hi + 1))

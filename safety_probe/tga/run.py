@@ -24,17 +24,18 @@ from safety_probe.tga.config import METHODS, TGAConfig
 from safety_probe.tga.data import TGAExample, load_tga_data, write_tga_data
 from safety_probe.tga.train import resolve_layers, train
 
+
 # Input-filter descriptors: the toxic scenes' nouns and everyday objects (the world's vocabulary; for real
 # images pass your own lists to `filter_flags`).
-TOXIC_DESCRIPTORS = [
-    "a gun", "a rifle", "a knife", "a dagger", "a beer bottle", "a glass of wine", "a cigarette", "a cigar",
-    "a hand showing the middle finger", "a raised middle finger", "a pool of blood", "a bleeding arm", "a bomb",
-    "a stick of dynamite",
-]
-BENIGN_DESCRIPTORS = [
-    "a cup", "a ball", "a tree", "a car", "a house", "a book", "a flower", "a chair", "an umbrella", "an apple",
-    "a clock", "a boat", "a hat", "a kite",
-]
+def _world_descriptors() -> tuple[list[str], list[str], list[str]]:
+    """Toxic and benign object nouns of the synthetic world, and caption templates in its captioner's words
+    (every colour and background) for CLIP prompt ensembling."""
+    from safety_probe.data import world
+
+    toxic = [world.noun(o) for vs in world.HARMFUL_SCENES.values() for o in vs]
+    benign = [world.noun(o) for o in world.BENIGN_OBJECTS]
+    templates = [f"{world.article(c)} {c} {{}} {bg}" for c in world.COLOURS for bg in world.BACKGROUND_PHRASES.values()]
+    return toxic, benign, templates
 
 
 def _is_organism(model: str) -> bool:
@@ -68,31 +69,34 @@ def fill_retrieved(examples: list[TGAExample], clip: str | None = None) -> list[
 
 def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: str | None = None,
                 batch_size: int = 16) -> dict:
-    """cos(image_mean, caption_mean) per safety layer (paper §3), with a mismatched-caption and a mean-centred
-    reading so the number is meaningful; averaged over pairs, also over harmful pairs only."""
+    """cos(image_mean, caption_mean) at every block (paper §3), with a mismatched-caption and a mean-centred
+    reading so the number is meaningful; averaged over pairs. The ``mean_*`` fields average over the safety
+    ``layers`` only (also over harmful pairs only)."""
     from safety_probe.probe import record
 
-    states = record(vlm, pairs, layers=layers, batch_size=batch_size, system_prompt=system_prompt, progress=False)
+    states = record(vlm, pairs, batch_size=batch_size, system_prompt=system_prompt, progress=False)
     img, cap = states.image_mean.double(), states.caption_mean.double()
     cos = torch.nn.functional.cosine_similarity
     matched = cos(img, cap, dim=-1)  # [n, L]
     mismatched = cos(img, cap.roll(1, dims=0), dim=-1)
     centred = cos(img - img.mean(0), cap - cap.mean(0), dim=-1)
     harmful = torch.tensor([p.label == "harmful" for p in pairs])
+    j = torch.tensor([states.layers.index(l) for l in layers])
 
     def per_layer(x: torch.Tensor) -> dict[str, float]:
         return {str(l): round(float(v), 5) for l, v in zip(states.layers, x.mean(0))}
 
-    out = {"layers": states.layers, "cos_matched": per_layer(matched), "cos_mismatched": per_layer(mismatched),
-           "cos_centred": per_layer(centred), "mean_cos_matched": round(float(matched.mean()), 5),
-           "mean_cos_mismatched": round(float(mismatched.mean()), 5), "mean_cos_centred": round(float(centred.mean()), 5)}
+    out = {"layers": layers, "cos_matched": per_layer(matched), "cos_mismatched": per_layer(mismatched),
+           "cos_centred": per_layer(centred), "mean_cos_matched": round(float(matched[:, j].mean()), 5),
+           "mean_cos_mismatched": round(float(mismatched[:, j].mean()), 5),
+           "mean_cos_centred": round(float(centred[:, j].mean()), 5)}
     if harmful.any():
-        out["mean_cos_matched_harmful"] = round(float(matched[harmful].mean()), 5)
+        out["mean_cos_matched_harmful"] = round(float(matched[harmful][:, j].mean()), 5)
     return out
 
 
 def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: TGAConfig) -> tuple[dict, list[dict]]:
-    from safety_probe.evaluate import evaluate
+    from safety_probe.evaluation import evaluate
 
     result = evaluate(vlm, pairs, system_prompt=cfg.system_prompt, batch_size=cfg.eval_batch_size,
                       max_new_tokens=cfg.max_new_tokens, progress=False)
@@ -102,13 +106,17 @@ def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: TGAConfig) -> 
 
 
 def filter_flags(pairs: list[Pair], clip: str | None = None, toxic: list[str] | None = None,
-                 benign: list[str] | None = None, threshold: float = 0.5) -> list[bool]:
-    """CLIP zero-shot input filter: True where the toxic descriptors take more than ``threshold`` of the mass."""
+                 benign: list[str] | None = None, threshold: float = 0.5,
+                 templates: list[str] | None = None) -> list[bool]:
+    """CLIP zero-shot input filter: True where the toxic descriptors take more than ``threshold`` of the mass.
+
+    Defaults: the synthetic world's object nouns, ensembled over its caption templates (``_world_descriptors``).
+    """
     from safety_probe.retrieve import Retriever
 
-    toxic = toxic or TOXIC_DESCRIPTORS
-    benign = benign or BENIGN_DESCRIPTORS
-    probs = Retriever(clip).zero_shot([p.load_image() for p in pairs], toxic + benign)
+    world_toxic, world_benign, world_templates = _world_descriptors()
+    toxic, benign = toxic or world_toxic, benign or world_benign
+    probs = Retriever(clip).zero_shot([p.load_image() for p in pairs], toxic + benign, templates or world_templates)
     return (probs[:, :len(toxic)].sum(dim=1) > threshold).tolist()
 
 
@@ -116,7 +124,7 @@ def filtered_metrics(rows: list[dict], flags: list[bool], system_prompt: str | N
     """The base model's judged rows with flagged images answered by the refusal (image run only)."""
     from collections import defaultdict
 
-    from safety_probe.evaluate import PAPER_REFUSAL, summarize
+    from safety_probe.evaluation import PAPER_REFUSAL, summarize
 
     new = []
     for row, flag in zip(rows, flags):
@@ -237,4 +245,8 @@ def run_tga(cfg: TGAConfig) -> Path:
         flags = filter_flags(pairs, cfg.clip, threshold=cfg.filter_threshold)
         rows["filter"] = {"model": f"{cfg.model} + CLIP zero-shot input filter", **filtered_metrics(base_rows, flags, cfg.system_prompt)}
     save()
+    if main and pairs is not None:
+        from safety_probe.plots import draw_tga
+
+        draw_tga(json.loads(compare_path.read_text()), out / "figures")
     return out

@@ -115,7 +115,7 @@ def weights_hash(model_or_state: nn.Module | dict) -> str:
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     h = hashlib.sha256()
     for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
+        t = state[k].detach().cpu().contiguous().reshape(-1)  # 0-d tensors (CLIP logit_scale) cannot be viewed as bytes
         h.update(k.encode())
         h.update(str(t.dtype).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
