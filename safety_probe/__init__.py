@@ -37,6 +37,8 @@ _EXPORTS = {
     "plot_shift": "safety_probe.plots",
     "plot_locate": "safety_probe.plots",
     "plot_locators": "safety_probe.plots",
+    "plot_tga_shift": "safety_probe.plots",
+    "plot_tga_dsr": "safety_probe.plots",
     "TGAConfig": "safety_probe.tga",
     "run_tga": "safety_probe.tga",
     "retrieve_related": "safety_probe.retrieve",
