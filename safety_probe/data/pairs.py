@@ -44,7 +44,8 @@ def load_image(path: Path) -> Image.Image:
         raise InputError(f"corrupt image {path}: {e}") from None
 
 
-def _field(obj: dict, key: str, where: str, required: bool) -> str | None:
+def string_field(obj: dict, key: str, where: str, required: bool = True) -> str | None:
+    """``obj[key]`` as a non-empty string; None when absent and not ``required``; else one-line InputError."""
     value = obj.get(key)
     if value is None:
         if required:
@@ -75,13 +76,13 @@ def load_pairs(path: str | Path, check_images: bool = True) -> list[Pair]:
             raise InputError(f"{where}: malformed JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{where}: expected a JSON object")
-        image = _field(obj, "image", where, required=True)
-        caption = _field(obj, "caption", where, required=True)
-        instruction = _field(obj, "instruction", where, required=False) or DEFAULT_INSTRUCTION
-        label = _field(obj, "label", where, required=False)
+        image = string_field(obj, "image", where, required=True)
+        caption = string_field(obj, "caption", where, required=True)
+        instruction = string_field(obj, "instruction", where, required=False) or DEFAULT_INSTRUCTION
+        label = string_field(obj, "label", where, required=False)
         if label is not None and label not in LABELS:
             raise InputError(f"{where}: label must be one of {LABELS}, got {label!r}")
-        scene = _field(obj, "scene", where, required=False)
+        scene = string_field(obj, "scene", where, required=False)
         known = {"image", "caption", "instruction", "label", "scene"}
         pair = Pair(
             image=(path.parent / image).resolve(),

@@ -306,6 +306,14 @@ def make_llava(cfg: Config, vocab_size: int, tok) -> LlavaForConditionalGenerati
     return model
 
 
+def train_only(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
+    """Freeze every parameter of ``model`` except ``params`` (no wasted gradients for frozen parts)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+
+
 def lm_parameters(model: LlavaForConditionalGeneration) -> list[torch.nn.Parameter]:
     return list(model.model.language_model.parameters()) + list(model.lm_head.parameters())
 
@@ -361,10 +369,7 @@ def train_lm_text(cfg: Config, model: LlavaForConditionalGeneration, enc: Encode
     lm = model.model.language_model
     upper = [p for block in lm.layers[cfg.safety_start :] for p in block.parameters()]
     upper += list(lm.norm.parameters()) + list(model.lm_head.parameters())
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in upper:
-        p.requires_grad_(True)
+    train_only(model, upper)
     pool = PooledCaptions(lm.layers[cfg.safety_start], cfg.pool_share, np.random.default_rng([cfg.seed, 11]))
     train_loop(upper, lambda _: batch_loss(text_safety_sample, pool), cfg.safety_steps, cfg.safety_lr, "lm-safety")
     pool.remove()
@@ -432,10 +437,7 @@ def train_projector(cfg: Config, model: LlavaForConditionalGeneration, enc: Enco
         return model(**collate(examples, enc.tok.pad_token_id), pixel_values=px).loss
 
     model.train()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
+    train_only(model, params)
     train_loop(params, loss_fn, cfg.proj_steps, cfg.proj_lr, "projector")
 
 
@@ -457,10 +459,7 @@ def instruct_tune(cfg: Config, model: LlavaForConditionalGeneration, enc: Encode
         return model(**collate(examples, enc.tok.pad_token_id), pixel_values=px).loss
 
     model.train()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
+    train_only(model, params)
     train_loop(params, loss_fn, cfg.sft_steps, cfg.sft_lr, "instruct")
     pool.remove()
 

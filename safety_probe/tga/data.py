@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safety_probe.data.pairs import load_image
+from safety_probe.data.pairs import load_image, string_field
 from safety_probe.errors import InputError
 from safety_probe.io import write_json
 
@@ -40,17 +40,6 @@ class TGAExample:
     caption: str
     retrieved: str | None = None
     extra: dict = field(default_factory=dict, compare=False)
-
-
-def _text(obj: dict, key: str, where: str, required: bool = True) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise InputError(f"{where}: missing field '{key}'")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where}: field '{key}' must be a non-empty string")
-    return value
 
 
 def _first_exchange(conv, where: str) -> tuple[str, str]:
@@ -95,11 +84,11 @@ def load_tga_data(path: str | Path, check_images: bool = True, require_retrieved
         if ex_id in seen:
             raise InputError(f"{where}: duplicate id")
         seen.add(ex_id)
-        image = Path(_text(obj, "image", where))
+        image = Path(string_field(obj, "image", where))
         image = image if image.is_absolute() else (path.parent / image).resolve()
         instruction, response = _first_exchange(obj.get("conversations"), where)
-        caption = _text(obj, "image_caption", where)
-        retrieved = _text(obj, "retrieved_caption", where, required=require_retrieved)
+        caption = string_field(obj, "image_caption", where)
+        retrieved = string_field(obj, "retrieved_caption", where, required=require_retrieved)
         if retrieved is not None:
             from safety_probe.retrieve import normalise_text
 
