@@ -9,3 +9,4 @@ common=(--model organism --stage 2 --lr 3e-5 --max-steps 600 --batch-size 16 --t
         --threads 1 --eval-n 300)
 safety-probe tga "${common[@]}" --layers "$OUT/probe/layers.json" --out "$OUT/located"
 safety-probe tga "${common[@]}" --layers 0,1 --baselines filter --out "$OUT/far"
+safety-probe tga "${common[@]}" --layers 3,4 --baselines filter --out "$OUT/blocks3-4"
