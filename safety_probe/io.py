@@ -1,4 +1,4 @@
-"""Atomic writes: a result file is either complete or absent, never half-written."""
+"""Atomic writes (a result file is either complete or absent, never half-written) and checked JSON reads."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from safety_probe.errors import InputError
 
 
 @contextmanager
@@ -44,3 +46,14 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
     """Write one JSON object a line, atomically."""
     return write_atomic(path, lambda p: p.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows)))
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse the JSON file ``path``; a missing file or malformed JSON is a one-line InputError naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None

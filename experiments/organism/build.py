@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from safety_probe.io import write_json
 from safety_probe.organism.train import Config, build
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     t = time.time()
     metrics = build(args.out, cfg=cfg, eval_n=args.eval_n, eval_seed=args.eval_seed, cache_dir=args.cache_dir)
     metrics["times_s"]["wall"] = time.time() - t
-    (args.out / "build_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_json(args.out / "build_metrics.json", metrics)
     for key in ("eval", "layers", "times_s"):
         print(json.dumps(metrics.get(key), default=str))
 

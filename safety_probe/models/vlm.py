@@ -133,6 +133,19 @@ class VLM:
             return self._render(image_messages(pair.instruction, system_prompt))
         return self._render(text_messages(pair.caption, pair.instruction, system_prompt))
 
+    def adds_special_tokens(self, prompt: str) -> bool:
+        """Whether tokenising a rendered ``prompt`` adds special tokens: as the processor's own
+        apply_chat_template does, a template that writes BOS itself gets none added."""
+        bos = self.tokenizer.bos_token
+        return not (bos and prompt.startswith(bos))
+
+    def cast_pixels(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Floating pixel inputs in the model's dtype (processors return float32)."""
+        for k in ("pixel_values", "pixel_values_images"):
+            if k in inputs and inputs[k].is_floating_point():
+                inputs[k] = inputs[k].to(self.dtype)
+        return inputs
+
     def encode(
         self,
         pairs: list[Pair],
@@ -142,10 +155,8 @@ class VLM:
     ) -> EncodedBatch:
         """Tokenise one run of ``pairs`` as a padded batch and locate the image / caption tokens."""
         prompts = [self.prompt(p, run, system_prompt) for p in pairs]
-        bos = self.tokenizer.bos_token
-        # As the processor's own apply_chat_template: a template that writes BOS itself gets none added.
-        add_special = not (bos and prompts[0].startswith(bos))
-        kwargs = {"padding": True, "return_tensors": "pt", "add_special_tokens": add_special, "padding_side": padding_side}
+        kwargs = {"padding": True, "return_tensors": "pt", "add_special_tokens": self.adds_special_tokens(prompts[0]),
+                  "padding_side": padding_side}
         images = [[p.load_image()] for p in pairs] if run == "image" else None
         inputs = self.processor(text=prompts, images=images, **kwargs)
         input_ids = inputs["input_ids"]
@@ -158,10 +169,7 @@ class VLM:
             raise InputError(f"{self.name}: the processor put no image tokens in the vision prompt")
         positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
         last_index = torch.where(attention, positions, -1).max(dim=1).values
-        inputs = {k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        for k in ("pixel_values", "pixel_values_images"):
-            if k in inputs and inputs[k].is_floating_point():
-                inputs[k] = inputs[k].to(self.dtype)
+        inputs = self.cast_pixels({k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)})
         return EncodedBatch(inputs, image_mask.to(self.device), caption_mask.to(self.device), last_index.to(self.device), prompts)
 
     def _caption_mask(self, pairs: list[Pair], prompts: list[str], input_ids: torch.Tensor, kwargs: dict) -> torch.Tensor:
@@ -178,11 +186,17 @@ class VLM:
             if body < 0:
                 raise InputError(f"{self.name}: the chat template altered the caption text of {pair.image.name}")
             start, end = body, body + len(pair.caption)
-            s, e = offsets[i, :, 0], offsets[i, :, 1]
-            mask[i] = (s < end) & (e > start) & (e > s) & enc["attention_mask"][i].bool()
+            mask[i] = span_mask(offsets[i], start, end) & enc["attention_mask"][i].bool()
             if not mask[i].any():
                 raise InputError(f"{self.name}: no caption tokens found for {pair.image.name}")
         return mask
+
+
+def span_mask(offsets: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """``[T]`` bool: tokens whose character span ``offsets`` ``[T, 2]`` overlaps ``[start, end)`` (empty spans,
+    i.e. special tokens, never)."""
+    s, e = offsets[:, 0], offsets[:, 1]
+    return (s < end) & (e > start) & (e > s)
 
 
 def _find_decoder(model: nn.Module) -> nn.Module:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import resource
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
 from transformers import (
     CLIPConfig,
     CLIPModel,
@@ -491,6 +493,20 @@ def heldout_report(model_dir: Path, pairs_dir: Path, seed: int, n: int) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def save_folder(folder: Path, model: torch.nn.Module, processor) -> None:
+    """``save_pretrained`` model and processor into a fresh folder, then swap it in for ``folder``: an
+    interrupted save never leaves the previous weights half-overwritten."""
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def build(out_dir: str | Path, seed: int = 0, cfg: Config | None = None, eval_n: int = 400,
           eval_seed: int = 1234, cache_dir: str | Path | None = None) -> dict:
     """Train everything and save ``out_dir/llava`` (LLaVA + processor) and ``out_dir/clip`` (CLIP + processor)."""
@@ -519,25 +535,24 @@ def build(out_dir: str | Path, seed: int = 0, cfg: Config | None = None, eval_n:
     model = make_llava(cfg, len(tok), tok)
     clip = make_clip(cfg, len(tok), tok)
 
-    def stage(name: str, fn: Callable[[], None], modules: list[torch.nn.Module]) -> None:
+    def stage(name: str, fn: Callable[[], None], module: torch.nn.Module) -> None:
         """Run one stage, or (with ``cache_dir``, for iterating on later stages) load its saved result."""
         t = time.time()
-        path = Path(cache_dir) / f"{name}.pt" if cache_dir else None
+        path = Path(cache_dir) / f"{name}.safetensors" if cache_dir else None
         if path is not None and path.exists():
-            for m, sd in zip(modules, torch.load(path)):
-                m.load_state_dict(sd)
+            load_model(module, str(path))
         else:
             fn()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save([m.state_dict() for m in modules], path)
+                save_model(module, str(path))
         times[name] = time.time() - t
 
-    stage("lm_text", lambda: train_lm_text(cfg, model, enc), [model])
-    stage("clip", lambda: train_clip(cfg, clip, clip_processor.tokenizer, scenes, pixels), [clip])
+    stage("lm_text", lambda: train_lm_text(cfg, model, enc), model)
+    stage("clip", lambda: train_clip(cfg, clip, clip_processor.tokenizer, scenes, pixels), clip)
     model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
-    stage("projector", lambda: train_projector(cfg, model, enc, scenes, pixels), [model])
-    stage("instruct", lambda: instruct_tune(cfg, model, enc, scenes, pixels), [model])
+    stage("projector", lambda: train_projector(cfg, model, enc, scenes, pixels), model)
+    stage("instruct", lambda: instruct_tune(cfg, model, enc, scenes, pixels), model)
     times["total_train"] = time.time() - t_start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     times["cpu_train"] = usage.ru_utime + usage.ru_stime  # CPU seconds: the honest cost on a shared machine
@@ -546,12 +561,8 @@ def build(out_dir: str | Path, seed: int = 0, cfg: Config | None = None, eval_n:
     clip.eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    (out_dir / "llava").mkdir(parents=True, exist_ok=True)
-    (out_dir / "clip").mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir / "llava")
-    processor.save_pretrained(out_dir / "llava")
-    clip.save_pretrained(out_dir / "clip")
-    clip_processor.save_pretrained(out_dir / "clip")
+    save_folder(out_dir / "llava", model, processor)
+    save_folder(out_dir / "clip", clip, clip_processor)
 
     metrics: dict = {"config": asdict(cfg), "times_s": times}
     if eval_n:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from safety_probe.data.pairs import Pair
+from safety_probe.data.pairs import Pair, load_image
 from safety_probe.errors import InputError
-from safety_probe.models.vlm import VLM, EncodedBatch
+from safety_probe.models.vlm import VLM, EncodedBatch, span_mask
 from safety_probe.prompts import image_messages
 from safety_probe.tga.data import TGAExample
 
@@ -85,9 +85,8 @@ class TGACollator:
 
     def _one(self, ex: TGAExample) -> dict:
         prompt, span = self._render(ex)
-        bos = self.tok.bos_token
-        add_special = not (bos and prompt.startswith(bos))
-        proc = self.processor(text=[prompt], images=[[ex_image(ex)]], return_tensors="pt",
+        add_special = self.vlm.adds_special_tokens(prompt)
+        proc = self.processor(text=[prompt], images=[[load_image(ex.image)]], return_tensors="pt",
                               add_special_tokens=add_special)
         ids = proc["input_ids"][0]
         enc = self.tok(prompt, return_offsets_mapping=True, add_special_tokens=add_special)
@@ -109,7 +108,7 @@ class TGACollator:
         r_mask = torch.zeros_like(image_mask)
         if span is not None:
             s, e = span
-            r_mask = torch.tensor([(a < e) and (b > s) and (b > a) for a, b in offsets], dtype=torch.bool)
+            r_mask = span_mask(torch.tensor(offsets), s, e)
             if not r_mask.any():
                 raise InputError(f"{self.vlm.name}: no retrieved-text tokens found for {ex.id}")
         answer = self.tok(self.answer_prefix + ex.response, add_special_tokens=False)["input_ids"] + [self.eos_id]
@@ -137,17 +136,10 @@ class TGACollator:
         inputs = {"input_ids": ids, "attention_mask": attn, "labels": labels}
         for k in items[0]["pixel"]:
             inputs[k] = torch.cat([it["pixel"][k] for it in items])
-        for k in ("pixel_values", "pixel_values_images"):
-            if k in inputs and inputs[k].is_floating_point():
-                inputs[k] = inputs[k].to(self.vlm.dtype)
+        self.vlm.cast_pixels(inputs)
         caption = None
         if self.caption_run:
             pairs = [Pair(image=ex.image, caption=ex.caption, instruction=ex.instruction) for ex in examples]
             caption = self.vlm.encode(pairs, run="text", system_prompt=self.system_prompt, padding_side="right")
         return TGABatch(inputs, image_mask, r_mask, caption, examples)
 
-
-def ex_image(ex: TGAExample):
-    from safety_probe.data.pairs import load_image
-
-    return load_image(ex.image)

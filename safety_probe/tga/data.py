@@ -15,7 +15,6 @@ first human/gpt exchange is used. Every problem raises :class:`InputError` in on
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from safety_probe.data.pairs import load_image, string_field
 from safety_probe.errors import InputError
-from safety_probe.io import write_json
+from safety_probe.io import read_json, write_json
 
 IMAGE_PLACEHOLDER = "<image>"
 KNOWN = {"id", "image", "conversations", "image_caption", "retrieved_caption"}
@@ -64,12 +63,7 @@ def _first_exchange(conv, where: str) -> tuple[str, str]:
 def load_tga_data(path: str | Path, check_images: bool = True, require_retrieved: bool = False) -> list[TGAExample]:
     """Read and validate a TGA data file (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"TGA data file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    data = read_json(path, "TGA data file")
     if not isinstance(data, list) or not data:
         raise InputError(f"{path}: expected a non-empty JSON list of entries")
     out, seen = [], set()

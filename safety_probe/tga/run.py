@@ -5,7 +5,8 @@
     >>> json.loads((out / "compare.json").read_text())["rows"]["tga"]["overall"]["image_dsr"]
 
 Writes ``out/model`` (the TGA-aligned model, a Hugging Face folder ``load_vlm`` reads), ``out/compare.json``
-(rows: method → metrics, each with the semantic shift at the safety layers), ``out/baselines/<name>/model``.
+(rows: method → metrics, each with the semantic shift at every block), ``out/responses*.jsonl`` (judged
+responses), ``out/figures/tga_*``, ``out/baselines/<name>/model``.
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: s
     return out
 
 
-def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: TGAConfig) -> tuple[dict, list[dict]]:
+def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: TGAConfig,
+             responses: Path) -> tuple[dict, list[dict]]:
+    """Evaluation metrics and shift of one model; judged responses go to ``responses`` (a rerun reuses them)."""
     from safety_probe.evaluation import evaluate
 
     result = evaluate(vlm, pairs, system_prompt=cfg.system_prompt, batch_size=cfg.eval_batch_size,
-                      max_new_tokens=cfg.max_new_tokens, progress=False)
+                      max_new_tokens=cfg.max_new_tokens, partial=responses, progress=False)
     metrics = dict(result.metrics)
     metrics["shift"] = layer_shift(vlm, pairs, layers, cfg.system_prompt)
     return metrics, result.rows
@@ -201,18 +204,19 @@ def run_tga(cfg: TGAConfig) -> Path:
         raise InputError(f"{compare_path} comes from a run with other settings; use a new --out or --resume false")
     rows: dict = compare.get("rows", {})
 
-    def save() -> None:
-        if not main:
-            return
-        write_json(compare_path, {"paper": "Xu et al., Cross-Modal Safety Mechanism Transfer in LVLMs, ICLR 2025",
-                                  "config": asdict(cfg), "fingerprint": fingerprint, "safety_layers": layers,
-                                  "eval_pairs": len(pairs) if pairs else 0, "rows": rows})
+    def save() -> dict:
+        record = {"paper": "Xu et al., Cross-Modal Safety Mechanism Transfer in LVLMs, ICLR 2025",
+                  "config": asdict(cfg), "fingerprint": fingerprint, "safety_layers": layers,
+                  "eval_pairs": len(pairs) if pairs else 0, "rows": rows}
+        if main:
+            write_json(compare_path, record)
+        return record
 
     base = load_vlm(cfg.model, dtype=cfg.dtype)
     layers = resolve_layers(cfg.layers, base.n_layers)
     base_rows: list[dict] = []
     if pairs is not None and ("before" not in rows or "filter" in cfg.baselines):
-        metrics, base_rows = _measure(base, pairs, layers, cfg)
+        metrics, base_rows = _measure(base, pairs, layers, cfg, out / "responses_before.jsonl")
         rows["before"] = {"model": str(cfg.model), **metrics}
         save()
     del base
@@ -226,7 +230,8 @@ def run_tga(cfg: TGAConfig) -> Path:
         entry = {"model": str(result.model_dir), "weights_sha256": result.weights_hash, "steps": result.steps,
                  "final_log": result.log[-1] if result.log else None, **overrides}
         if pairs is not None:
-            metrics, _ = _measure(load_vlm(result.model_dir, dtype=cfg.dtype), pairs, layers, cfg)
+            metrics, _ = _measure(load_vlm(result.model_dir, dtype=cfg.dtype), pairs, layers, cfg,
+                                  out_dir / "responses.jsonl")
             entry.update(metrics)
         rows[name] = entry
         save()
@@ -244,9 +249,9 @@ def run_tga(cfg: TGAConfig) -> Path:
     if "filter" in cfg.baselines and pairs is not None and base_rows:
         flags = filter_flags(pairs, cfg.clip, threshold=cfg.filter_threshold)
         rows["filter"] = {"model": f"{cfg.model} + CLIP zero-shot input filter", **filtered_metrics(base_rows, flags, cfg.system_prompt)}
-    save()
+    record = save()
     if main and pairs is not None:
         from safety_probe.plots import draw_tga
 
-        draw_tga(json.loads(compare_path.read_text()), out / "figures")
+        draw_tga(record, out / "figures")
     return out

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from safety_probe.errors import InputError
-from safety_probe.io import write_json
+from safety_probe.io import read_json, write_json
 from safety_probe.models.vlm import VLM, load_vlm
 from safety_probe.tga.batch import TGABatch, TGACollator
 from safety_probe.tga.config import TGAConfig
@@ -50,12 +50,7 @@ def resolve_layers(spec: str | list[int], n_layers: int) -> list[int]:
         layers = sorted({int(x) for x in spec})
     elif str(spec).endswith(".json") or Path(str(spec)).is_file():
         path = Path(spec)
-        if not path.is_file():
-            raise InputError(f"layers file not found: {path}")
-        try:
-            obj = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: malformed JSON ({e.msg})") from None
+        obj = read_json(path, "layers file")
         value = obj.get("safety_layers") if isinstance(obj, dict) else None
         if not isinstance(value, list) or not value or not all(isinstance(x, int) for x in value):
             raise InputError(f"{path}: expected key 'safety_layers' with a non-empty list of 0-based block indices")
