@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,8 +17,10 @@ from safety_probe.tga import (
     TGACollator,
     TGAConfig,
     guide_loss,
+    guide_only_rows,
     load_tga_data,
     masked_mean,
+    plain_rows,
     setup_trainable,
     states_until,
     tap_blocks,
@@ -81,6 +84,30 @@ def test_guide_loss_equals_hand_computation():
     assert loss.item() == pytest.approx(exp_layer, abs=1e-6)
 
 
+def test_unranked_rows_get_the_pull_term_only():
+    i = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    c = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    r = torch.tensor([[0.0, 1.0]])  # R of row 1 only; row 0 was trained without R in its prompt
+    s = 1 / math.sqrt(2)
+    ranked = torch.tensor([False, True])
+    loss, stats = guide_loss({2: i}, {2: c}, {2: r}, ranked=ranked)
+    assert loss.item() == pytest.approx((-s - 1) / 2 + math.log1p(math.exp(-1)), abs=1e-6)
+    assert stats["cos_rc"] == pytest.approx(0.0, abs=1e-6)
+    loss, stats = guide_loss({2: i}, {2: c}, {2: r[:0]}, ranked=torch.tensor([False, False]))
+    assert loss.item() == pytest.approx((-s - 1) / 2, abs=1e-6) and "cos_rc" not in stats
+
+
+def test_centred_guide_compares_what_is_specific_to_each_caption():
+    shared = torch.tensor([10.0, 0.0, 0.0])
+    c = torch.stack([shared + torch.tensor([0.0, 1.0, 0.0]), shared + torch.tensor([0.0, -1.0, 0.0])])
+    i = torch.stack([shared + torch.tensor([0.0, 0.0, 1.0]), shared + torch.tensor([0.0, 0.0, 1.0])])
+    raw, stats = guide_loss({0: i}, {0: c}, {0: c[:0]}, ranked=torch.tensor([False, False]))
+    assert stats["cos_ic"] > 0.98  # the shared component alone makes raw cosines high
+    centred, stats = guide_loss({0: i}, {0: c}, {0: c[:0]}, ranked=torch.tensor([False, False]), centre=True)
+    assert stats["cos_ic"] == pytest.approx(0.0, abs=1e-6) and centred.item() == pytest.approx(0.0, abs=1e-6)
+    assert raw.item() < -0.98
+
+
 def test_masked_mean_ignores_padding():
     h = torch.arange(12, dtype=torch.float32).view(1, 4, 3)
     mask = torch.tensor([[False, True, True, False]])
@@ -129,6 +156,61 @@ def test_guide_loss_alone_moves_only_the_projector(tiny_model_dir, tga_data):
     for n, p in model.named_parameters():
         moved = not torch.equal(p.detach(), before[n])
         assert moved == (n in trainable), n
+
+
+def test_plain_rows_have_no_retrieved_text_and_still_train(tiny_model_dir, tga_data):
+    vlm = load_vlm(tiny_model_dir("llava"))
+    examples = load_tga_data(tga_data)[:4]
+    plain = plain_rows(examples, 0.5, seed=0)
+    assert plain == plain_rows(examples, 0.5, seed=0) and plain_rows(examples, 0.0, 0) == frozenset()
+    assert plain_rows(examples, 1.0, 0) == {ex.id for ex in examples}
+    plain = frozenset({examples[0].id, examples[2].id})
+    batch = TGACollator(vlm, plain_ids=plain)(examples)
+    ids = batch.inputs["input_ids"]
+    for row, ex in enumerate(examples):
+        assert batch.retrieved_mask[row].any() == (ex.id not in plain)
+        prompt = vlm.tokenizer.decode(ids[row])
+        assert ("Retrieved Text" in prompt) == (ex.id not in plain)
+    setup_trainable(vlm, stage=1)
+    loss, stats = tga_loss(vlm.model, vlm, batch, [0, 1], guide_weight=1.0)
+    loss.backward()
+    assert "cos_rc" in stats
+    projector = [p for p in vlm.model.parameters() if p.requires_grad]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in projector)
+
+
+def test_guide_only_rows_have_no_answer_loss(tiny_model_dir, tga_data):
+    vlm = load_vlm(tiny_model_dir("llava"))
+    examples = load_tga_data(tga_data)[:3]
+    examples[0] = replace(examples[0], extra={**examples[0].extra, "label": "harmful"})
+    assert guide_only_rows(examples, ["harmful"]) == {examples[0].id}
+    batch = TGACollator(vlm, unsupervised_ids=guide_only_rows(examples, ["harmful"]))(examples)
+    supervised = (batch.inputs["labels"] != -100).any(dim=1).tolist()
+    assert supervised == [False, True, True]
+    only = TGACollator(vlm, unsupervised_ids=frozenset({examples[0].id}))(examples[:1])
+    setup_trainable(vlm, stage=1)
+    loss, stats = tga_loss(vlm.model, vlm, only, [0, 1], guide_weight=1.0)
+    assert stats["lm"] == 0.0 and loss.item() == pytest.approx(stats["guide"])
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vlm.model.parameters() if p.requires_grad)
+
+
+def test_caption_target_comes_from_the_given_model(tiny_model_dir, tga_data, tmp_path):
+    vlm = load_vlm(tiny_model_dir("llava"))
+    frozen = load_vlm(tiny_model_dir("llava"))
+    batch = TGACollator(vlm)(load_tga_data(tga_data)[:3])
+    with torch.no_grad():
+        same = tga_loss(vlm.model, vlm, batch, [1], guide_weight=1.0, caption_vlm=frozen)[1]
+        for p in frozen.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        moved = tga_loss(vlm.model, vlm, batch, [1], guide_weight=1.0, caption_vlm=frozen)[1]
+        own = tga_loss(vlm.model, vlm, batch, [1], guide_weight=1.0)[1]
+    assert same["guide"] == pytest.approx(own["guide"]) and moved["lm"] == pytest.approx(own["lm"])
+    assert moved["guide"] != pytest.approx(own["guide"])  # only the caption side changed
+    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="1", stage=2, lr=1e-2, max_steps=2, batch_size=2,
+                    device="cpu", evaluate=False, caption_target="frozen", plain_share=0.5)
+    result = train(cfg, load_tga_data(tga_data), tmp_path / "frozen")
+    assert result.steps == 2 and all(np.isfinite(row["guide"]) for row in result.log)
 
 
 def test_caption_forward_stops_after_deepest_safety_layer(tmp_path):

@@ -25,8 +25,15 @@ def main() -> None:
                     help="save/load each stage's result here (development only: edits to a stage need a fresh dir)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every step count (smoke tests)")
     ap.add_argument("--pool-scale", type=float, default=1.0, help="multiply the image pool size (smoke tests)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a Config field (repeatable), e.g. --set pool_spread=1.0")
     args = ap.parse_args()
     cfg = Config(seed=args.seed)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not hasattr(cfg, key):
+            raise SystemExit(f"--set {item}: Config has no field {key!r}")
+        setattr(cfg, key, type(getattr(cfg, key))(value))
     if args.scale != 1.0:
         for k in ("lm_steps", "clip_steps", "proj_steps", "sft_steps"):
             setattr(cfg, k, max(2, int(getattr(cfg, k) * args.scale)))

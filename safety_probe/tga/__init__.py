@@ -11,11 +11,20 @@ from safety_probe.tga.data import TGAExample, load_tga_data, write_tga_data
 from safety_probe.tga.hooks import StopForward, states_until, tap_blocks
 from safety_probe.tga.loss import anneal_weights, guide_loss, guide_terms, masked_mean
 from safety_probe.tga.run import filter_flags, filtered_metrics, layer_shift, run_tga
-from safety_probe.tga.train import TrainResult, resolve_layers, setup_trainable, tga_loss, train, weights_hash
+from safety_probe.tga.train import (
+    TrainResult,
+    guide_only_rows,
+    plain_rows,
+    resolve_layers,
+    setup_trainable,
+    tga_loss,
+    train,
+    weights_hash,
+)
 
 __all__ = [
     "METHODS", "StopForward", "TGABatch", "TGACollator", "TGAConfig", "TGAExample", "TrainResult",
-    "anneal_weights", "filter_flags", "filtered_metrics", "guide_loss", "guide_terms", "layer_shift",
-    "load_tga_data", "masked_mean", "resolve_layers", "run_tga", "setup_trainable", "states_until", "tap_blocks",
+    "anneal_weights", "filter_flags", "filtered_metrics", "guide_loss", "guide_only_rows", "guide_terms", "layer_shift",
+    "load_tga_data", "masked_mean", "plain_rows", "resolve_layers", "run_tga", "setup_trainable", "states_until", "tap_blocks",
     "tga_loss", "train", "weights_hash", "write_tga_data",
 ]

@@ -46,12 +46,15 @@ class TGACollator:
     """Turns a list of :class:`TGAExample` into a :class:`TGABatch` for ``vlm``.
 
     ``retrieved_in_context``: put R in the prompt (TGA and its CE-only baseline); without it the prompt is the
-    project's plain image run (the safety fine-tuning baseline) and no R span exists. ``caption_run``: also
-    encode the caption (text) run. Prompts go through the processor's chat template like every other run.
+    project's plain image run (the safety fine-tuning baseline) and no R span exists. ``plain_ids``: examples
+    that get the plain image run even so. ``unsupervised_ids``: examples that get no answer labels (their rows
+    train the guide loss alone). ``caption_run``: also encode the caption (text) run. Prompts go
+    through the processor's chat template like every other run.
     """
 
     def __init__(self, vlm: VLM, system_prompt: str | None = None, retrieved_in_context: bool = True,
-                 caption_run: bool = True, answer_prefix: str = " "):
+                 caption_run: bool = True, answer_prefix: str = " ", plain_ids: frozenset[str] = frozenset(),
+                 unsupervised_ids: frozenset[str] = frozenset()):
         self.vlm = vlm
         self.tok = vlm.tokenizer
         if not self.tok.is_fast:
@@ -62,13 +65,15 @@ class TGACollator:
             raise InputError(f"{vlm.name}: the processor names no image token to place after the retrieved text")
         self.system_prompt = system_prompt
         self.retrieved_in_context = retrieved_in_context
+        self.plain_ids = plain_ids
+        self.unsupervised_ids = unsupervised_ids
         self.caption_run = caption_run
         self.answer_prefix = answer_prefix
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         self.eos_id = self.tok.eos_token_id
 
     def _render(self, ex: TGAExample) -> tuple[str, tuple[int, int] | None]:
-        if not self.retrieved_in_context:
+        if not self.retrieved_in_context or ex.id in self.plain_ids:
             msgs = image_messages(ex.instruction, self.system_prompt)
             return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), None
         if not ex.retrieved:
@@ -115,7 +120,7 @@ class TGACollator:
         answer = torch.tensor(answer, dtype=ids.dtype)
         pixel = {k: v for k, v in proc.items() if k not in ("input_ids", "attention_mask") and isinstance(v, torch.Tensor)}
         return {"ids": torch.cat([ids, answer]), "n_prompt": len(ids), "image_mask": image_mask,
-                "r_mask": r_mask, "pixel": pixel}
+                "r_mask": r_mask, "pixel": pixel, "supervised": ex.id not in self.unsupervised_ids}
 
     def __call__(self, examples: list[TGAExample]) -> TGABatch:
         items = [self._one(ex) for ex in examples]
@@ -129,7 +134,8 @@ class TGACollator:
         for i, it in enumerate(items):
             n, p = len(it["ids"]), it["n_prompt"]
             ids[i, :n] = it["ids"]
-            labels[i, p:n] = it["ids"][p:]
+            if it["supervised"]:
+                labels[i, p:n] = it["ids"][p:]
             attn[i, :n] = 1
             image_mask[i, :p] = it["image_mask"]
             r_mask[i, :p] = it["r_mask"]

@@ -48,6 +48,10 @@ class TGAConfig:
     guide_form: Literal["paper", "exp"] = "paper"
     """paper: −cos(I,C) + softplus(−(cos(I,C) − cos(R,C))). exp: the released code's exp(−cos) forms."""
 
+    guide_centre: bool = False
+    """Centre I, C and R on the batch mean of the caption states before the cosines: the raw cosine of residual
+    streams is dominated by a component every state shares, which the pull can match without the content."""
+
     anneal: bool = False
     """Weight the two guide terms by 0.25·(1−t) and 0.1·(1−t)² (released code) instead of 1 and 1."""
 
@@ -71,6 +75,21 @@ class TGAConfig:
 
     retrieved_in_context: bool = True
     """Put the retrieved text in the training prompt ("Retrieved Text: R. <image>\\n{instruction}")."""
+
+    caption_target: Literal["moving", "frozen"] = "moving"
+    """Model of the caption run: "moving" = the model being trained (the paper: a detached, moving target);
+    "frozen" = a copy of the starting model, so in stage 2 the language model cannot lower the guide loss by
+    moving the captions' states (the text side) instead of the image's. Same in stage 1 (the projector is not
+    on the text path); "frozen" holds a second copy of the model in memory."""
+
+    guide_only_labels: list[str] = field(default_factory=list)
+    """Rows whose data ``label`` is listed (e.g. harmful) train the guide loss alone, with no answer loss: a
+    toxic image is aligned with its caption without being taught a helpful answer, or a refusal."""
+
+    plain_share: float = 0.0
+    """Share of training rows given the plain image prompt, without R, as at test time (0 = the paper). With R
+    before the image, image tokens can match the caption by attending to R; on plain rows only the image path
+    can, and the guide there is the pull term alone."""
 
     system_prompt: str | None = None
     """System prompt of the training prompts, the caption run and the evaluation (recorded in compare.json)."""

@@ -36,21 +36,22 @@ def anneal_weights(step: int, max_steps: int) -> tuple[float, float]:
     return 0.25 * (1 - t), 0.1 * (1 - t) ** 2
 
 
-def guide_terms(image: torch.Tensor, caption: torch.Tensor, retrieved: torch.Tensor,
-                form: GuideForm = "paper") -> tuple[torch.Tensor, torch.Tensor]:
+def guide_terms(image: torch.Tensor, caption: torch.Tensor, retrieved: torch.Tensor | None,
+                form: GuideForm = "paper") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-example (pull, rank) terms at one layer from pooled ``[B, d]`` states; each ``[B]``.
 
     paper: pull = −cos(I, C), rank = softplus(−(cos(I, C) − cos(R, C)));
     exp:   pull = exp(−cos(I, C)), rank = exp(−(cos(I, C) − cos(R, C))).
+    ``retrieved=None`` (no R in the prompt): rank is None.
     """
+    if form not in ("paper", "exp"):
+        raise ValueError(f"unknown guide form {form!r}: use 'paper' or 'exp'")
     cos_ic = F.cosine_similarity(image.float(), caption.float(), dim=-1)
-    cos_rc = F.cosine_similarity(retrieved.float(), caption.float(), dim=-1)
-    margin = cos_ic - cos_rc
-    if form == "paper":
-        return -cos_ic, F.softplus(-margin)
-    if form == "exp":
-        return torch.exp(-cos_ic), torch.exp(-margin)
-    raise ValueError(f"unknown guide form {form!r}: use 'paper' or 'exp'")
+    pull = -cos_ic if form == "paper" else torch.exp(-cos_ic)
+    if retrieved is None:
+        return pull, None
+    margin = cos_ic - F.cosine_similarity(retrieved.float(), caption.float(), dim=-1)
+    return pull, F.softplus(-margin) if form == "paper" else torch.exp(-margin)
 
 
 def guide_loss(
@@ -59,23 +60,40 @@ def guide_loss(
     retrieved: dict[int, torch.Tensor],
     form: GuideForm = "paper",
     weights: tuple[float, float] = (1.0, 1.0),
+    ranked: torch.Tensor | None = None,
+    centre: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Σ over layers of w_pull·pull + w_rank·rank, averaged over the batch; dicts map layer → pooled ``[B, d]``.
+    """Σ over layers of w_pull·mean(pull) + w_rank·mean(rank); dicts map layer → pooled states.
 
+    ``image``, ``caption``: ``[B, d]``; ``retrieved``: ``[B_r, d]``, the rows where ``ranked [B]`` (bool) is
+    True, or all rows when ``ranked`` is None. Rows trained without R in the prompt get the pull term only.
+    ``centre``: subtract the batch mean of the caption states from I, C and R first, so the cosines compare
+    what is specific to each caption rather than the component all residual streams share.
     Returns the loss (a tensor with gradient through ``image`` and ``retrieved``; ``caption`` should be
-    detached) and logging scalars: mean cos(I, C), cos(R, C) over layers and batch.
+    detached) and logging scalars: mean cos(I, C) and, over ranked rows, cos(R, C).
     """
     if not image:
         raise ValueError("guide_loss: no layers")
     w_pull, w_rank = weights
-    total = None
+    rows = slice(None) if ranked is None else ranked
+    total = torch.zeros((), device=next(iter(image.values())).device)
     cos_ic, cos_rc = [], []
     for layer in sorted(image):
-        pull, rank = guide_terms(image[layer], caption[layer], retrieved[layer], form)
-        term = (w_pull * pull + w_rank * rank).mean()
-        total = term if total is None else total + term
+        i, c, r = image[layer], caption[layer], retrieved.get(layer)
+        if centre:
+            shared = c.float().mean(dim=0, keepdim=True).detach()
+            i, c = i.float() - shared, c.float() - shared
+            r = None if r is None else r.float() - shared
+        pull, _ = guide_terms(i, c, None, form)
+        total = total + w_pull * pull.mean()
+        if r is not None and len(r):
+            _, rank = guide_terms(i[rows], c[rows], r, form)
+            total = total + w_rank * rank.mean()
+            with torch.no_grad():
+                cos_rc.append(F.cosine_similarity(r.float(), c[rows].float(), dim=-1).mean().item())
         with torch.no_grad():
-            cos_ic.append(F.cosine_similarity(image[layer].float(), caption[layer].float(), dim=-1).mean().item())
-            cos_rc.append(F.cosine_similarity(retrieved[layer].float(), caption[layer].float(), dim=-1).mean().item())
-    stats = {"cos_ic": sum(cos_ic) / len(cos_ic), "cos_rc": sum(cos_rc) / len(cos_rc)}
+            cos_ic.append(F.cosine_similarity(i.float(), c.float(), dim=-1).mean().item())
+    stats = {"cos_ic": sum(cos_ic) / len(cos_ic)}
+    if cos_rc:
+        stats["cos_rc"] = sum(cos_rc) / len(cos_rc)
     return total, stats

@@ -23,7 +23,7 @@ from safety_probe.io import write_json
 from safety_probe.models.vlm import VLM, load_vlm
 from safety_probe.tga.config import METHODS, TGAConfig
 from safety_probe.tga.data import TGAExample, load_tga_data, write_tga_data
-from safety_probe.tga.train import resolve_layers, train
+from safety_probe.tga.train import guide_only_rows, resolve_layers, train
 
 
 # Input-filter descriptors: the toxic scenes' nouns and everyday objects (the world's vocabulary; for real
@@ -227,8 +227,9 @@ def run_tga(cfg: TGAConfig) -> Path:
         result = train(cfg, train_examples, out_dir, **overrides)
         if result.model_dir is None:  # interrupted on purpose (stop_after)
             return
+        recorded = {k: len(v) if isinstance(v, frozenset) else v for k, v in overrides.items()}
         entry = {"model": str(result.model_dir), "weights_sha256": result.weights_hash, "steps": result.steps,
-                 "final_log": result.log[-1] if result.log else None, **overrides}
+                 "final_log": result.log[-1] if result.log else None, **recorded}
         if pairs is not None:
             metrics, _ = _measure(load_vlm(result.model_dir, dtype=cfg.dtype), pairs, layers, cfg,
                                   out_dir / "responses.jsonl")
@@ -244,8 +245,9 @@ def run_tga(cfg: TGAConfig) -> Path:
             safety = load_tga_data(write_tga_data(cfg.seed + 1, cfg.safety_ft_n,
                                                   out / "baselines" / "safety_ft" / "data", retrieval="world",
                                                   kind="safety"))
-        mixed = examples + safety
-        run_method("safety_ft", out / "baselines" / "safety_ft", mixed, guide_weight=0.0, retrieved_in_context=False)
+        mixed = examples + safety  # guide-only rows come from the alignment data; the refusal rows stay supervised
+        run_method("safety_ft", out / "baselines" / "safety_ft", mixed, guide_weight=0.0, retrieved_in_context=False,
+                   guide_only_ids=guide_only_rows(examples, cfg.guide_only_labels))
     if "filter" in cfg.baselines and pairs is not None and base_rows:
         flags = filter_flags(pairs, cfg.clip, threshold=cfg.filter_threshold)
         rows["filter"] = {"model": f"{cfg.model} + CLIP zero-shot input filter", **filtered_metrics(base_rows, flags, cfg.system_prompt)}

@@ -124,25 +124,32 @@ def weights_hash(model_or_state: nn.Module | dict) -> str:
 
 def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], guide_weight: float,
              form: str = "paper", weights: tuple[float, float] = (1.0, 1.0),
-             caption_model: nn.Module | None = None, lm_weight: float = 1.0
+             caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool = False
              ) -> tuple[torch.Tensor, dict[str, float]]:
-    """lm_weight·L_LM + λ·L_guide for one batch. ``model`` runs the image run (may be DDP-wrapped); ``caption_model``
-    (default ``vlm.model``) runs the no-grad caption run, stopped after the deepest block of ``layers``."""
+    """lm_weight·L_LM + λ·L_guide for one batch. ``model`` runs the image run (may be DDP-wrapped); ``caption_vlm``
+    (default ``vlm``: the model being trained) runs the no-grad caption run, stopped after the deepest block of ``layers``."""
     use_guide = guide_weight != 0 and len(layers) > 0
     stats: dict[str, float] = {}
     if use_guide:
-        if batch.caption is None or not batch.retrieved_mask.any(dim=1).all():
-            raise InputError("the guide loss needs the caption run and retrieved text in context")
-        hc = states_until(caption_model or vlm.model, vlm.layers, layers, batch.caption.inputs)
+        if batch.caption is None:
+            raise InputError("the guide loss needs the caption run")
+        target = caption_vlm or vlm
+        hc = states_until(target.model, target.layers, layers, batch.caption.inputs)
         caption = {l: masked_mean(h, batch.caption.caption_mask) for l, h in hc.items()}
+    inputs = batch.inputs
+    supervised = bool((inputs["labels"] != -100).any())
+    if not supervised:  # every row guide-only: no answer tokens to average over
+        inputs = {k: v for k, v in inputs.items() if k != "labels"}
     with tap_blocks(vlm.layers, layers if use_guide else []) as captured:
-        out = model(**batch.inputs, use_cache=False)
-    stats["lm"] = out.loss.item()
-    loss = lm_weight * out.loss
+        out = model(**inputs, use_cache=False)
+    lm = out.loss if supervised else out.logits.new_zeros(())
+    stats["lm"] = lm.item()
+    loss = lm_weight * lm
     if use_guide:
         image = {l: masked_mean(captured[l], batch.image_mask) for l in layers}
-        retrieved = {l: masked_mean(captured[l], batch.retrieved_mask) for l in layers}
-        guide, gstats = guide_loss(image, caption, retrieved, form, weights)
+        ranked = batch.retrieved_mask.any(dim=1)  # rows with R in the prompt get the ranking term
+        retrieved = {l: masked_mean(captured[l][ranked], batch.retrieved_mask[ranked]) for l in layers}
+        guide, gstats = guide_loss(image, caption, retrieved, form, weights, ranked, centre)
         loss = loss + guide_weight * guide
         stats["guide"] = guide.item()
         stats.update(gstats)
@@ -189,6 +196,19 @@ def data_order(n: int, seed: int, n_examples_needed: int) -> list[int]:
     return order[:n_examples_needed]
 
 
+def guide_only_rows(examples: list[TGAExample], labels: list[str]) -> frozenset[str]:
+    """Ids of the examples whose data ``label`` is one of ``labels`` (trained without answer loss)."""
+    return frozenset(ex.id for ex in examples if ex.extra.get("label") in set(labels))
+
+
+def plain_rows(examples: list[TGAExample], share: float, seed: int) -> frozenset[str]:
+    """Ids of a seeded ``share`` of ``examples`` trained on the plain image run, without R in the prompt."""
+    if not 0 <= share <= 1:
+        raise InputError(f"plain_share must lie in [0, 1], got {share}")
+    draw = np.random.default_rng([seed, 7]).random(len(examples))
+    return frozenset(ex.id for ex, u in zip(examples, draw) if u < share)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------------
@@ -229,21 +249,22 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
 
 
 def train(cfg: TGAConfig, examples: list[TGAExample], out_dir: str | Path, guide_weight: float | None = None,
-          retrieved_in_context: bool | None = None) -> TrainResult:
+          retrieved_in_context: bool | None = None, guide_only_ids: frozenset[str] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``examples``; checkpoints in ``out_dir/checkpoints``, final model in ``out_dir/model``.
 
-    ``guide_weight`` / ``retrieved_in_context`` override the config (baselines train with λ = 0).
+    ``guide_weight`` / ``retrieved_in_context`` override the config (baselines train with λ = 0);
+    ``guide_only_ids`` overrides the rows chosen by ``cfg.guide_only_labels``.
     """
     prev = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
     try:
-        return _train(cfg, examples, Path(out_dir), guide_weight, retrieved_in_context)
+        return _train(cfg, examples, Path(out_dir), guide_weight, retrieved_in_context, guide_only_ids)
     finally:  # leave the process as we found it
         torch.use_deterministic_algorithms(prev[0])
         torch.set_num_threads(prev[1])
 
 
 def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weight: float | None,
-           retrieved_in_context: bool | None) -> TrainResult:
+           retrieved_in_context: bool | None, guide_only_ids: frozenset[str] | None) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -267,8 +288,10 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
     lr = cfg.lr if cfg.lr is not None else (1e-3 if cfg.stage == 1 else 2e-6)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
-    collator = TGACollator(vlm, cfg.system_prompt, retrieved_in_context=in_context,
-                           caption_run=guide_weight != 0)
+    collator = TGACollator(vlm, cfg.system_prompt, retrieved_in_context=in_context, caption_run=guide_weight != 0,
+                           plain_ids=plain_rows(examples, cfg.plain_share, cfg.seed),
+                           unsupervised_ids=guide_only_rows(examples, cfg.guide_only_labels)
+                           if guide_only_ids is None else guide_only_ids)
     per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
     if cfg.max_steps:
         total = cfg.max_steps
@@ -280,6 +303,12 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     vlm_model = accelerator.unwrap_model(model)
     vlm.model = vlm_model
+    caption_vlm = None  # the model being trained
+    if cfg.caption_target == "frozen" and cfg.stage == 2 and guide_weight != 0:
+        caption_vlm = load_vlm(cfg.model, device=str(accelerator.device), dtype=cfg.dtype)
+        caption_vlm.model.requires_grad_(False)
+    elif cfg.caption_target not in ("moving", "frozen"):
+        raise InputError(f"caption_target must be 'moving' or 'frozen', got {cfg.caption_target!r}")
 
     def keep_trainable(models, weights, output_dir):
         for w in weights:
@@ -288,9 +317,12 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
 
     accelerator.register_save_state_pre_hook(keep_trainable)
 
+    def digest(ids) -> str:
+        return hashlib.sha256("|".join(ids).encode()).hexdigest()[:16]
+
     fingerprint = run_fingerprint(cfg, guide_weight=guide_weight, retrieved_in_context=in_context,
-                                  n_examples=len(examples), data_ids=hashlib.sha256(
-                                      "|".join(ex.id for ex in examples).encode()).hexdigest()[:16])
+                                  n_examples=len(examples), data_ids=digest(ex.id for ex in examples),
+                                  guide_only_ids=digest(sorted(collator.unsupervised_ids)))
     ckpt_dir = out_dir / "checkpoints"
     step, log = 0, []
     if not cfg.resume and ckpt_dir.is_dir() and accelerator.is_main_process:
@@ -327,7 +359,7 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
             with accelerator.accumulate(model):
                 weights = anneal_weights(step, total) if cfg.anneal else (1.0, 1.0)
                 loss, stats = tga_loss(model, vlm, batch, layers, guide_weight, cfg.guide_form, weights,
-                                       caption_model=vlm_model)
+                                       caption_vlm=caption_vlm, centre=cfg.guide_centre)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
