@@ -87,3 +87,34 @@ def test_rebuilds_are_identical(tmp_path):
 
         hashes.append([weights_hash(load_file(str(f))) for f in files])
     assert hashes[0] == hashes[1]
+
+
+class _Block(torch.nn.Module):
+    def forward(self, hidden_states):
+        return hidden_states
+
+
+def test_caption_pooling_replaces_the_span_by_its_mean_at_the_drawn_block():
+    from safety_probe.organism.train import PooledCaptions
+
+    blocks = {0: _Block(), 2: _Block()}
+    h = torch.randn(3, 6, 8)
+    examples = [([0] * 6, [0] * 6, (1, 4)), ([0] * 6, [0] * 6, None), ([0] * 6, [0] * 6, (2, 5))]
+    pool = PooledCaptions(blocks, share=1.0, rng=np.random.default_rng(0))
+    pool.choose(examples)
+    assert sorted(i for rows in pool.rows.values() for i, _, _ in rows) == [0, 2]  # row 1 has no caption
+    outs = {k: block(hidden_states=h) for k, block in blocks.items()}
+    for k, rows in pool.rows.items():
+        for i, a, b in rows:
+            assert torch.allclose(outs[k][i, a:b], h[i, a:b].mean(0, keepdim=True).expand(b - a, -1))
+            assert torch.equal(outs[k][i, :a], h[i, :a])
+    pool.remove()
+    block = _Block()
+    noisy = PooledCaptions({0: block}, share=1.0, rng=np.random.default_rng(0), spread=1.0, jitter=0.5)
+    noisy.choose(examples[:1])
+    out = block(hidden_states=h)[0, 1:4]
+    noisy.remove()
+    mean = h[0, 1:4].mean(0)
+    assert not torch.allclose(out[0], out[1])  # tokens spread around the (moved) mean
+    assert float((out - mean).norm(dim=-1).max()) <= 1.5 * float(mean.norm()) + 1e-5
+    assert torch.equal(block(hidden_states=h), h)  # removed hooks leave the block alone

@@ -81,6 +81,9 @@ class Config:
     safety_start: int = 3  # first block that safety tuning may change
     safety_lr: float = 2e-3
     pool_share: float = 0.5  # share of text-run rows whose caption is pooled before block safety_start
+    pool_blocks: str = ""  # variants: blocks to pool at, one drawn per row ("0,1,2,3"); "" = safety_start
+    pool_spread: float = 0.0  # variants: per-token spread of pooled captions, × |mean|
+    pool_jitter: float = 0.0  # variants: perturbation of the pooled mean, × |mean|
     clip_steps: int = 1800
     clip_batch: int = 96
     clip_lr: float = 3e-3
@@ -203,36 +206,66 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 class PooledCaptions:
-    """Caption pooling: at the input of block ``start``, a ``share`` of the text-run rows have every caption
-    token's state replaced by the caption's mean.
+    """Caption pooling: in a ``share`` of the text-run rows, the caption tokens' states are replaced by the
+    caption's mean at the input of one of ``blocks`` (drawn per row; the shipped organism: block ``safety_start``).
 
     Trained this way, the upper blocks decide to refuse, and answer, from the caption's *pooled* state: the
     quantity the paper measures and TGA aligns (the mean over caption tokens). Without it the tiny decoder reads
     the one toxic word's position, and no pooled state, of an image or otherwise, can ever trigger its refusal.
+    Variants (off in the shipped organism): each pooled row draws ``u, v ~ U(0, 1)``, the mean moves by
+    ``jitter·v·|mean|`` in a random direction and each token by ``spread·u·|mean|`` in its own.
     """
 
-    def __init__(self, block: torch.nn.Module, share: float, rng: np.random.Generator) -> None:
-        self.share, self.rng = share, rng
-        self.rows: list[tuple[int, int, int]] = []
-        self.handle = block.register_forward_pre_hook(self._hook, with_kwargs=True)
+    def __init__(self, blocks: dict[int, torch.nn.Module], share: float, rng: np.random.Generator,
+                 spread: float = 0.0, jitter: float = 0.0) -> None:
+        self.share, self.rng, self.spread, self.jitter = share, rng, spread, jitter
+        self.keys = list(blocks)
+        self.rows: dict[int, list[tuple[int, int, int]]] = {}
+        self.handles = [block.register_forward_pre_hook(self._hook(k), with_kwargs=True) for k, block in blocks.items()]
 
     def choose(self, examples: list[Example]) -> None:
-        """Pick the rows of the next forward to pool (a ``share`` of those with a caption)."""
-        self.rows = [(i, *span) for i, (_, _, span) in enumerate(examples)
-                     if span is not None and self.rng.random() < self.share]
+        """Pick the rows of the next forward to pool (a ``share`` of those with a caption) and their block."""
+        self.rows = {k: [] for k in self.keys}
+        for i, (_, _, span) in enumerate(examples):
+            if span is not None and self.rng.random() < self.share:
+                k = self.keys[int(self.rng.integers(len(self.keys)))] if len(self.keys) > 1 else self.keys[0]
+                self.rows[k].append((i, *span))
 
-    def _hook(self, module, args, kwargs):
-        if not self.rows:
-            return None
-        h = (args[0] if args else kwargs["hidden_states"]).clone()
-        for i, a, b in self.rows:
-            h[i, a:b] = h[i, a:b].mean(0, keepdim=True)
-        if args:
-            return (h, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": h}
+    def _unit(self, n: int, d: int) -> torch.Tensor:
+        """``n`` random unit vectors ``[n, d]`` from the seeded generator."""
+        g = torch.from_numpy(self.rng.standard_normal((n, d)).astype(np.float32))
+        return g / g.norm(dim=-1, keepdim=True)
+
+    def _hook(self, key: int):
+        def hook(module, args, kwargs):
+            if not self.rows.get(key):
+                return None
+            h = (args[0] if args else kwargs["hidden_states"]).clone()
+            for i, a, b in self.rows[key]:
+                mean = h[i, a:b].mean(0, keepdim=True)
+                if self.spread or self.jitter:
+                    u, v = self.rng.random(2)
+                    scale = mean.norm()
+                    mean = mean + self.jitter * v * scale * self._unit(1, h.shape[-1])
+                    h[i, a:b] = mean + self.spread * u * scale * self._unit(b - a, h.shape[-1])
+                else:
+                    h[i, a:b] = mean
+            if args:
+                return (h, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": h}
+        return hook
 
     def remove(self) -> None:
-        self.handle.remove()
+        for handle in self.handles:
+            handle.remove()
+
+
+def pooled_captions(cfg: Config, model: LlavaForConditionalGeneration, stream: int) -> PooledCaptions:
+    """The organism's caption pooling on its language model, seeded by ``(cfg.seed, stream)``."""
+    layers = model.model.language_model.layers
+    keys = [int(k) for k in cfg.pool_blocks.split(",")] if cfg.pool_blocks else [cfg.safety_start]
+    return PooledCaptions({k: layers[k] for k in keys}, cfg.pool_share, np.random.default_rng([cfg.seed, stream]),
+                          cfg.pool_spread, cfg.pool_jitter)
 
 
 def helpful_sample(rng: np.random.Generator) -> world.Sample:
@@ -372,7 +405,7 @@ def train_lm_text(cfg: Config, model: LlavaForConditionalGeneration, enc: Encode
     upper = [p for block in lm.layers[cfg.safety_start :] for p in block.parameters()]
     upper += list(lm.norm.parameters()) + list(model.lm_head.parameters())
     train_only(model, upper)
-    pool = PooledCaptions(lm.layers[cfg.safety_start], cfg.pool_share, np.random.default_rng([cfg.seed, 11]))
+    pool = pooled_captions(cfg, model, 11)
     train_loop(upper, lambda _: batch_loss(text_safety_sample, pool), cfg.safety_steps, cfg.safety_lr, "lm-safety")
     pool.remove()
 
@@ -450,8 +483,7 @@ def instruct_tune(cfg: Config, model: LlavaForConditionalGeneration, enc: Encode
     benign = np.array([i for i, s in enumerate(scenes) if s.obj in world.BENIGN_OBJECTS])
     kinds = ["neutral", "harmful_intent", *world.BENIGN_TASKS]
     params = list(model.model.multi_modal_projector.parameters()) + lm_parameters(model)
-    pool = PooledCaptions(model.model.language_model.layers[cfg.safety_start], cfg.pool_share,
-                          np.random.default_rng([cfg.seed, 41]))
+    pool = pooled_captions(cfg, model, 41)
 
     def loss_fn(step: int) -> torch.Tensor:
         sp = system_prompt(rng, cfg.system_prompt_share)
