@@ -11,6 +11,7 @@ common=(--model organism --stage 2 --lr 3e-5 --max-steps 600 --batch-size 16 --t
         --guide-weight 3.0 --plain-share 1.0 --caption-target frozen --guide-only-labels harmful
         --threads 1 --eval-n 300)
 safety-probe tga "${common[@]}" --layers "$OUT/probe/layers.json" --out "$OUT/located" &
+located=$!
 safety-probe tga "${common[@]}" --layers 0,1 --baselines --out "$OUT/far"
-wait
+wait "$located"
 python experiments/tga/sweep.py --grid experiments/tga/ablation.json --out "$OUT/ablation" --jobs 2
