@@ -184,6 +184,8 @@ def test_guide_only_rows_have_no_answer_loss(tiny_model_dir, tga_data):
     examples = load_tga_data(tga_data)[:3]
     examples[0] = replace(examples[0], extra={**examples[0].extra, "label": "harmful"})
     assert guide_only_rows(examples, ["harmful"]) == {examples[0].id}
+    with pytest.raises(InputError, match="harmfull"):
+        guide_only_rows(examples, ["harmfull"])
     batch = TGACollator(vlm, unsupervised_ids=guide_only_rows(examples, ["harmful"]))(examples)
     supervised = (batch.inputs["labels"] != -100).any(dim=1).tolist()
     assert supervised == [False, True, True]

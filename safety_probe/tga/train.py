@@ -197,7 +197,15 @@ def data_order(n: int, seed: int, n_examples_needed: int) -> list[int]:
 
 
 def guide_only_rows(examples: list[TGAExample], labels: list[str]) -> frozenset[str]:
-    """Ids of the examples whose data ``label`` is one of ``labels`` (trained without answer loss)."""
+    """Ids of the examples whose data ``label`` is one of ``labels`` (trained without answer loss).
+
+    A listed label that no example carries raises: a misspelt label would otherwise change nothing silently.
+    """
+    found = {ex.extra.get("label") for ex in examples}
+    missing = sorted(set(labels) - found)
+    if missing:
+        raise InputError(f"guide_only_labels {missing}: no training example has that 'label' "
+                         f"(labels present: {sorted(str(x) for x in found)})")
     return frozenset(ex.id for ex in examples if ex.extra.get("label") in set(labels))
 
 
