@@ -79,8 +79,8 @@ class TGAConfig:
     caption_target: Literal["moving", "frozen"] = "moving"
     """Model of the caption run: "moving" = the model being trained (the paper: a detached, moving target);
     "frozen" = a copy of the starting model, so in stage 2 the language model cannot lower the guide loss by
-    moving the captions' states (the text side) instead of the image's. Same in stage 1 (the projector is not
-    on the text path); "frozen" holds a second copy of the model in memory."""
+    moving the captions' states (the text side) instead of the image's. In stage 1 both are the same (the
+    projector is not on the text path) and no copy is made; in stage 2 "frozen" holds a second copy in memory."""
 
     guide_only_labels: list[str] = field(default_factory=list)
     """Rows whose data ``label`` is listed (e.g. harmful) train the guide loss alone, with no answer loss: a
