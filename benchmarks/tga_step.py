@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from safety_probe.io import write_json
 from safety_probe.models.vlm import load_vlm
 from safety_probe.tga.batch import TGACollator
 from safety_probe.tga.data import load_tga_data, write_tga_data
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"target": TARGET, "rows": rows, "meets_target": all(r["tga_over_plain"] <= TARGET for r in rows)}
     data = json.loads(args.out.read_text()) if args.out.is_file() else {}
     data["tga_step"] = result
-    args.out.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(args.out, data)
     return result
 
 

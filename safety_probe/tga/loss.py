@@ -36,6 +36,21 @@ def anneal_weights(step: int, max_steps: int) -> tuple[float, float]:
     return 0.25 * (1 - t), 0.1 * (1 - t) ** 2
 
 
+def _terms(cos_ic: torch.Tensor, cos_rc: torch.Tensor | None, form: GuideForm) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(pull, rank) from the cosines; rank is None without ``cos_rc``."""
+    if form not in ("paper", "exp"):
+        raise ValueError(f"unknown guide form {form!r}: use 'paper' or 'exp'")
+    pull = -cos_ic if form == "paper" else torch.exp(-cos_ic)
+    if cos_rc is None:
+        return pull, None
+    margin = cos_ic - cos_rc
+    return pull, F.softplus(-margin) if form == "paper" else torch.exp(-margin)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
 def guide_terms(image: torch.Tensor, caption: torch.Tensor, retrieved: torch.Tensor | None,
                 form: GuideForm = "paper") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-example (pull, rank) terms at one layer from pooled ``[B, d]`` states; each ``[B]``.
@@ -44,14 +59,7 @@ def guide_terms(image: torch.Tensor, caption: torch.Tensor, retrieved: torch.Ten
     exp:   pull = exp(−cos(I, C)), rank = exp(−(cos(I, C) − cos(R, C))).
     ``retrieved=None`` (no R in the prompt): rank is None.
     """
-    if form not in ("paper", "exp"):
-        raise ValueError(f"unknown guide form {form!r}: use 'paper' or 'exp'")
-    cos_ic = F.cosine_similarity(image.float(), caption.float(), dim=-1)
-    pull = -cos_ic if form == "paper" else torch.exp(-cos_ic)
-    if retrieved is None:
-        return pull, None
-    margin = cos_ic - F.cosine_similarity(retrieved.float(), caption.float(), dim=-1)
-    return pull, F.softplus(-margin) if form == "paper" else torch.exp(-margin)
+    return _terms(_cos(image, caption), None if retrieved is None else _cos(retrieved, caption), form)
 
 
 def guide_loss(
@@ -84,15 +92,15 @@ def guide_loss(
             shared = c.float().mean(dim=0, keepdim=True).detach()
             i, c = i.float() - shared, c.float() - shared
             r = None if r is None else r.float() - shared
-        pull, _ = guide_terms(i, c, None, form)
+        ic = _cos(i, c)
+        rc = _cos(r, c[rows]) if r is not None and len(r) else None
+        pull, _ = _terms(ic, None, form)
         total = total + w_pull * pull.mean()
-        if r is not None and len(r):
-            _, rank = guide_terms(i[rows], c[rows], r, form)
+        cos_ic.append(ic.mean().item())
+        if rc is not None:
+            _, rank = _terms(ic[rows], rc, form)
             total = total + w_rank * rank.mean()
-            with torch.no_grad():
-                cos_rc.append(F.cosine_similarity(r.float(), c[rows].float(), dim=-1).mean().item())
-        with torch.no_grad():
-            cos_ic.append(F.cosine_similarity(i.float(), c.float(), dim=-1).mean().item())
+            cos_rc.append(rc.mean().item())
     stats = {"cos_ic": sum(cos_ic) / len(cos_ic)}
     if cos_rc:
         stats["cos_rc"] = sum(cos_rc) / len(cos_rc)

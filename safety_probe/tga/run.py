@@ -221,15 +221,16 @@ def run_tga(cfg: TGAConfig) -> Path:
         save()
     del base
 
-    def run_method(name: str, out_dir: Path, train_examples: list[TGAExample], **overrides) -> None:
+    def run_method(name: str, out_dir: Path, train_examples: list[TGAExample],
+                   guide_only_ids: frozenset[str] | None = None, **overrides) -> None:
         if name in rows and (out_dir / "model" / "config.json").is_file():
             return
-        result = train(cfg, train_examples, out_dir, **overrides)
+        result = train(cfg, train_examples, out_dir, guide_only_ids=guide_only_ids, **overrides)
         if result.model_dir is None:  # interrupted on purpose (stop_after)
             return
-        recorded = {k: len(v) if isinstance(v, frozenset) else v for k, v in overrides.items()}
         entry = {"model": str(result.model_dir), "weights_sha256": result.weights_hash, "steps": result.steps,
-                 "final_log": result.log[-1] if result.log else None, **recorded}
+                 "final_log": result.log[-1] if result.log else None, "guide_only_rows": result.guide_only_rows,
+                 **overrides}
         if pairs is not None:
             metrics, _ = _measure(load_vlm(result.model_dir, dtype=cfg.dtype), pairs, layers, cfg,
                                   out_dir / "responses.jsonl")

@@ -231,6 +231,7 @@ class TrainResult:
     total_steps: int
     log: list[dict]
     weights_hash: str | None = None
+    guide_only_rows: int = 0
 
 
 RUN_NEUTRAL = {"resume", "stop_after", "evaluate", "baselines", "eval_batch_size", "max_new_tokens", "threads",
@@ -385,7 +386,7 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
             if step % cfg.save_every == 0 or step == total:
                 save_checkpoint()
             if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
-                return TrainResult(None, step, total, log)
+                return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids))
             if step >= total:
                 break
 
@@ -401,7 +402,8 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
         vlm.processor.save_pretrained(model_dir)
         write_json(out_dir / "train.json", {"config": asdict(cfg), "guide_weight": guide_weight,
                                             "retrieved_in_context": in_context, "safety_layers": layers,
+                                            "guide_only_rows": len(collator.unsupervised_ids),
                                             "lr": lr, "total_steps": total, "trainable": names,
                                             "weights_sha256": digest, "log": log})
     accelerator.wait_for_everyone()
-    return TrainResult(model_dir, step, total, log, digest)
+    return TrainResult(model_dir, step, total, log, digest, len(collator.unsupervised_ids))
