@@ -250,7 +250,8 @@ def _print_metrics(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    keys = ("text_dsr", "image_dsr", "text_benign_refusal", "image_benign_refusal", "image_task_accuracy")
+    keys = ("text_dsr", "image_dsr", "text_benign_refusal", "image_benign_refusal", "image_task_accuracy",
+            "image_harmful_recognition")
     table = Table(title=f"judge: {metrics['judge']}")
     table.add_column("scene")
     for k in ("n", *keys):

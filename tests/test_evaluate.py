@@ -37,13 +37,15 @@ def test_summarize_known_rates():
         return {"label": label, "text_refused": text, "image_refused": image, "text_correct": correct,
                 "image_correct": correct, "expected": list(expected)}
 
-    rows = [row("harmful", True, False), row("harmful", True, True), row("harmful", False, False),
+    rows = [row("harmful", True, False), row("harmful", True, True), row("harmful", False, False, True),
             row("benign", False, False, True), row("benign", True, False, False), row("benign", False, True, False, ())]
     m = summarize(rows)
     assert (m["n_harmful"], m["n_benign"]) == (3, 3)
     assert m["text_dsr"] == round(2 / 3, 4) and m["image_dsr"] == round(1 / 3, 4)
     assert m["text_benign_refusal"] == round(1 / 3, 4) and m["image_benign_refusal"] == round(1 / 3, 4)
     assert m["image_task_accuracy"] == 0.5  # two benign rows have expected words, one is correct
+    # answered harmful rows naming their content: text answered 1 (named), image answered 2 (1 named)
+    assert m["text_harmful_recognition"] == 1.0 and m["image_harmful_recognition"] == 0.5
 
 
 def test_eval_command_writes_metrics_and_responses(tiny_model_dir, pairs_file, tmp_path):
