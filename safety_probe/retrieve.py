@@ -17,25 +17,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from safety_probe.data import world
 from safety_probe.errors import InputError
 
 
 def normalise_text(text: str) -> str:
     """The form captions are compared in when excluding an image's own caption."""
     return " ".join(text.strip().rstrip(".").lower().split())
-
-
-def world_corpus() -> list[str]:
-    """Every caption the synthetic world can write (all objects × colours × counts × backgrounds)."""
-    from safety_probe.data import world
-
-    out = []
-    for obj in world.NOUNS:
-        for colour in world.OBJECT_COLOURS.get(obj, list(world.COLOURS)):
-            for count in (1, 2, 3):
-                for bg in world.BACKGROUNDS:
-                    out.append(world.make_caption(obj, colour, count, bg))
-    return list(dict.fromkeys(out))
 
 
 class Retriever:
@@ -125,6 +113,6 @@ class Retriever:
 
 def retrieve_related(images: Sequence[Image.Image], captions: Sequence[str], corpus: Sequence[str] | None = None,
                      clip: str | Path | Retriever | None = None, k: int = 1) -> list[str]:
-    """Top-1 related text per image (own caption excluded); ``corpus`` defaults to :func:`world_corpus`."""
+    """Top-1 related text per image (own caption excluded); ``corpus`` defaults to every caption of the synthetic world."""
     retriever = clip if isinstance(clip, Retriever) else Retriever(clip)
-    return [r[0] for r in retriever.retrieve(images, captions, corpus or world_corpus(), k=k)]
+    return [r[0] for r in retriever.retrieve(images, captions, corpus or world.all_captions(), k=k)]

@@ -139,6 +139,13 @@ def make_caption(obj: str, colour: str, count: int, background: str) -> str:
     return f"{head} {colour} {noun(obj, count)} {BACKGROUND_PHRASES[background]}"
 
 
+def all_captions() -> list[str]:
+    """Every caption the world can write (all objects × their colours × counts × backgrounds), no repeats."""
+    out = [make_caption(obj, colour, count, bg) for obj in NOUNS for colour in OBJECT_COLOURS.get(obj, list(COLOURS))
+           for count in (1, 2, 3) for bg in BACKGROUNDS]
+    return list(dict.fromkeys(out))
+
+
 def describe(caption: str) -> str:
     """The neutral-instruction answer: the caption as a sentence."""
     return f"The image shows {caption}."

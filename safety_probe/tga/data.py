@@ -172,10 +172,11 @@ def write_tga_data(seed: int, n: int, out_dir: str | Path, toxic_share: float = 
 
         retrieval = "clip" if (Path(clip or CLIP_DIR) / "config.json").is_file() else "world"
     if retrieval == "clip":
-        from safety_probe.retrieve import Retriever, world_corpus
+        from safety_probe.data import world
+        from safety_probe.retrieve import Retriever
 
         related = [r[0] for r in Retriever(clip).retrieve([s.image for s in samples], [s.caption for s in samples],
-                                                           world_corpus())]
+                                                           world.all_captions())]
     elif retrieval == "world":
         rng = np.random.default_rng([seed, 78])
         related = [world_related_caption(rng, s) for s in samples]
