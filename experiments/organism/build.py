@@ -33,7 +33,10 @@ def main() -> None:
         key, _, value = item.partition("=")
         if not hasattr(cfg, key):
             raise SystemExit(f"--set {item}: Config has no field {key!r}")
-        setattr(cfg, key, type(getattr(cfg, key))(value))
+        kind = type(getattr(cfg, key))
+        if kind is bool and value.lower() not in ("true", "false", "1", "0"):
+            raise SystemExit(f"--set {item}: {key} takes true or false")
+        setattr(cfg, key, value.lower() in ("true", "1") if kind is bool else kind(value))
     if args.scale != 1.0:
         for k in ("lm_steps", "clip_steps", "proj_steps", "sft_steps"):
             setattr(cfg, k, max(2, int(getattr(cfg, k) * args.scale)))

@@ -80,10 +80,14 @@ class Config:
     safety_steps: int = 300
     safety_start: int = 3  # first block that safety tuning may change
     safety_lr: float = 2e-3
-    pool_share: float = 0.5  # share of text-run rows whose caption is pooled before block safety_start
-    pool_blocks: str = ""  # variants: blocks to pool at, one drawn per row ("0,1,2,3"); "" = safety_start
-    pool_spread: float = 0.0  # variants: per-token spread of pooled captions, × |mean|
-    pool_jitter: float = 0.0  # variants: perturbation of the pooled mean, × |mean|
+    # caption pooling (PooledCaptions): what makes the safety layers read the caption's mean state
+    pool_share: float = 0.75  # share of text-run rows whose caption is pooled
+    pool_blocks: str = "3,4,5,6"  # blocks to pool at, one drawn per row; "" = safety_start
+    pool_spread: float = 1.0  # per-token spread of pooled captions, × |mean|
+    pool_jitter: float = 0.6  # perturbation of the pooled mean, × |mean|
+    pool_shrink: float = 0.5  # the pooled mean scaled by 1 - shrink·U(0, 1)
+    pool_splice: bool = True  # post-caption prompt states of pooled rows taken from a stand-in caption
+    clip_patch_object: float = 1.0  # weight of an object classifier on every patch feature (0: on their mean only)
     clip_steps: int = 1800
     clip_batch: int = 96
     clip_lr: float = 3e-3
@@ -93,6 +97,7 @@ class Config:
     sft_steps: int = 900
     sft_batch: int = 32
     sft_images: int = 20  # of sft_batch; the rest is text-only safety data
+    sft_toxic_share: float = 0.2  # of sft_images: toxic images under a neutral instruction, described
     sft_lr: float = 7e-4
 
 
@@ -205,31 +210,79 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+class CaptionBank:
+    """Every caption of the world as caption-span token ids, grouped by length: same-length stand-ins for splicing."""
+
+    def __init__(self, enc: Encoder) -> None:
+        self.by_length: dict[int, list[list[int]]] = {}
+        for caption in world.all_captions():
+            messages = text_messages(caption, "Describe this image.", None)
+            a, b = enc.caption_span(messages, caption)
+            self.by_length.setdefault(b - a, []).append(enc.prompt_ids(messages)[a:b])
+
+    def other(self, span: list[int], rng: np.random.Generator) -> list[int] | None:
+        """Span ids of a random other caption with as many tokens as ``span`` (None if there is none)."""
+        choices = [c for c in self.by_length.get(len(span), []) if c != span]
+        return choices[int(rng.integers(len(choices)))] if choices else None
+
+
 class PooledCaptions:
     """Caption pooling: in a ``share`` of the text-run rows, the caption tokens' states are replaced by the
-    caption's mean at the input of one of ``blocks`` (drawn per row; the shipped organism: block ``safety_start``).
+    caption's mean at the input of one of ``blocks`` (drawn per row).
 
     Trained this way, the upper blocks decide to refuse, and answer, from the caption's *pooled* state: the
     quantity the paper measures and TGA aligns (the mean over caption tokens). Without it the tiny decoder reads
     the one toxic word's position, and no pooled state, of an image or otherwise, can ever trigger its refusal.
-    Variants (off in the shipped organism): each pooled row draws ``u, v ~ U(0, 1)``, the mean moves by
-    ``jitter·v·|mean|`` in a random direction and each token by ``spread·u·|mean|`` in its own.
+    Each pooled row draws ``u, v, w ~ U(0, 1)``: the mean shrinks to ``(1 − shrink·w)`` of itself and moves by
+    ``jitter·v·|mean|`` in a random direction, and each token by ``spread·u·|mean|`` in its own, so the reading
+    tolerates a pooled state that is shorter, a little off, or spread over tokens that differ: what an image
+    aligned by a cosine on its mean looks like.
+
+    With a ``bank`` (splicing), the prompt positions after the caption of a pooled row also get, at the same
+    block, the states they have when another caption of the same token length stands in the prompt
+    (:meth:`splice`): what lower blocks copied from the caption into later positions then says nothing about
+    the answer, and every block from the pooling block up must read the decision off the caption span itself.
     """
 
     def __init__(self, blocks: dict[int, torch.nn.Module], share: float, rng: np.random.Generator,
-                 spread: float = 0.0, jitter: float = 0.0) -> None:
-        self.share, self.rng, self.spread, self.jitter = share, rng, spread, jitter
+                 spread: float = 0.0, jitter: float = 0.0, shrink: float = 0.0, bank: CaptionBank | None = None) -> None:
+        self.share, self.rng, self.spread, self.jitter, self.shrink, self.bank = share, rng, spread, jitter, shrink, bank
         self.keys = list(blocks)
-        self.rows: dict[int, list[tuple[int, int, int]]] = {}
+        self.rows: dict[int, list[tuple[int, int, int, int]]] = {}
+        self.stand_in: dict[int, torch.Tensor] = {}  # row -> post-caption prompt states of its stand-in run
+        self.recording: dict[int, int] | None = None  # during the stand-in run: batch row -> its row there
         self.handles = [block.register_forward_pre_hook(self._hook(k), with_kwargs=True) for k, block in blocks.items()]
 
     def choose(self, examples: list[Example]) -> None:
         """Pick the rows of the next forward to pool (a ``share`` of those with a caption) and their block."""
         self.rows = {k: [] for k in self.keys}
-        for i, (_, _, span) in enumerate(examples):
+        self.stand_in = {}
+        for i, (_, labels, span) in enumerate(examples):
             if span is not None and self.rng.random() < self.share:
                 k = self.keys[int(self.rng.integers(len(self.keys)))] if len(self.keys) > 1 else self.keys[0]
-                self.rows[k].append((i, *span))
+                prompt_len = len(labels) - sum(1 for y in labels if y != -100)
+                self.rows[k].append((i, *span, prompt_len))
+
+    @torch.no_grad()
+    def splice(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        """Run the pooled rows once more with stand-in captions and keep their post-caption states (no grad)."""
+        if self.bank is None:
+            return
+        rows, ids = [], []
+        for i, a, b, _ in (r for rs in self.rows.values() for r in rs):
+            other = self.bank.other(batch["input_ids"][i, a:b].tolist(), self.rng)
+            if other is not None:
+                x = batch["input_ids"][i].clone()
+                x[a:b] = torch.tensor(other)
+                rows.append(i)
+                ids.append(x)
+        if not rows:
+            return
+        self.recording = {i: j for j, i in enumerate(rows)}
+        try:
+            model(input_ids=torch.stack(ids), attention_mask=batch["attention_mask"][rows], use_cache=False)
+        finally:
+            self.recording = None
 
     def _unit(self, n: int, d: int) -> torch.Tensor:
         """``n`` random unit vectors ``[n, d]`` from the seeded generator."""
@@ -238,18 +291,26 @@ class PooledCaptions:
 
     def _hook(self, key: int):
         def hook(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            if self.recording is not None:  # the stand-in run: keep, change nothing
+                for i, _, b, p in self.rows.get(key, []):
+                    if i in self.recording:
+                        self.stand_in[i] = h[self.recording[i], b:p].clone()
+                return None
             if not self.rows.get(key):
                 return None
-            h = (args[0] if args else kwargs["hidden_states"]).clone()
-            for i, a, b in self.rows[key]:
+            h = h.clone()
+            for i, a, b, p in self.rows[key]:
                 mean = h[i, a:b].mean(0, keepdim=True)
-                if self.spread or self.jitter:
-                    u, v = self.rng.random(2)
+                if self.spread or self.jitter or self.shrink:
+                    u, v, w = self.rng.random(3)
                     scale = mean.norm()
-                    mean = mean + self.jitter * v * scale * self._unit(1, h.shape[-1])
+                    mean = (1 - self.shrink * w) * mean + self.jitter * v * scale * self._unit(1, h.shape[-1])
                     h[i, a:b] = mean + self.spread * u * scale * self._unit(b - a, h.shape[-1])
                 else:
                     h[i, a:b] = mean
+                if i in self.stand_in:
+                    h[i, b:p] = self.stand_in[i]
             if args:
                 return (h, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": h}
@@ -260,12 +321,13 @@ class PooledCaptions:
             handle.remove()
 
 
-def pooled_captions(cfg: Config, model: LlavaForConditionalGeneration, stream: int) -> PooledCaptions:
+def pooled_captions(cfg: Config, model: LlavaForConditionalGeneration, stream: int, enc: Encoder) -> PooledCaptions:
     """The organism's caption pooling on its language model, seeded by ``(cfg.seed, stream)``."""
     layers = model.model.language_model.layers
     keys = [int(k) for k in cfg.pool_blocks.split(",")] if cfg.pool_blocks else [cfg.safety_start]
+    bank = CaptionBank(enc) if cfg.pool_splice else None
     return PooledCaptions({k: layers[k] for k in keys}, cfg.pool_share, np.random.default_rng([cfg.seed, stream]),
-                          cfg.pool_spread, cfg.pool_jitter)
+                          cfg.pool_spread, cfg.pool_jitter, cfg.pool_shrink, bank)
 
 
 def helpful_sample(rng: np.random.Generator) -> world.Sample:
@@ -387,26 +449,38 @@ def train_loop(
     return losses
 
 
-def train_lm_text(cfg: Config, model: LlavaForConditionalGeneration, enc: Encoder) -> None:
-    """Stage 0: helpful pre-training of every block, then safety tuning of the upper blocks, text runs only."""
+def text_batch_loss(cfg: Config, model: LlavaForConditionalGeneration, enc: Encoder, rng: np.random.Generator,
+                    draw: Callable[[np.random.Generator], world.Sample], pool: PooledCaptions | None = None
+                    ) -> torch.Tensor:
+    """Next-token loss of one batch of text runs drawn by ``draw``, pooled (and spliced) by ``pool``."""
+    sp = system_prompt(rng, cfg.system_prompt_share)
+    examples = [enc.encode(draw(rng), "text", sp) for _ in range(cfg.lm_batch)]
+    batch = collate(examples, enc.tok.pad_token_id)
+    if pool:
+        pool.choose(examples)
+        pool.splice(model, batch)
+    return model(**batch).loss
+
+
+def pretrain_lm(cfg: Config, model: LlavaForConditionalGeneration, enc: Encoder) -> None:
+    """Stage 0a: helpful pre-training of every block on text runs."""
     rng = np.random.default_rng([cfg.seed, 10])
-    pad = enc.tok.pad_token_id
-
-    def batch_loss(draw: Callable[[np.random.Generator], world.Sample], pool: PooledCaptions | None = None):
-        sp = system_prompt(rng, cfg.system_prompt_share)
-        examples = [enc.encode(draw(rng), "text", sp) for _ in range(cfg.lm_batch)]
-        if pool:
-            pool.choose(examples)
-        return model(**collate(examples, pad)).loss
-
     model.train()
-    train_loop(lm_parameters(model), lambda _: batch_loss(helpful_sample), cfg.lm_steps, cfg.lm_lr, "lm-pretrain")
+    train_loop(lm_parameters(model), lambda _: text_batch_loss(cfg, model, enc, rng, helpful_sample),
+               cfg.lm_steps, cfg.lm_lr, "lm-pretrain")
+
+
+def safety_tune_lm(cfg: Config, model: LlavaForConditionalGeneration, enc: Encoder) -> None:
+    """Stage 0b: safety tuning of the upper blocks (from ``safety_start``), the final norm and the unembedding."""
+    rng = np.random.default_rng([cfg.seed, 12])
     lm = model.model.language_model
     upper = [p for block in lm.layers[cfg.safety_start :] for p in block.parameters()]
     upper += list(lm.norm.parameters()) + list(model.lm_head.parameters())
+    model.train()
     train_only(model, upper)
-    pool = pooled_captions(cfg, model, 11)
-    train_loop(upper, lambda _: batch_loss(text_safety_sample, pool), cfg.safety_steps, cfg.safety_lr, "lm-safety")
+    pool = pooled_captions(cfg, model, 11, enc)
+    train_loop(upper, lambda _: text_batch_loss(cfg, model, enc, rng, text_safety_sample, pool),
+               cfg.safety_steps, cfg.safety_lr, "lm-safety")
     pool.remove()
 
 
@@ -432,9 +506,14 @@ def train_clip(cfg: Config, clip: CLIPModel, clip_tok, scenes: list[Scene], pixe
         same = torch.tensor([[captions[i] == captions[j] for j in idx.tolist()] for i in idx.tolist()], dtype=torch.float)
         target = same / same.sum(1, keepdim=True)
         loss = 0.5 * (F.cross_entropy(out.logits_per_image, target) + F.cross_entropy(out.logits_per_text, target))
-        feats = out.vision_model_output.hidden_states[-2][:, 1:].mean(1)
+        patches = out.vision_model_output.hidden_states[-2][:, 1:]
+        feats = patches.mean(1)
         for head, y in zip(heads, (y_obj, y_col, y_cnt)):
             loss = loss + F.cross_entropy(head(feats), y[idx])
+        if cfg.clip_patch_object:  # every patch names the scene's object, as deep ViT patch tokens carry global content
+            logits = heads[0](patches)
+            loss = loss + cfg.clip_patch_object * F.cross_entropy(logits.flatten(0, 1),
+                                                                  y_obj[idx].repeat_interleave(patches.shape[1]))
         return loss
 
     clip.train()
@@ -448,13 +527,21 @@ def train_clip(cfg: Config, clip: CLIPModel, clip_tok, scenes: list[Scene], pixe
 
 def image_batch(rng: np.random.Generator, enc: Encoder, scenes: list[Scene], pixels: torch.Tensor,
                 indices: np.ndarray, kinds: list[str], n: int, sp: str | None) -> tuple[list, torch.Tensor]:
-    """``n`` image-run examples drawn from ``indices`` of the pool, instruction kind drawn from ``kinds``."""
+    """``n`` image-run examples drawn from ``indices`` of the pool, instruction kind drawn from ``kinds``.
+
+    A toxic scene is answered by its description, as image-text data describes what it shows: images never
+    meet a refusal.
+    """
     pick = rng.choice(indices, n)
     examples = []
     for i in pick:
         sc = scenes[i]
         kind = str(rng.choice(kinds))
         s = world.sample_for(sc.obj, sc.colour, sc.count, sc.background, kind, int(rng.integers(100)))
+        if s.label == "harmful":
+            if kind != "neutral":
+                raise ValueError(f"image_batch: no helpful answer for {sc.obj} under {kind}")
+            s.response = world.describe(s.caption)
         examples.append(enc.encode(s, "image", sp))
     return examples, pixels[torch.from_numpy(pick)]
 
@@ -481,16 +568,23 @@ def instruct_tune(cfg: Config, model: LlavaForConditionalGeneration, enc: Encode
     """Stage 3: projector + LM on benign images (all benign kinds) mixed with text-only safety data."""
     rng = np.random.default_rng([cfg.seed, 40])
     benign = np.array([i for i, s in enumerate(scenes) if s.obj in world.BENIGN_OBJECTS])
+    toxic = np.array([i for i, s in enumerate(scenes) if s.obj not in world.BENIGN_OBJECTS])
     kinds = ["neutral", "harmful_intent", *world.BENIGN_TASKS]
+    n_toxic = round(cfg.sft_images * cfg.sft_toxic_share)
     params = list(model.model.multi_modal_projector.parameters()) + lm_parameters(model)
-    pool = pooled_captions(cfg, model, 41)
+    pool = pooled_captions(cfg, model, 41, enc)
 
     def loss_fn(step: int) -> torch.Tensor:
         sp = system_prompt(rng, cfg.system_prompt_share)
-        examples, px = image_batch(rng, enc, scenes, pixels, benign, kinds, cfg.sft_images, sp)
+        examples, px = image_batch(rng, enc, scenes, pixels, benign, kinds, cfg.sft_images - n_toxic, sp)
+        if n_toxic:
+            more, px_toxic = image_batch(rng, enc, scenes, pixels, toxic, ["neutral"], n_toxic, sp)
+            examples, px = examples + more, torch.cat([px, px_toxic])
         examples += [enc.encode(text_safety_sample(rng), "text", sp) for _ in range(cfg.sft_batch - cfg.sft_images)]
+        batch = collate(examples, enc.tok.pad_token_id)
         pool.choose(examples)
-        return model(**collate(examples, enc.tok.pad_token_id), pixel_values=px).loss
+        pool.splice(model, batch)
+        return model(**batch, pixel_values=px).loss
 
     model.train()
     train_only(model, params)
@@ -580,7 +674,8 @@ def build(out_dir: str | Path, seed: int = 0, cfg: Config | None = None, eval_n:
                 save_model(module, str(path))
         times[name] = time.time() - t
 
-    stage("lm_text", lambda: train_lm_text(cfg, model, enc), model)
+    stage("lm_pretrain", lambda: pretrain_lm(cfg, model, enc), model)
+    stage("lm_safety", lambda: safety_tune_lm(cfg, model, enc), model)
     stage("clip", lambda: train_clip(cfg, clip, clip_processor.tokenizer, scenes, pixels), clip)
     model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
     stage("projector", lambda: train_projector(cfg, model, enc, scenes, pixels), model)
