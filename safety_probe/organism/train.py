@@ -49,6 +49,7 @@ from transformers import (
 from safety_probe.data import world
 from safety_probe.organism import tokenizer as otok
 from safety_probe.prompts import image_messages, text_messages
+from safety_probe.tga.hooks import StopForward
 
 THREADS = 1  # fixed: CPU reductions, hence the weights, can depend on the thread count; one thread also
 # avoids OpenMP spin-waits on a shared machine (5-10x slower with 2 threads under contention)
@@ -251,6 +252,7 @@ class PooledCaptions:
         self.rows: dict[int, list[tuple[int, int, int, int]]] = {}
         self.stand_in: dict[int, torch.Tensor] = {}  # row -> post-caption prompt states of its stand-in run
         self.recording: dict[int, int] | None = None  # during the stand-in run: batch row -> its row there
+        self.last_key = -1  # during the stand-in run: the deepest pooling block with rows
         self.handles = [block.register_forward_pre_hook(self._hook(k), with_kwargs=True) for k, block in blocks.items()]
 
     def choose(self, examples: list[Example]) -> None:
@@ -265,7 +267,10 @@ class PooledCaptions:
 
     @torch.no_grad()
     def splice(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
-        """Run the pooled rows once more with stand-in captions and keep their post-caption states (no grad)."""
+        """Run the pooled rows once more with stand-in captions and keep their post-caption states (no grad).
+
+        The stand-in forward stops at the deepest pooling block that has rows: nothing above it is used.
+        """
         if self.bank is None:
             return
         rows, ids = [], []
@@ -279,8 +284,11 @@ class PooledCaptions:
         if not rows:
             return
         self.recording = {i: j for j, i in enumerate(rows)}
+        self.last_key = max(k for k, rs in self.rows.items() if rs)
         try:
             model(input_ids=torch.stack(ids), attention_mask=batch["attention_mask"][rows], use_cache=False)
+        except StopForward:
+            pass
         finally:
             self.recording = None
 
@@ -296,6 +304,8 @@ class PooledCaptions:
                 for i, _, b, p in self.rows.get(key, []):
                     if i in self.recording:
                         self.stand_in[i] = h[self.recording[i], b:p].clone()
+                if key == self.last_key:
+                    raise StopForward(key)
                 return None
             if not self.rows.get(key):
                 return None
