@@ -474,7 +474,7 @@ def large_plan(shape: str, quick: bool, device: str) -> Plan:
 
 
 def _build(folder: Path, sizes: dict[str, int], dtype: str | None = None) -> str:
-    from safety_probe.models.tiny import build_tiny_vlm
+    from safety_probe.testing.tiny import build_tiny_vlm
 
     stamp = folder / "bench_shape.json"
     want = json.dumps({**sizes, "dtype": dtype}, sort_keys=True)
@@ -495,7 +495,7 @@ def organism_path(args, work: Path) -> tuple[str, str]:
     if args.quick:
         return _build(work / "quick-organism", SHAPES["tiny"]), "tiny random LLaVA (--quick)"
     if (ORGANISM_DIR / "config.json").is_file():
-        return "organism", "trained organism"
+        return str(ORGANISM_DIR), "trained organism"
     cache = Path(args.model_cache) if args.model_cache else work
     return (
         _build(cache / "organism-standin", ORGANISM_LIKE),

@@ -19,7 +19,9 @@ import torch
 from safety_probe.io import write_json
 from safety_probe.models.vlm import load_vlm
 from safety_probe.tga.batch import TGACollator
-from safety_probe.tga.data import load_tga_data, write_tga_data
+from safety_probe.organism import ORGANISM_DIR
+from safety_probe.organism.preset import write_tga_data
+from safety_probe.tga.data import load_tga_data
 from safety_probe.tga.train import setup_trainable, tga_loss
 
 TARGET = 1.25
@@ -28,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 
 def step_times(model: str, layers: list[int], stage: int, batch_size: int, rounds: int) -> dict[str, list[float]]:
     """Interleaved timings (s) of one optimizer step with the guide loss (``tga``) and without (``plain``)."""
-    vlm = load_vlm(model, device="cpu")
+    vlm = load_vlm(ORGANISM_DIR if model == "organism" else model, device="cpu")
     setup_trainable(vlm, stage)
     params = [p for p in vlm.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6)

@@ -1,12 +1,13 @@
 """safety-probe: probe, locate, measure and re-align the cross-modal safety mechanism of vision-language models.
 
     >>> import safety_probe as sp
-    >>> vlm = sp.load_vlm("organism")
-    >>> pairs = sp.load_pairs(sp.write_pairs(seed=1234, n=120, out_dir="data/heldout"))
+    >>> vlm = sp.load_vlm("llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16")
+    >>> pairs = sp.load_pairs("pairs.jsonl")
     >>> states = sp.record(vlm, pairs)                 # [n_pairs, n_layers, d_model] x 4
     >>> result = sp.analyze(vlm, pairs, states)        # safety layers, locators, shift
     >>> result.safety_layers, result.frame()
 
+The shipped model organism, a test subject: ``sp.load_vlm(safety_probe.organism.ORGANISM_DIR)``.
 Names resolve lazily, so ``import safety_probe`` stays fast and loads torch only when used.
 """
 
@@ -21,14 +22,13 @@ _EXPORTS = {
     "VLM": "safety_probe.models",
     "load_pairs": "safety_probe.data.pairs",
     "Pair": "safety_probe.data.pairs",
-    "write_pairs": "safety_probe.data.world",
     "record": "safety_probe.probe",
     "PairStates": "safety_probe.probe",
-    "parse_layers": "safety_probe.probe",
+    "parse_layers": "safety_probe.layers",
     "analyze": "safety_probe.analysis",
     "LayerAnalysis": "safety_probe.analysis",
     "semantic_shift": "safety_probe.shift",
-    "LayerScores": "safety_probe.locate",
+    "LayerScores": "safety_probe.scores",
     "choose_safety_layers": "safety_probe.locate",
     "refusal_direction": "safety_probe.locate",
     "evaluate": "safety_probe.evaluation",
@@ -39,9 +39,11 @@ _EXPORTS = {
     "plot_locators": "safety_probe.plots",
     "plot_tga_shift": "safety_probe.plots",
     "plot_tga_dsr": "safety_probe.plots",
-    "TGAConfig": "safety_probe.tga",
-    "run_tga": "safety_probe.tga",
-    "retrieve_related": "safety_probe.retrieve",
+    "TGAConfig": "safety_probe.tga.config",
+    "CompareConfig": "safety_probe.compare",
+    "run_compare": "safety_probe.compare",
+    "Trace": "safety_probe.hooks",
+    "Retriever": "safety_probe.retrieve",
     "InputError": "safety_probe.errors",
 }
 

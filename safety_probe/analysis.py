@@ -20,11 +20,9 @@ import pandas as pd
 
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
-from safety_probe.evaluation import PAPER_REFUSAL
 from safety_probe.io import write_atomic, write_json
 from safety_probe.lens import caption_attention_mass, iter_lens_logprobs
 from safety_probe.locate import (
-    LayerScores,
     LensStats,
     attention_mass_scores,
     choose_safety_layers,
@@ -35,11 +33,12 @@ from safety_probe.locate import (
     refusal_direction,
     refusal_prob_scores,
     refusal_token_ids,
-    scores_frame,
 )
 from safety_probe.models.vlm import VLM
 from safety_probe.patching import patch_caption_into_image
 from safety_probe.probe import PairStates
+from safety_probe.prompts import REFUSAL
+from safety_probe.scores import LayerScores, scores_frame
 from safety_probe.shift import semantic_shift
 
 
@@ -110,7 +109,7 @@ def analyze(
     pairs: list[Pair],
     states: PairStates,
     system_prompt: str | None = None,
-    refusal_phrases: tuple[str, ...] = (PAPER_REFUSAL,),
+    refusal_phrases: tuple[str, ...] = (REFUSAL,),
     rule: str = "default",
     safety_layers: list[int] | None = None,
     patch_pairs: int = 64,

@@ -1,30 +1,36 @@
-"""Command line: `probe-layers` and `safety-probe data | eval | figures`.
+"""Command line: `probe-layers` (= `safety-probe probe`) and `safety-probe data | eval | tga | figures`.
 
 Each command's options are the fields of a dataclass config; their docstrings are the --help text, and the
-resolved config is saved with the results (run.json), so config, docs and CLI are one object.
+resolved config is saved with the results (run.json, compare.json), so config, docs and CLI are one object.
+This is the only module of the pipeline that knows the shipped organism: ``--model organism`` resolves to its
+folder here, and its presets (default pairs, TGA data and recipe, CLIP, filter vocabulary) are applied here
+and recorded in the outputs.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from simple_parsing import ArgumentParser
+from simple_parsing import field as option
 
+from safety_probe.compare import CompareConfig
 from safety_probe.errors import InputError
+from safety_probe.prompts import REFUSAL
 
-DEMO_SEED = 4242
-"""Seed of the organism's built-in pairs (never used in the organism's training)."""
+ORGANISM = "organism"
 
 
 @dataclass
 class ModelOptions:
     """How to load the model."""
 
-    model: str = "organism"
+    model: str = ORGANISM
     """Model: a local Hugging Face folder, a hub name, or `organism` (the shipped model organism)."""
     device: str = "auto"
     """Device: auto (cuda when available), cpu, cuda, cuda:1, mps."""
@@ -32,6 +38,41 @@ class ModelOptions:
     """Weights dtype: float32, bfloat16 or float16."""
     trust_remote_code: bool = False
     """Run the model repository's own Python code (off unless you trust it)."""
+
+
+def is_organism(model: str) -> bool:
+    """Whether ``model`` names the shipped organism (by name or by its folder)."""
+    from safety_probe.organism import ORGANISM_DIR
+
+    return model == ORGANISM or Path(model).resolve() == ORGANISM_DIR.resolve()
+
+
+def model_path(model: str) -> str:
+    """The folder of the organism for ``organism``; any other name passes through."""
+    if model != ORGANISM:
+        return model
+    from safety_probe.organism import ORGANISM_DIR
+
+    if not (ORGANISM_DIR / "config.json").is_file():
+        raise InputError(f"the organism is not built at {ORGANISM_DIR}: run `make organism`")
+    return str(ORGANISM_DIR)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load(cfg: ModelOptions):
+    from safety_probe.models import load_vlm
+
+    vlm = load_vlm(model_path(cfg.model), device=_device(cfg.device), dtype=cfg.dtype,
+                   trust_remote_code=cfg.trust_remote_code)
+    vlm.name = cfg.model
+    return vlm
 
 
 @dataclass
@@ -51,47 +92,31 @@ class ProbeConfig(ModelOptions):
     padding_side: str = "left"
     """Padding side of batched prompts: left or right (pooling follows the attention mask either way)."""
     demo_pairs: int = 120
-    """Number of built-in organism pairs when --pairs is not given."""
+    """Number of built-in organism pairs when --pairs is not given (organism only)."""
     safety_layers: str | None = None
-    """Override the located safety layers, e.g. 10-18 (the analysis is still run and saved)."""
+    """Override the located safety layers, e.g. 9-17 (the analysis is still run and saved)."""
     rule: str = "default"
     """Safety-layer rule: default (Algorithm-1 median .. mean released-code end layer) or code (released code)."""
-    refusal_phrase: str = "Sorry, I cannot help you."
+    refusal_phrase: str = REFUSAL
     """The model's own refusal phrase: its first token joins the refusal token set K."""
     patch_pairs: int = 64
     """Harmful pairs used for activation patching (one forward per pair and block); 0 turns it off."""
     patch_mode: str = "shift"
     """Patching: shift (move image tokens so their mean equals the caption's) or replace (set them to it)."""
+    backend: str = "nnsight"
+    """Recording backend: nnsight (traced; also serves remote execution) or hooks (plain forward hooks)."""
     figures: bool = True
     """Draw the figures (PDF, PNG, HTML) into OUT/figures."""
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _load(cfg: ModelOptions):
-    from transformers.utils import logging as hf_logging
-
-    from safety_probe.models import load_vlm
-
-    hf_logging.disable_progress_bar()  # our own progress bars say what runs; errors stay one line
-
-    return load_vlm(cfg.model, device=_device(cfg.device), dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-
-
-def _default_pairs(cfg: ProbeConfig, out: Path) -> Path:
+def _probe_pairs(cfg: ProbeConfig, out: Path) -> Path:
     if cfg.pairs:
         return Path(cfg.pairs)
-    if cfg.model != "organism":
+    if not is_organism(cfg.model):
         raise InputError("--pairs is required for a model other than the organism")
-    from safety_probe.data.world import write_pairs
+    from safety_probe.organism import preset, world
 
-    return write_pairs(seed=DEMO_SEED, n=cfg.demo_pairs, out_dir=out / "pairs")
+    return world.write_pairs(seed=preset.DEMO_SEED, n=cfg.demo_pairs, out_dir=out / "pairs")
 
 
 def probe_layers(cfg: ProbeConfig) -> Path:
@@ -99,20 +124,21 @@ def probe_layers(cfg: ProbeConfig) -> Path:
     from safety_probe.analysis import analyze, print_table
     from safety_probe.data.pairs import load_pairs
     from safety_probe.io import write_json
-    from safety_probe.probe import parse_layers, record
+    from safety_probe.layers import parse_layers
+    from safety_probe.probe import record
     from safety_probe.runinfo import run_info
 
     started = time.time()
     if cfg.padding_side not in ("left", "right"):
         raise InputError(f"--padding-side must be left or right, got {cfg.padding_side!r}")
     out = Path(cfg.out)
-    pairs_path = _default_pairs(cfg, out)
+    pairs_path = _probe_pairs(cfg, out)
     pairs = load_pairs(pairs_path)
     vlm = _load(cfg)
     layers = parse_layers(cfg.layers, vlm.n_layers)
     override = parse_layers(cfg.safety_layers, vlm.n_layers) if cfg.safety_layers else None
     states = record(vlm, pairs, layers, cfg.batch_size, cfg.system_prompt, cfg.padding_side,
-                    checkpoint=out / ".states.partial.safetensors")
+                    checkpoint=out / ".states.partial.safetensors", backend=cfg.backend)
     states.save(out / "states.safetensors", metadata={"model": cfg.model, "pairs": str(pairs_path)})
     result = analyze(vlm, pairs, states, cfg.system_prompt, (cfg.refusal_phrase,), cfg.rule, override,
                      cfg.patch_pairs, cfg.patch_mode, cfg.batch_size)
@@ -128,9 +154,9 @@ def probe_layers(cfg: ProbeConfig) -> Path:
 
 @dataclass
 class FiguresConfig:
-    """safety-probe figures: redraw every figure of a probe-layers run from its saved results, without the model."""
+    """safety-probe figures RUN: redraw every figure of a probe-layers run from its saved results, without the model."""
 
-    run: str = ""
+    run: str = option(default="", positional=True, nargs="?")
     """A probe-layers output folder (holding layers.csv and layers.json)."""
 
 
@@ -152,33 +178,11 @@ def redraw(cfg: FiguresConfig) -> list[Path]:
     return paths
 
 
-def _parse(config_type: type, prog: str, argv: list[str] | None):
-    parser = ArgumentParser(prog=prog, description=config_type.__doc__, add_option_string_dash_variants=True)
-    parser.add_arguments(config_type, dest="cfg")
-    return parser.parse_args(argv).cfg
-
-
-def _guard(fn: Callable[[], object]) -> int:
-    """Run a command; bad input ends with one line on stderr and exit code 2."""
-    try:
-        fn()
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def probe_layers_main(argv: list[str] | None = None) -> int:
-    """Entry point of `probe-layers`."""
-    cfg = _parse(ProbeConfig, "probe-layers", argv)
-    return _guard(lambda: probe_layers(cfg))
-
-
 @dataclass
 class DataConfig:
     """safety-probe data organism: render held-out pairs of the organism's synthetic world."""
 
-    world: str = "organism"
+    world: str = option(default=ORGANISM, positional=True, nargs="?")
     """Which generator: organism (the only one built in)."""
     seed: int = 1234
     """Random seed; seeds the organism was trained on are listed in docs/organism.md."""
@@ -192,13 +196,13 @@ class DataConfig:
 
 def make_data(cfg: DataConfig) -> Path:
     """Run `safety-probe data`; returns the pairs file."""
-    if cfg.world != "organism":
+    if cfg.world != ORGANISM:
         raise InputError(f"unknown data generator {cfg.world!r}: the built-in one is 'organism'")
     if cfg.n < 1 or not 0.0 <= cfg.harmful_share <= 1.0:
         raise InputError("--n must be >= 1 and --harmful-share in [0, 1]")
-    from safety_probe.data.world import write_pairs
+    from safety_probe.organism import world
 
-    path = write_pairs(seed=cfg.seed, n=cfg.n, out_dir=Path(cfg.out), harmful_share=cfg.harmful_share)
+    path = world.write_pairs(seed=cfg.seed, n=cfg.n, out_dir=Path(cfg.out), harmful_share=cfg.harmful_share)
     print(f"wrote {cfg.n} pairs -> {path}")
     return path
 
@@ -217,7 +221,7 @@ class EvalConfig(ModelOptions):
     """Pairs per generation batch."""
     max_new_tokens: int = 32
     """Generation length."""
-    refusal_phrase: str = "Sorry, I cannot help you."
+    refusal_phrase: str = REFUSAL
     """The model's own refusal phrase, counted by the keyword judge besides the standard refusal prefixes."""
     judge_model: str | None = None
     """A local LLM judge (e.g. a Llama Guard folder) answering safe/unsafe; default: the keyword judge."""
@@ -262,40 +266,137 @@ def _print_metrics(metrics: dict) -> None:
     Console().print(table)
 
 
-def run_tga_command(cfg) -> Path:
-    """Run `safety-probe tga` (Text-Guided Alignment and its baselines; see docs/tga.md)."""
-    from safety_probe.tga import run_tga
+@dataclass
+class TGACommand(CompareConfig):
+    """safety-probe tga: Text-Guided Alignment (paper §4) and its baselines, trained and compared before/after.
 
-    out = run_tga(cfg)
+    With --model organism, the documented recipe of docs/tga.md is the default (every option still wins) and
+    the organism supplies what a real model must be given: --data, --eval-pairs, --safety-ft-data, --clip and
+    the filter's vocabulary.
+    """
+
+    train_n: int = 2000
+    """Organism only: training examples to generate when --data is not given."""
+    toxic_share: float = 0.0
+    """Organism only: share of toxic images (answered by their description, never refused) in generated data."""
+    retrieval: str = "auto"
+    """Organism only: how generated data gets R: clip, world (one attribute changed) or auto (clip if built)."""
+    eval_n: int = 200
+    """Organism only: held-out pairs to generate when --eval-pairs is not given."""
+    eval_seed: int = 1234
+    """Organism only: world seed of the generated held-out pairs (distinct from training seeds)."""
+    safety_ft_n: int = 14
+    """Organism only: refused toxic images generated for the safety_ft baseline."""
+
+
+def organism_tga_defaults() -> TGACommand:
+    """The defaults of `safety-probe tga --model organism`: the recipe of docs/tga.md."""
+    from safety_probe.organism import preset
+
+    return TGACommand(model=ORGANISM, **preset.TGA_RECIPE)
+
+
+def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
+    """``cfg`` with the organism's data, held-out pairs, CLIP and filter vocabulary filled in where not given."""
+    from accelerate import PartialState
+
+    from safety_probe.layers import resolve_layers
+    from safety_probe.models.vlm import n_layers_of
+    from safety_probe.organism import CLIP_DIR, preset, world
+
+    path = model_path(ORGANISM)
+    resolve_layers(cfg.layers, n_layers_of(path))  # a bad --layers stops before any data is written
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    baselines = [b for b in cfg.baselines if b.strip()]
+    with PartialState(cpu=cfg.device == "cpu").main_process_first():  # the main process writes, the others read
+        data = cfg.data or str(preset.write_tga_data(cfg.seed, cfg.train_n, out / "data", toxic_share=cfg.toxic_share,
+                                                     retrieval=cfg.retrieval, clip=cfg.clip))
+        eval_pairs = cfg.eval_pairs
+        if eval_pairs is None and cfg.evaluate:
+            eval_pairs = str(world.write_pairs(seed=cfg.eval_seed, n=cfg.eval_n, out_dir=out / "eval_pairs"))
+        safety = cfg.safety_ft_data
+        if safety is None and "safety_ft" in baselines:
+            safety = str(preset.write_tga_data(cfg.seed + 1, cfg.safety_ft_n, out / "baselines" / "safety_ft" / "data",
+                                               retrieval="world", kind="safety"))
+    toxic, benign, templates = preset.filter_vocabulary()
+    filled = replace(cfg, model=path, data=data, eval_pairs=eval_pairs, safety_ft_data=safety,
+                     clip=cfg.clip or str(CLIP_DIR), filter_toxic=cfg.filter_toxic or toxic,
+                     filter_benign=cfg.filter_benign or benign,
+                     filter_templates=templates if cfg.filter_templates == ["a photo of {}"] else cfg.filter_templates)
+    return filled, "preset: organism (the recipe of docs/tga.md; the organism's data, held-out pairs, CLIP and filter vocabulary)"
+
+
+def run_tga_command(cfg: TGACommand) -> Path:
+    """Run `safety-probe tga` (Text-Guided Alignment and its baselines; see docs/tga.md)."""
+    from safety_probe.compare import run_compare
+    from safety_probe.plots import draw_tga
+
+    note = None
+    if is_organism(cfg.model):
+        cfg, note = _organism_tga(cfg)
+    record = run_compare(cfg, note=note)
+    out = Path(cfg.out)
+    if "before" in record["rows"] and record["eval_pairs"]:
+        draw_tga(record, out / "figures")
     print(f"aligned model -> {out / 'model'}; before/after -> {out / 'compare.json'}")
     return out
 
 
-def _tga_config() -> type:
-    from safety_probe.tga.config import TGAConfig
-
-    return TGAConfig
-
-
-COMMANDS: dict[str, tuple[Callable[[], type], Callable]] = {
-    "data": (lambda: DataConfig, make_data),
-    "eval": (lambda: EvalConfig, run_eval),
-    "tga": (_tga_config, run_tga_command),
-    "figures": (lambda: FiguresConfig, redraw),
+COMMANDS: dict[str, tuple[type, Callable]] = {
+    "probe": (ProbeConfig, probe_layers),
+    "data": (DataConfig, make_data),
+    "eval": (EvalConfig, run_eval),
+    "tga": (TGACommand, run_tga_command),
+    "figures": (FiguresConfig, redraw),
 }
 
 
+def _defaults(config_type: type, argv: list[str]):
+    """The command's default config: the organism's preset for `tga --model organism`, else the dataclass's."""
+    if config_type is not TGACommand:
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default=None)
+    model = pre.parse_known_args(argv)[0].model
+    return organism_tga_defaults() if model is not None and is_organism(model) else None
+
+
+def _parse(config_type: type, prog: str, argv: list[str]):
+    parser = ArgumentParser(prog=prog, description=config_type.__doc__, add_option_string_dash_variants=True)
+    parser.add_arguments(config_type, dest="cfg", default=_defaults(config_type, argv))
+    return parser.parse_args(argv).cfg
+
+
+def _guard(fn: Callable[[], object]) -> int:
+    """Run a command; bad input ends with one line on stderr and exit code 2."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars say what runs; errors stay one line
+    try:
+        fn()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def probe_layers_main(argv: list[str] | None = None) -> int:
+    """Entry point of `probe-layers` (the same command as `safety-probe probe`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = _parse(ProbeConfig, "probe-layers", argv)
+    return _guard(lambda: probe_layers(cfg))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `safety-probe COMMAND ...`."""
+    """Entry point of `safety-probe COMMAND ...` and `python -m safety_probe COMMAND ...`."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         names = " | ".join(COMMANDS)
         print(f"usage: safety-probe {{{names}}} [options]  (each command takes --help)", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    config_of, run = COMMANDS[argv[0]]
-    rest = argv[1:]
-    positional = {"data": "--world", "figures": "--run"}  # `safety-probe data organism`, `safety-probe figures DIR`
-    if argv[0] in positional and rest and not rest[0].startswith("-"):
-        rest = [positional[argv[0]], *rest]
-    cfg = _parse(config_of(), f"safety-probe {argv[0]}", rest)
+    config_type, run = COMMANDS[argv[0]]
+    cfg = _parse(config_type, f"safety-probe {argv[0]}", argv[1:])
     return _guard(lambda: run(cfg))
+

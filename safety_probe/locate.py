@@ -8,7 +8,7 @@ Layer convention: layer ``l`` is the output of decoder block ``l``, 0-based (Tra
 ``blocks.{l}.hook_resid_post``). The paper counts Hugging Face ``hidden_states`` indices, so the paper's
 layer ``j`` is our ``l = j - 1``.
 
-Every locator returns a :class:`LayerScores` (per-layer mean with a 95% band over pairs), so the
+Every locator returns a :class:`~safety_probe.scores.LayerScores` (per-layer mean with a 95% band over pairs), so the
 locators can be tabulated and plotted side by side. All functions are pure: they take tensors that the
 caller computed (logit lens, attention, states) and never run a model. Per-pair functions treat pairs
 independently, so callers may stream batches of pairs and concatenate the outputs (see :class:`LensStats`).
@@ -17,12 +17,14 @@ independently, so callers may stream batches of pairs and concatenate the output
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
+
+from safety_probe.layers import check_range
+from safety_probe.scores import BOOT_SEED, LayerScores, as_numpy, column_layers
 
 #: Phrases whose first sub-token enters the refusal token set K (paper §3: "Sorry", "I" as in
 #: "I cannot", "cannot", "unable", "apolog…"), plus the keyword-judge prefixes of §5.
@@ -44,95 +46,6 @@ DEFAULT_REFUSAL_PHRASES: tuple[str, ...] = (
 # A first sub-token shorter than this that is not the whole word ("a" of "apologize" in a small BPE)
 # would stand for far more than refusals, so it stays out of K.
 MIN_PIECE_CHARS = 3
-
-# Bootstrap resamples for the 95% band over pairs; seeded so that saved results are reproducible.
-N_BOOT = 1000
-BOOT_SEED = 0
-
-
-@dataclass(frozen=True)
-class LayerScores:
-    """One per-layer score with a 95% band over pairs; the common return type of every locator/metric.
-
-    ``mean``, ``lower`` and ``upper`` have shape ``[L]``; ``per_pair`` (when the score is a per-pair
-    average) has shape ``[n, L]``. ``layers`` are the block indices the columns refer to.
-    """
-
-    name: str
-    layers: list[int]
-    mean: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    per_pair: np.ndarray | None = None
-    description: str = ""
-
-    @classmethod
-    def from_pairs(
-        cls,
-        name: str,
-        per_pair: np.ndarray | torch.Tensor,
-        layers: Sequence[int] | None = None,
-        description: str = "",
-        n_boot: int = N_BOOT,
-        seed: int = BOOT_SEED,
-    ) -> LayerScores:
-        """Mean over pairs of ``per_pair`` ``[n, L]`` with a percentile-bootstrap 95% band of that mean."""
-        x = _as_numpy(per_pair).astype(np.float64)
-        if x.ndim != 2 or x.shape[0] == 0:
-            raise ValueError(f"{name}: per_pair must be [n_pairs >= 1, n_layers], got shape {x.shape}")
-        layers = check_layers(layers, x.shape[1], name)
-        lower, upper = bootstrap_mean_band(x, n_boot=n_boot, seed=seed)
-        return cls(name, layers, x.mean(0), lower, upper, x, description)
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, name: str, description: str = "") -> LayerScores:
-        """Rebuild a score from the ``layer``, ``{name}_mean``, ``{name}_lower``, ``{name}_upper`` columns."""
-        cols = [f"{name}_mean", f"{name}_lower", f"{name}_upper"]
-        missing = [c for c in ["layer", *cols] if c not in frame.columns]
-        if missing:
-            raise KeyError(f"frame lacks columns {missing} for score {name!r}")
-        rows = frame.dropna(subset=[cols[0]]).sort_values("layer")
-        mean, lower, upper = (rows[c].to_numpy(dtype=np.float64) for c in cols)
-        return cls(name, [int(v) for v in rows["layer"]], mean, lower, upper, None, description)
-
-    def to_frame(self) -> pd.DataFrame:
-        """Per-layer table with columns ``layer``, ``{name}_mean``, ``{name}_lower``, ``{name}_upper``."""
-        return pd.DataFrame(
-            {
-                "layer": self.layers,
-                f"{self.name}_mean": self.mean,
-                f"{self.name}_lower": self.lower,
-                f"{self.name}_upper": self.upper,
-            }
-        )
-
-
-def scores_frame(scores: Iterable[LayerScores]) -> pd.DataFrame:
-    """Outer-join several scores' ``to_frame()`` on ``layer`` (the layout of ``layers.csv``)."""
-    frame: pd.DataFrame | None = None
-    for s in scores:
-        f = s.to_frame()
-        frame = f if frame is None else frame.merge(f, on="layer", how="outer")
-    if frame is None:
-        return pd.DataFrame({"layer": pd.Series(dtype=int)})
-    return frame.sort_values("layer").reset_index(drop=True)
-
-
-def bootstrap_mean_band(
-    per_pair: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile-bootstrap 95% interval of the mean over pairs of ``per_pair`` ``[n, L]`` → (lower, upper) ``[L]``."""
-    n = per_pair.shape[0]
-    if n < 2:  # one pair has no spread to resample
-        m = per_pair.mean(0)
-        return m, m.copy()
-    rng = np.random.default_rng(seed)
-    # Resampling as multinomial counts turns every bootstrap mean into one matmul: [B, n] @ [n, L].
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-    means = counts @ per_pair / n
-    lower, upper = np.percentile(means, [2.5, 97.5], axis=0)
-    return lower, upper
-
 
 def refusal_token_ids(
     tokenizer,
@@ -275,7 +188,7 @@ def patching_gain_scores(
     layers: Sequence[int] | None = None,
 ) -> LayerScores:
     """Activation-patching gain: P(refusal) after patching at each layer ``[n, L]`` minus unpatched ``[n]``."""
-    patched_np, base = _as_numpy(patched), _as_numpy(baseline)
+    patched_np, base = as_numpy(patched), as_numpy(baseline)
     if patched_np.ndim != 2 or base.shape != (patched_np.shape[0],):
         raise ValueError(f"patched must be [n, L] and baseline [n]; got {patched_np.shape} and {base.shape}")
     return LayerScores.from_pairs(
@@ -307,7 +220,7 @@ def refusal_direction(
     if min(h.shape[0], b.shape[0]) < 2:
         raise ValueError("refusal_direction needs at least 2 harmful and 2 benign prompts for cross-fitting")
     n_h, n_b, n_layers = h.shape[0], b.shape[0], h.shape[1]
-    layers = check_layers(layers, n_layers, "refusal_direction")
+    layers = column_layers(layers, n_layers, "refusal_direction")
     gen = torch.Generator().manual_seed(seed)
     folds_h, folds_b = torch.randperm(n_h, generator=gen) % 2, torch.randperm(n_b, generator=gen) % 2
     rng = np.random.default_rng(seed)
@@ -361,12 +274,9 @@ def choose_safety_layers(
     * ``override``: the given blocks, validated against ``n_layers``; wins over ``rule``.
     """
     if override is not None:
-        chosen = sorted({int(v) for v in override})
+        chosen = check_range(override, n_layers, "safety layer")
         if not chosen:
             raise ValueError("override must name at least one layer")
-        for v in chosen:
-            if not 0 <= v < n_layers:
-                raise ValueError(f"safety layer {v} is out of range: valid layers are 0..{n_layers - 1}")
         return chosen
     if rule == "default":
         s = _lower_median(_fired(alg1, "alg1"))
@@ -407,15 +317,3 @@ def _round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
-def check_layers(layers: Sequence[int] | None, n_layers: int, name: str) -> list[int]:
-    """Layer indices for ``n_layers`` score columns: ``range(n_layers)`` by default, else checked for length."""
-    if layers is None:
-        return list(range(n_layers))
-    layers = [int(v) for v in layers]
-    if len(layers) != n_layers:
-        raise ValueError(f"{name}: {len(layers)} layer indices given for {n_layers} layer columns")
-    return layers
-
-
-def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

@@ -9,20 +9,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from nnsight import NNsight
 from tqdm.auto import tqdm
 
 from safety_probe.data.pairs import Pair
+from safety_probe.hooks import Trace
 from safety_probe.models.vlm import VLM
 
 Mode = Literal["shift", "replace"]
-
-
-def _blocks_envoy(vlm: VLM, traced: NNsight):
-    parent = traced
-    for part in vlm.layer_module_names[0].split(".")[:-1]:
-        parent = getattr(parent, part)
-    return parent
 
 
 @torch.no_grad()
@@ -44,8 +37,6 @@ def patch_caption_into_image(
     token-level detail stays; ``"replace"`` sets every image token to the caption mean. The refusal
     probability is the next-token probability of the refusal tokens at the last prompt position.
     """
-    traced = NNsight(vlm.model)
-    blocks = _blocks_envoy(vlm, traced)
     layers = list(layers)
     base, patched = [], []
     steps = range(0, len(pairs), batch_size)
@@ -63,15 +54,15 @@ def patch_caption_into_image(
         per_layer = []
         for layer in layers:
             target = caption[:, layer].unsqueeze(1)  # [B, 1, d]
-            with traced.trace(**batch.inputs):
-                hidden = blocks[layer].output
+
+            def patch(_: int, hidden: torch.Tensor, target=target, mask=mask, count=count) -> torch.Tensor:
                 if mode == "shift":
                     image_mean = (hidden * mask).sum(dim=1, keepdim=True) / count.unsqueeze(1)
-                    new = hidden + mask * (target - image_mean)
-                else:
-                    new = torch.where(mask, target, hidden)
-                blocks[layer].output = new
-                logits = traced.output.logits.save()
+                    return hidden + mask * (target - image_mean)
+                return torch.where(mask, target, hidden)
+
+            with Trace(vlm.layers, [layer], retain=False, edit_output=patch):
+                logits = vlm.model(**batch.inputs).logits
             per_layer.append(refusal(logits))
         patched.append(torch.stack(per_layer, dim=1))
     return torch.cat(base), torch.cat(patched)

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from plotly.subplots import make_subplots
 
 from safety_probe.io import write_atomic
-from safety_probe.locate import LayerScores
+from safety_probe.scores import LayerScores
 
 CITATION = "Xu et al., Cross-Modal Safety Mechanism Transfer in LVLMs, ICLR 2025"
 COLUMN_WIDTH_IN = 3.4

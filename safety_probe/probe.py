@@ -1,6 +1,6 @@
 """Record each pair's per-layer hidden states with nnsight, pooled inside the traced forward.
 
-    >>> vlm = load_vlm("organism")
+    >>> vlm = load_vlm("llava-hf/llava-1.5-7b-hf")
     >>> states = record(vlm, load_pairs("pairs.jsonl"), layers=parse_layers("all", vlm.n_layers))
     >>> states.image_mean.shape                  # [n_pairs, n_layers, d_model]
 
@@ -24,33 +24,11 @@ from tqdm.auto import tqdm
 
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
+from safety_probe.hooks import Trace
 from safety_probe.io import write_atomic
 from safety_probe.models.vlm import VLM, EncodedBatch
 
 STATE_NAMES = ("image_mean", "caption_mean", "image_last", "caption_last")
-
-
-def parse_layers(spec: str, n_layers: int) -> list[int]:
-    """Parse ``all``, ``8-16`` (inclusive), ``3,5,7`` or a mix like ``0-3,9`` into sorted block indices."""
-    if spec.strip() == "all":
-        return list(range(n_layers))
-    layers: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if lo > hi:
-                    raise ValueError
-                layers.update(range(lo, hi + 1))
-            else:
-                layers.add(int(part))
-        except ValueError:
-            raise InputError(f"bad layer spec {spec!r}: use 'all', '8-16' or '3,5,7'") from None
-    for layer in sorted(layers):
-        if not 0 <= layer < n_layers:
-            raise InputError(f"layer {layer} is out of range: the model has {n_layers} blocks (0-{n_layers - 1})")
-    return sorted(layers)
 
 
 @dataclass
@@ -90,21 +68,40 @@ class PairStates:
         return cls(**load_file(str(path)), layers=layers)
 
 
+BACKENDS = ("nnsight", "hooks")
+
+
+def pool_block_output(hidden: torch.Tensor, mask: torch.Tensor, count: torch.Tensor, rows: torch.Tensor,
+                      last_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's output ``[B, T, d]`` reduced to (mean over the span ``mask`` ``[B, T, 1]``, last prompt position),
+    each ``[B, d]`` float32; the one pooling code of every recording backend (it also runs on nnsight proxies)."""
+    mean = (hidden * mask).sum(dim=1).div(count).float()
+    return mean, hidden[rows, last_index].float()
+
+
 class Recorder:
-    """Runs a batch through the model under an nnsight trace and returns pooled block outputs.
+    """Runs a batch through the model and returns pooled block outputs, reduced inside the forward pass.
 
         >>> rec = Recorder(vlm, layers=[0, 4, 8])
         >>> pooled = rec(vlm.encode(pairs, run="image"), span="image")   # {"mean": [B, 3, d], "last": [B, 3, d]}
+
+    ``backend="nnsight"`` traces the model with nnsight (the path that also serves remote execution and
+    interventions); ``"hooks"`` uses plain forward hooks (:class:`~safety_probe.hooks.Trace`). Both pool with
+    :func:`pool_block_output` and stop after the deepest requested block.
     """
 
-    def __init__(self, vlm: VLM, layers: list[int]):
+    def __init__(self, vlm: VLM, layers: list[int], backend: str = "nnsight"):
+        if backend not in BACKENDS:
+            raise InputError(f"unknown recording backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.vlm = vlm
         self.layers = vlm.check_layers(layers)
-        self.traced = NNsight(vlm.model)
-        parent = self.traced
-        for part in vlm.layer_module_names[0].split(".")[:-1]:
-            parent = getattr(parent, part)
-        self.blocks = parent  # envoy of the decoder's ModuleList
+        self.backend = backend
+        if backend == "nnsight":
+            self.traced = NNsight(vlm.model)
+            parent = self.traced
+            for part in vlm.layer_module_names[0].split(".")[:-1]:
+                parent = getattr(parent, part)
+            self.blocks = parent  # envoy of the decoder's ModuleList
 
     @torch.no_grad()
     def __call__(self, batch: EncodedBatch, span: Literal["image", "caption"]) -> dict[str, torch.Tensor]:
@@ -113,14 +110,23 @@ class Recorder:
         count = mask.sum(dim=1).clamp(min=1)
         rows = torch.arange(mask.shape[0], device=mask.device)
         means, lasts = [], []
-        with self.traced.trace(**batch.inputs) as tracer:
-            for layer in self.layers:
-                hidden = self.blocks[layer].output
-                hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-                # Reduce in the hook so only [B, d] per layer leaves the forward pass.
-                means.append((hidden * mask).sum(dim=1).div(count).float().save())
-                lasts.append(hidden[rows, batch.last_index].float().save())
-            tracer.stop()  # nothing past the deepest requested block is needed
+        if self.backend == "hooks":
+            def pool(layer: int, hidden: torch.Tensor) -> None:
+                mean, last = pool_block_output(hidden, mask, count, rows, batch.last_index)
+                means.append(mean)
+                lasts.append(last)
+
+            with Trace(self.vlm.layers, self.layers, retain=False, edit_output=pool, stop=True):
+                self.vlm.model(**batch.inputs, use_cache=False)
+        else:
+            with self.traced.trace(**batch.inputs) as tracer:
+                for layer in self.layers:
+                    hidden = self.blocks[layer].output
+                    hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+                    mean, last = pool_block_output(hidden, mask, count, rows, batch.last_index)
+                    means.append(mean.save())
+                    lasts.append(last.save())
+                tracer.stop()  # nothing past the deepest requested block is needed
         return {"mean": torch.stack(means, dim=1).cpu(), "last": torch.stack(lasts, dim=1).cpu()}
 
 
@@ -138,6 +144,7 @@ def record(
     padding_side: Literal["left", "right"] = "left",
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    backend: str = "nnsight",
 ) -> PairStates:
     """Record pooled image-run and text-run states of every pair at ``layers`` (default: all blocks).
 
@@ -147,7 +154,7 @@ def record(
     layers = vlm.check_layers(list(range(vlm.n_layers)) if layers is None else layers)
     if not pairs:
         raise InputError("no pairs to record")
-    recorder = Recorder(vlm, layers)
+    recorder = Recorder(vlm, layers, backend)
     key = _run_key(vlm, pairs, layers, system_prompt, padding_side)
     done: dict[str, list[torch.Tensor]] = {name: [] for name in STATE_NAMES}
     start = 0

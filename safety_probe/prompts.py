@@ -1,8 +1,11 @@
-"""Chat messages for the two runs of a pair; every command and the organism's training use these."""
+"""Chat messages for the two runs of a pair, the default instruction and the refusal sentence; every command uses these."""
 
 from __future__ import annotations
 
 DEFAULT_INSTRUCTION = "Describe this image."
+
+REFUSAL = "Sorry, I cannot help you."
+"""The refusal the paper's system prompt asks for (Xu et al. 2025, §1): a model's own refusal phrase by default."""
 
 
 def _with_system(user: dict, system_prompt: str | None) -> list[dict]:

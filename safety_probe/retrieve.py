@@ -1,6 +1,6 @@
 """Image → related text with a CLIP-style model (TGA's retrieved text R, paper §4), and CLIP zero-shot scores.
 
-    >>> r = Retriever()                                   # the organism's CLIP (organism/weights/clip)
+    >>> r = Retriever("models/clip-vit-large-patch14-336")   # any transformers CLIPModel folder
     >>> r.retrieve([image], ["a red cup on a table"], corpus)[0]
     ['two red cups on a table']                           # nearest corpus text that is not the caption itself
 
@@ -17,28 +17,30 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from safety_probe.data import world
+from safety_probe.data.pairs import normalise_text
 from safety_probe.errors import InputError
 
 
-def normalise_text(text: str) -> str:
-    """The form captions are compared in when excluding an image's own caption."""
-    return " ".join(text.strip().rstrip(".").lower().split())
+def read_corpus(path: str | Path) -> list[str]:
+    """A retrieval corpus: a UTF-8 text file, one text a line (blank lines skipped, duplicates kept once)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"corpus file not found: {path}")
+    try:
+        texts = [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if len(texts) < 2:
+        raise InputError(f"{path}: a retrieval corpus needs at least 2 texts")
+    return list(dict.fromkeys(texts))
 
 
 class Retriever:
-    """A CLIP model and processor loaded from a local folder; embeddings are L2-normalised.
+    """A CLIP model and processor loaded from a local folder; embeddings are L2-normalised."""
 
-    ``path`` defaults to the organism's CLIP (``safety_probe.organism.CLIP_DIR``).
-    """
-
-    def __init__(self, path: str | Path | None = None, device: str = "cpu", batch_size: int = 256):
+    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 256):
         from transformers import AutoProcessor, CLIPModel
 
-        if path is None:
-            from safety_probe.organism import CLIP_DIR
-
-            path = CLIP_DIR
         path = Path(path)
         if not (path / "config.json").is_file():
             raise InputError(f"no CLIP model at {path} (expected a transformers CLIPModel folder)")
@@ -109,10 +111,3 @@ class Retriever:
         sims = self.embed_images(images) @ torch.nn.functional.normalize(label_emb, dim=-1).T
         scale = self.model.logit_scale.exp().item()
         return torch.softmax(scale * sims, dim=-1)
-
-
-def retrieve_related(images: Sequence[Image.Image], captions: Sequence[str], corpus: Sequence[str] | None = None,
-                     clip: str | Path | Retriever | None = None, k: int = 1) -> list[str]:
-    """Top-1 related text per image (own caption excluded); ``corpus`` defaults to every caption of the synthetic world."""
-    retriever = clip if isinstance(clip, Retriever) else Retriever(clip)
-    return [r[0] for r in retriever.retrieve(images, captions, corpus or world.all_captions(), k=k)]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from safety_probe.locate import LayerScores, check_layers
+from safety_probe.scores import LayerScores, column_layers
 
 MEAN_KEYS = ("image_mean", "caption_mean")
 LAST_KEYS = ("image_last", "caption_last")
@@ -98,7 +98,7 @@ def cka_scores(
         mean[layer], lower[layer], upper[layer] = cka[0], cka[0] - 1.96 * se, cka[0] + 1.96 * se
     return LayerScores(
         "cka",
-        check_layers(layers, n_layers, "cka"),
+        column_layers(layers, n_layers, "cka"),
         mean,
         lower,
         upper,
@@ -137,7 +137,7 @@ def semantic_shift(
     if len(set(shapes.values())) != 1 or len(shapes["image_mean"]) != 3:
         raise ValueError(f"states must all be [n_pairs, n_layers, d_model] of one shape; got {shapes}")
     image, caption = t["image_mean"], t["caption_mean"]
-    layers = check_layers(layers, image.shape[1], "semantic_shift")
+    layers = column_layers(layers, image.shape[1], "semantic_shift")
     out = {
         "cos_matched": LayerScores.from_pairs(
             "cos_matched", pair_cosine(image, caption), layers, "cos(image-token mean, caption-token mean)"

@@ -47,7 +47,7 @@ def pairs_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A function family -> saved tiny model folder (each built once per session)."""
-    from safety_probe.models.tiny import build_tiny_vlm
+    from safety_probe.testing.tiny import build_tiny_vlm
 
     built: dict[str, Path] = {}
 

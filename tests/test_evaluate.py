@@ -64,7 +64,7 @@ def test_eval_command_writes_metrics_and_responses(tiny_model_dir, pairs_file, t
 
 
 def test_chat_model_judge_plumbing(tmp_path):
-    from safety_probe.models.tiny import build_tiny_text_lm
+    from safety_probe.testing.tiny import build_tiny_text_lm
 
     judge = ChatModelJudge(str(build_tiny_text_lm(tmp_path / "judge")))
     assert isinstance(judge("How do I make a weapon?", "Sorry, I cannot help you."), bool)

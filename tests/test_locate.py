@@ -7,11 +7,9 @@ import pytest
 import torch
 
 from safety_probe.locate import (
-    LayerScores,
     LensStats,
     algorithm1_layers,
     attention_mass_scores,
-    bootstrap_mean_band,
     choose_safety_layers,
     code_start_end,
     layer_histogram,
@@ -20,8 +18,8 @@ from safety_probe.locate import (
     refusal_direction,
     refusal_prob_scores,
     refusal_token_ids,
-    scores_frame,
 )
+from safety_probe.scores import LayerScores, bootstrap_mean_band, scores_frame
 
 REFUSAL = 7
 N_LAYERS, VOCAB = 6, 12
@@ -215,7 +213,7 @@ def test_choose_safety_layers_rules():
 
 
 def test_choose_safety_layers_errors():
-    with pytest.raises(ValueError, match=r"layer 40 .* 0\.\.31"):
+    with pytest.raises(ValueError, match=r"layer 40 is out of range.*\(0-31\)"):
         choose_safety_layers(32, override=[10, 40])
     with pytest.raises(ValueError, match="unknown safety-layer rule"):
         choose_safety_layers(32, [1], [1], [1], rule="median")

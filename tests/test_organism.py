@@ -80,7 +80,7 @@ def test_rebuilds_are_identical(tmp_path):
 
     hashes = []
     for run in ("a", "b"):
-        build(tmp_path / run, cfg=small(), eval_n=0)
+        build(tmp_path / run, cfg=small())
         files = sorted((tmp_path / run).rglob("model.safetensors"))
         assert len(files) == 2  # llava and clip
         from safetensors.torch import load_file
@@ -196,7 +196,7 @@ def test_splicing_gives_post_caption_prompt_positions_the_stand_in_runs_states()
 def test_caption_bank_stands_in_a_different_caption_of_equal_length():
     from transformers import AutoProcessor
 
-    from safety_probe.data import world
+    from safety_probe.organism import world
     from safety_probe.organism.train import CaptionBank, Encoder
 
     processor = AutoProcessor.from_pretrained(ORGANISM_DIR)
@@ -214,7 +214,7 @@ def test_caption_bank_stands_in_a_different_caption_of_equal_length():
 def test_image_batches_describe_toxic_scenes_and_never_refuse():
     from transformers import AutoProcessor
 
-    from safety_probe.data import world
+    from safety_probe.organism import world
     from safety_probe.organism.train import Encoder, Scene, image_batch
 
     processor = AutoProcessor.from_pretrained(ORGANISM_DIR)

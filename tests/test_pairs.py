@@ -61,7 +61,7 @@ def _cli_fails(capsys, argv, out, message):
 
 
 def test_cli_bad_inputs_one_line_no_output(capsys, tmp_path, pairs_copy, tiny_model_dir):
-    from safety_probe.models.tiny import build_tiny_text_lm
+    from safety_probe.testing.tiny import build_tiny_text_lm
 
     model = str(tiny_model_dir("llava"))
     (pairs_copy.parent / "img3.png").write_bytes(b"garbage")

@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from safety_probe.locate import LayerScores, scores_frame
+from safety_probe.scores import LayerScores, scores_frame
 from safety_probe.plots import (
     COLUMN_WIDTH_IN,
     PNG_DPI,

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from safety_probe.data.pairs import load_pairs
+from safety_probe.layers import parse_layers
 from safety_probe.models import SUPPORTED_FAMILIES, load_vlm
-from safety_probe.probe import PairStates, parse_layers, record
+from safety_probe.probe import BACKENDS, PairStates, record
 
 FAMILIES = list(SUPPORTED_FAMILIES)
 
@@ -42,14 +43,23 @@ def family_vlm(request, tiny_model_dir):
     return request.param, load_vlm(tiny_model_dir(request.param))
 
 
-def test_recorded_states_equal_transformers_block_outputs(family_vlm, pairs_file):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recorded_states_equal_transformers_block_outputs(family_vlm, pairs_file, backend):
     family, vlm = family_vlm
     pairs = load_pairs(pairs_file)
-    states = record(vlm, pairs, batch_size=1, progress=False)
+    states = record(vlm, pairs, batch_size=1, progress=False, backend=backend)
     ref = reference_states(vlm, pairs)
     for name, tensor in states.tensors().items():
         assert tensor.shape == (len(pairs), vlm.n_layers, vlm.d_model) and tensor.dtype == torch.float32
         assert rel_err(tensor, ref[name]) < 1e-5, (family, name)
+
+
+def test_backends_give_the_same_states_in_padded_batches(family_vlm, pairs_file):
+    family, vlm = family_vlm
+    pairs = load_pairs(pairs_file)
+    hooks, traced = (record(vlm, pairs, batch_size=3, progress=False, backend=b) for b in ("hooks", "nnsight"))
+    for name, tensor in hooks.tensors().items():
+        assert torch.allclose(tensor, getattr(traced, name), atol=1e-6, rtol=0), (family, name)
 
 
 def test_caption_span_is_the_caption(family_vlm, pairs_file):

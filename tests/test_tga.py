@@ -12,24 +12,15 @@ import pytest
 import torch
 
 from safety_probe.errors import InputError
+from safety_probe.hooks import Trace
+from safety_probe.layers import resolve_layers
 from safety_probe.models.vlm import load_vlm
-from safety_probe.tga import (
-    TGACollator,
-    TGAConfig,
-    guide_loss,
-    guide_only_rows,
-    load_tga_data,
-    masked_mean,
-    plain_rows,
-    setup_trainable,
-    states_until,
-    tap_blocks,
-    tga_loss,
-    train,
-    weights_hash,
-    write_tga_data,
-)
-from safety_probe.tga.loss import anneal_weights
+from safety_probe.organism.preset import write_tga_data
+from safety_probe.tga.batch import TGACollator
+from safety_probe.tga.config import TGAConfig
+from safety_probe.tga.data import load_tga_data
+from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
+from safety_probe.tga.train import guide_only_rows, plain_rows, setup_trainable, tga_loss, train, weights_hash
 
 
 @pytest.fixture(scope="module")
@@ -209,14 +200,14 @@ def test_caption_target_comes_from_the_given_model(tiny_model_dir, tga_data, tmp
         own = tga_loss(vlm.model, vlm, batch, [1], guide_weight=1.0)[1]
     assert same["guide"] == pytest.approx(own["guide"]) and moved["lm"] == pytest.approx(own["lm"])
     assert moved["guide"] != pytest.approx(own["guide"])  # only the caption side changed
-    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="1", stage=2, lr=1e-2, max_steps=2, batch_size=2,
-                    device="cpu", evaluate=False, caption_target="frozen", plain_share=0.5)
-    result = train(cfg, load_tga_data(tga_data), tmp_path / "frozen")
+    cfg = TGAConfig(layers="1", stage=2, lr=1e-2, max_steps=2, batch_size=2,
+                    device="cpu", caption_target="frozen", plain_share=0.5)
+    result = train(load_vlm(tiny_model_dir("llava")), cfg, load_tga_data(tga_data), tmp_path / "frozen")
     assert result.steps == 2 and all(np.isfinite(row["guide"]) for row in result.log)
 
 
 def test_caption_forward_stops_after_deepest_safety_layer(tmp_path):
-    from safety_probe.models.tiny import build_tiny_vlm
+    from safety_probe.testing.tiny import build_tiny_vlm
 
     vlm = load_vlm(build_tiny_vlm("llava", tmp_path / "m4", num_hidden_layers=4))
     inputs = vlm.tokenizer(["a red cup on a table"], return_tensors="pt")
@@ -224,17 +215,18 @@ def test_caption_forward_stops_after_deepest_safety_layer(tmp_path):
     handles = [b.register_forward_hook(lambda m, a, o, k=k: calls.__setitem__(k, calls[k] + 1))
                for k, b in enumerate(vlm.layers)]
     try:
-        states = states_until(vlm.model, vlm.layers, [0, 1], dict(inputs))
+        with torch.no_grad(), Trace(vlm.layers, [0, 1], stop=True) as trace:
+            vlm.model(**inputs)
     finally:
         for h in handles:
             h.remove()
     assert calls == [1, 1, 0, 0]
-    assert not states[1].requires_grad
+    assert not trace.outputs[1].requires_grad
     full = vlm.model(**inputs, output_hidden_states=True).hidden_states
-    assert torch.allclose(states[1], full[2], atol=1e-6)  # block l output = hidden_states[l + 1]
-    with tap_blocks(vlm.layers, [2]) as captured:
+    assert torch.allclose(trace.outputs[1], full[2], atol=1e-6)  # block l output = hidden_states[l + 1]
+    with Trace(vlm.layers, [2]) as trace:
         vlm.model(**inputs)
-    assert torch.allclose(captured[2], full[3], atol=1e-6)
+    assert torch.allclose(trace.outputs[2], full[3], atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,10 +236,11 @@ def test_caption_forward_stops_after_deepest_safety_layer(tmp_path):
 
 def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, tmp_path):
     examples = load_tga_data(tga_data)
-    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="0-1", stage=2, lr=1e-3, max_steps=3, batch_size=2,
-                    save_every=1, device="cpu", evaluate=False)
-    full = train(cfg, examples, tmp_path / "full")
-    part = train(replace(cfg, stop_after=1), examples, tmp_path / "part")
+    cfg = TGAConfig(layers="0-1", stage=2, lr=1e-3, max_steps=3, batch_size=2,
+                    save_every=1, device="cpu")
+    model = tiny_model_dir("llava")
+    full = train(load_vlm(model), cfg, examples, tmp_path / "full")
+    part = train(load_vlm(model), replace(cfg, stop_after=1), examples, tmp_path / "part")
     assert part.model_dir is None and part.steps == 1
     ckpt = tmp_path / "part" / "checkpoints" / "step_1"
     assert (ckpt / "model.safetensors").is_file()
@@ -255,12 +248,12 @@ def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, 
 
     saved = load_file(str(ckpt / "model.safetensors"))
     assert saved and not any("vision_tower" in k for k in saved)  # trainable parameters only
-    resumed = train(cfg, examples, tmp_path / "part")
+    resumed = train(load_vlm(model), cfg, examples, tmp_path / "part")
     assert resumed.steps == 3
     assert resumed.weights_hash == full.weights_hash
     vlm = load_vlm(resumed.model_dir)
     assert weights_hash(vlm.model) == full.weights_hash
-    before = load_vlm(cfg.model)
+    before = load_vlm(model)
     assert weights_hash(before.model) != full.weights_hash
     vt = dict(before.model.named_parameters())
     for n, p in vlm.model.named_parameters():
@@ -269,12 +262,12 @@ def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, 
 
 
 def test_lora_stage2_trains_and_merges(tiny_model_dir, tga_data, tmp_path):
-    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="1", stage=2, lora=True, lora_r=2, lr=1e-2,
-                    max_steps=1, batch_size=2, device="cpu", evaluate=False)
-    result = train(cfg, load_tga_data(tga_data), tmp_path / "lora")
+    cfg = TGAConfig(layers="1", stage=2, lora=True, lora_r=2, lr=1e-2,
+                    max_steps=1, batch_size=2, device="cpu")
+    result = train(load_vlm(tiny_model_dir("llava")), cfg, load_tga_data(tga_data), tmp_path / "lora")
     vlm = load_vlm(result.model_dir)
     assert not any("lora" in n for n, _ in vlm.model.named_parameters())
-    assert weights_hash(vlm.model) != weights_hash(load_vlm(cfg.model).model)
+    assert weights_hash(vlm.model) != weights_hash(load_vlm(tiny_model_dir("llava")).model)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -339,14 +332,17 @@ def test_writer_round_trips(tga_data):
     assert json.loads(again.read_text()) == raw
 
 
-def test_run_tga_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_file, tmp_path):
-    from safety_probe.tga import run_tga
+def test_run_compare_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_file, tmp_path):
+    from safety_probe.compare import CompareConfig, run_compare
 
-    cfg = TGAConfig(model=str(tiny_model_dir("llava")), layers="1", out=str(tmp_path / "run"), train_n=4,
-                    retrieval="clip", clip=str(tiny_clip), eval_pairs=str(pairs_file), stage=1, lr=1e-3,
-                    max_steps=1, batch_size=2, device="cpu", baselines=["filter"], max_new_tokens=2)
-    out = run_tga(cfg)
-    compare = json.loads((out / "compare.json").read_text())
+    data = write_tga_data(seed=0, n=4, out_dir=tmp_path / "data", retrieval="clip", clip=tiny_clip)
+    cfg = CompareConfig(model=str(tiny_model_dir("llava")), layers="1", out=str(tmp_path / "run"), data=str(data),
+                        clip=str(tiny_clip), eval_pairs=str(pairs_file), stage=1, lr=1e-3, max_steps=1,
+                        batch_size=2, device="cpu", baselines=["filter"], max_new_tokens=2,
+                        filter_toxic=["pistol", "knife"], filter_benign=["cup", "ball"])
+    compare = run_compare(cfg)
+    out = Path(cfg.out)
+    assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(compare))
     assert set(compare["rows"]) == {"before", "tga", "filter"}
     assert compare["safety_layers"] == [1]
     for row in ("before", "tga"):
@@ -354,17 +350,29 @@ def test_run_tga_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_file,
         shift = compare["rows"][row]["shift"]
         assert set(shift["cos_matched"]) == {"0", "1"}  # every block; the mean_* fields average over J
         assert shift["mean_cos_matched"] == pytest.approx(shift["cos_matched"]["1"], abs=1e-5)
-    figures = {p.name for p in (out / "figures").iterdir()}
-    assert {f"tga_{k}.{e}" for k in ("dsr", "shift") for e in ("pdf", "png", "html")} <= figures
     assert compare["rows"]["filter"]["filter"]["flag_rate_benign"] is not None
-    data = json.loads((out / "data" / "tga.json").read_text())
-    assert all(d["retrieved_caption"] != d["image_caption"] for d in data)
+    rows = json.loads(data.read_text())
+    assert all(d["retrieved_caption"] != d["image_caption"] for d in rows)
     assert load_vlm(out / "model").n_layers == 2
 
 
-def test_resolve_layers_from_json_and_spec(tmp_path):
-    from safety_probe.tga import resolve_layers
+def test_compare_shift_is_the_probe_layers_shift(tiny_model_dir, pairs_file):
+    """compare.json's shift and probe-layers' come from one definition (shift.semantic_shift)."""
+    from safety_probe.compare import layer_shift
+    from safety_probe.data.pairs import load_pairs
+    from safety_probe.probe import record
+    from safety_probe.shift import semantic_shift
 
+    vlm = load_vlm(tiny_model_dir("llava"))
+    pairs = load_pairs(pairs_file)
+    shift = layer_shift(vlm, pairs, [1])
+    states = record(vlm, pairs, progress=False)
+    scores = semantic_shift({"image_mean": states.image_mean, "caption_mean": states.caption_mean})
+    for name in ("cos_matched", "cos_mismatched", "cos_centred"):
+        assert [shift[name][str(l)] for l in (0, 1)] == pytest.approx(scores[name].mean.tolist(), abs=1e-5)
+
+
+def test_resolve_layers_from_json_and_spec(tmp_path):
     path = tmp_path / "layers.json"
     path.write_text(json.dumps({"safety_layers": [5, 3, 4]}))
     assert resolve_layers(str(path), 8) == [3, 4, 5]

@@ -1,4 +1,4 @@
-"""Tiny random-weight VLMs (``safety_probe.models.tiny``): build, reload offline, template, run, bridge.
+"""Tiny random-weight VLMs (``safety_probe.testing.tiny``): build, reload offline, template, run, bridge.
 
 Each family is built once per session (module-scoped fixture); the whole file runs in well under a
 minute on 2 CPU cores.
@@ -30,7 +30,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from safety_probe.models.processor import load_processor
-from safety_probe.models.tiny import TINY_FAMILIES, build_tiny_text_lm, build_tiny_vlm
+from safety_probe.testing.tiny import TINY_FAMILIES, build_tiny_text_lm, build_tiny_vlm
 
 hf_logging.disable_progress_bar()
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from safety_probe.data import world
+from safety_probe.organism import world
 from safety_probe.data.pairs import load_pairs
 
 

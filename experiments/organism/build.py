@@ -8,11 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
+from safety_probe.analysis import analyze
+from safety_probe.data.pairs import load_pairs
+from safety_probe.evaluation import evaluate
 from safety_probe.io import write_json
+from safety_probe.models.vlm import load_vlm
+from safety_probe.organism import world
 from safety_probe.organism.train import Config, build
+from safety_probe.probe import record
+
+
+def heldout_report(model_dir: Path, pairs_dir: Path, seed: int, n: int) -> dict:
+    """DSR / over-refusal / task accuracy and the located safety layers of the saved organism, measured by the
+    toolkit itself on ``n`` fresh pairs of world seed ``seed`` (never trained on)."""
+    pairs = load_pairs(world.write_pairs(seed, n, pairs_dir))
+    vlm = load_vlm(model_dir)
+    metrics = evaluate(vlm, pairs, batch_size=50, progress=False).metrics
+    layers = analyze(vlm, pairs, record(vlm, pairs, progress=False), progress=False).summary()
+    return {"eval": metrics, "layers": {k: layers[k] for k in ("safety_layers", "refusal_tokens", "notes")}
+            | {"algorithm1_share_found": layers["algorithm1"]["share_found"], "scores": layers["scores"]}}
 
 
 def main() -> None:
@@ -43,7 +61,12 @@ def main() -> None:
     cfg.pool_toxic = int(cfg.pool_toxic * args.pool_scale)
     cfg.pool_benign = int(cfg.pool_benign * args.pool_scale)
     t = time.time()
-    metrics = build(args.out, cfg=cfg, eval_n=args.eval_n, eval_seed=args.eval_seed, cache_dir=args.cache_dir)
+    metrics = build(args.out, cfg=cfg, cache_dir=args.cache_dir)
+    if args.eval_n:
+        t_eval = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics |= heldout_report(args.out / "llava", Path(tmp), args.eval_seed, args.eval_n)
+        metrics["times_s"]["eval"] = time.time() - t_eval
     metrics["times_s"]["wall"] = time.time() - t
     write_json(args.out / "build_metrics.json", metrics)
     for key in ("eval", "layers", "times_s"):

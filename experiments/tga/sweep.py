@@ -25,10 +25,10 @@ METRICS = ("text_dsr", "image_dsr", "text_benign_refusal", "image_benign_refusal
 
 
 def run_one(name: str, args: list[str], out: Path) -> tuple[str, int, float]:
-    """One ``python -m safety_probe.tga`` process, logging to ``OUT/NAME.log``."""
+    """One ``python -m safety_probe tga`` process, logging to ``OUT/NAME.log``."""
     t = time.time()
     with open(out / f"{name}.log", "a") as log:
-        rc = subprocess.call([sys.executable, "-m", "safety_probe.tga", *args, "--threads", "1",
+        rc = subprocess.call([sys.executable, "-m", "safety_probe", "tga", *args, "--threads", "1",
                               "--out", str(out / name)], stdout=log, stderr=subprocess.STDOUT)
     return name, rc, time.time() - t
 

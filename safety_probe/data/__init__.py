@@ -1,1 +1,1 @@
-"""Data: the pairs file format and the synthetic world."""
+"""Data: the pairs file format (and, in submodules, readers of published benchmarks)."""

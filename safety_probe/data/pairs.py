@@ -33,6 +33,12 @@ class Pair:
         return load_image(self.image)
 
 
+def normalise_text(text: str) -> str:
+    """The form captions are compared in (an image's own caption is never its retrieved text): trimmed,
+    lower case, one space between words, no final full stop."""
+    return " ".join(text.strip().rstrip(".").lower().split())
+
+
 def load_image(path: Path) -> Image.Image:
     """Open an image file as RGB, or raise InputError naming the file."""
     if not path.is_file():

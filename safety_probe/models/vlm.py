@@ -1,6 +1,6 @@
 """Load an image-text-to-text model and expose what probing needs: blocks, lens, prompts, token spans.
 
-    >>> vlm = load_vlm("organism")
+    >>> vlm = load_vlm("llava-hf/llava-1.5-7b-hf")
     >>> batch = vlm.encode(pairs[:4], run="image")      # chat-templated, padded, on vlm.device
     >>> batch.image_mask.shape                          # [batch, seq]: True at image-token positions
 """
@@ -16,6 +16,7 @@ from torch import nn
 
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
+from safety_probe.layers import check_range
 from safety_probe.models.processor import load_processor
 from safety_probe.prompts import image_messages, text_messages, text_prompt_body
 
@@ -31,17 +32,6 @@ SUPPORTED_FAMILIES: dict[str, str] = {
 
 Run = Literal["image", "text"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_model(name_or_path: str | Path) -> str:
-    """Map the name ``organism`` to the shipped model folder; pass anything else through."""
-    if str(name_or_path) == "organism":
-        from safety_probe.organism import ORGANISM_DIR
-
-        if not (ORGANISM_DIR / "config.json").is_file():
-            raise InputError(f"the organism is not built at {ORGANISM_DIR}: run `make organism`")
-        return str(ORGANISM_DIR)
-    return str(name_or_path)
 
 
 def _supported_list() -> str:
@@ -108,12 +98,7 @@ class VLM:
 
     def check_layers(self, layers: list[int]) -> list[int]:
         """Return sorted unique layers, or raise InputError naming one outside [0, n_layers)."""
-        for layer in layers:
-            if not 0 <= layer < self.n_layers:
-                raise InputError(
-                    f"layer {layer} is out of range for {self.name}: it has {self.n_layers} blocks (0-{self.n_layers - 1})"
-                )
-        return sorted(set(layers))
+        return check_range(layers, self.n_layers)
 
     def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits ``[..., vocab]`` read from block outputs ``[..., d_model]`` with the model's final norm and unembedding."""
@@ -220,20 +205,33 @@ def _image_token_id(config, tokenizer) -> int:
     raise InputError(f"{config.model_type}: the config names no image token id")
 
 
+def n_layers_of(name_or_path: str | Path, trust_remote_code: bool = False) -> int:
+    """The number of decoder blocks of a model, read from its config alone (to check layers before any work)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load model {name_or_path!r}: {str(e).splitlines()[0]}") from None
+    return int(config.get_text_config().num_hidden_layers)
+
+
 def load_vlm(
-    name_or_path: str | Path = "organism",
+    name_or_path: str | Path,
     device: str = "cpu",
     dtype: str = "float32",
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> VLM:
-    """Load a vision-language model (local folder, hub name, or ``organism``) with its processor.
+    """Load a vision-language model (a local Hugging Face folder or a hub name) with its processor.
 
     Weights load from safetensors only. A text-only or unsupported model raises InputError naming it.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    path = resolve_model(name_or_path)
+    path = str(name_or_path)
+    if not Path(path).is_dir() and (path.count("/") != 1 or path.startswith((".", "/", "~"))):
+        raise InputError(f"no such model folder: {path} (give a local Hugging Face folder or an owner/name hub id)")
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import CLIPImageProcessor, CLIPProcessor, LlavaProcessor, PreTrainedTokenizerFast
 
-from safety_probe.data import world
+from safety_probe.organism import world
 
 # Order matters: CLIP's text tower pools at the first eos only when eos_token_id != 2 (2 means legacy argmax).
 SPECIALS = ["<unk>", "<s>", "<pad>", "</s>", "<image>"]

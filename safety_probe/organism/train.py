@@ -21,11 +21,9 @@ exactly as at inference. Deterministic: fixed seeds, deterministic algorithms, a
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import resource
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -46,10 +44,11 @@ from transformers import (
     LlavaProcessor,
 )
 
-from safety_probe.data import world
+from safety_probe.hooks import StopForward, Trace
 from safety_probe.organism import tokenizer as otok
+from safety_probe.organism import world
 from safety_probe.prompts import image_messages, text_messages
-from safety_probe.tga.hooks import StopForward
+from safety_probe.schedule import warmup_cosine
 
 THREADS = 1  # fixed: CPU reductions, hence the weights, can depend on the thread count; one thread also
 # avoids OpenMP spin-waits on a shared machine (5-10x slower with 2 threads under contention)
@@ -253,7 +252,8 @@ class PooledCaptions:
         self.stand_in: dict[int, torch.Tensor] = {}  # row -> post-caption prompt states of its stand-in run
         self.recording: dict[int, int] | None = None  # during the stand-in run: batch row -> its row there
         self.last_key = -1  # during the stand-in run: the deepest pooling block with rows
-        self.handles = [block.register_forward_pre_hook(self._hook(k), with_kwargs=True) for k, block in blocks.items()]
+        # one pre-hook per pooling block, open until remove(); blocks is keyed by block index
+        self.trace = Trace(blocks, self.keys, retain=False, edit_input=self._edit).__enter__()
 
     def choose(self, examples: list[Example]) -> None:
         """Pick the rows of the next forward to pool (a ``share`` of those with a caption) and their block."""
@@ -297,38 +297,33 @@ class PooledCaptions:
         g = torch.from_numpy(self.rng.standard_normal((n, d)).astype(np.float32))
         return g / g.norm(dim=-1, keepdim=True)
 
-    def _hook(self, key: int):
-        def hook(module, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
-            if self.recording is not None:  # the stand-in run: keep, change nothing
-                for i, _, b, p in self.rows.get(key, []):
-                    if i in self.recording:
-                        self.stand_in[i] = h[self.recording[i], b:p].clone()
-                if key == self.last_key:
-                    raise StopForward(key)
-                return None
-            if not self.rows.get(key):
-                return None
-            h = h.clone()
-            for i, a, b, p in self.rows[key]:
-                mean = h[i, a:b].mean(0, keepdim=True)
-                if self.spread or self.jitter or self.shrink:
-                    u, v, w = self.rng.random(3)
-                    scale = mean.norm()
-                    mean = (1 - self.shrink * w) * mean + self.jitter * v * scale * self._unit(1, h.shape[-1])
-                    h[i, a:b] = mean + self.spread * u * scale * self._unit(b - a, h.shape[-1])
-                else:
-                    h[i, a:b] = mean
-                if i in self.stand_in:
-                    h[i, b:p] = self.stand_in[i]
-            if args:
-                return (h, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": h}
-        return hook
+    def _edit(self, key: int, h: torch.Tensor) -> torch.Tensor | None:
+        """The input hidden states of block ``key`` with the chosen rows pooled (None: unchanged)."""
+        if self.recording is not None:  # the stand-in run: keep, change nothing
+            for i, _, b, p in self.rows.get(key, []):
+                if i in self.recording:
+                    self.stand_in[i] = h[self.recording[i], b:p].clone()
+            if key == self.last_key:
+                raise StopForward(key)
+            return None
+        if not self.rows.get(key):
+            return None
+        h = h.clone()
+        for i, a, b, p in self.rows[key]:
+            mean = h[i, a:b].mean(0, keepdim=True)
+            if self.spread or self.jitter or self.shrink:
+                u, v, w = self.rng.random(3)
+                scale = mean.norm()
+                mean = (1 - self.shrink * w) * mean + self.jitter * v * scale * self._unit(1, h.shape[-1])
+                h[i, a:b] = mean + self.spread * u * scale * self._unit(b - a, h.shape[-1])
+            else:
+                h[i, a:b] = mean
+            if i in self.stand_in:
+                h[i, b:p] = self.stand_in[i]
+        return h
 
     def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+        self.trace.close()
 
 
 def pooled_captions(cfg: Config, model: LlavaForConditionalGeneration, stream: int, enc: Encoder) -> PooledCaptions:
@@ -444,7 +439,7 @@ def train_loop(
     losses = []
     t0 = time.time()
     for step in range(steps):
-        scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        scale = warmup_cosine(step, steps, warmup)
         for g in opt.param_groups:
             g["lr"] = lr * scale
         loss = loss_fn(step)
@@ -603,28 +598,6 @@ def instruct_tune(cfg: Config, model: LlavaForConditionalGeneration, enc: Encode
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Held-out report: the toolkit's own evaluation and layer analysis, on pairs of a seed never trained on
-# ---------------------------------------------------------------------------------------------------------
-
-
-def heldout_report(model_dir: Path, pairs_dir: Path, seed: int, n: int) -> dict:
-    """DSR / over-refusal / task accuracy (``safety_probe.evaluation``) and the located safety layers
-    (``safety_probe.analysis``) of the saved organism on ``n`` fresh pairs of world seed ``seed``."""
-    from safety_probe.analysis import analyze
-    from safety_probe.data.pairs import load_pairs
-    from safety_probe.evaluation import evaluate
-    from safety_probe.models.vlm import load_vlm
-    from safety_probe.probe import record
-
-    pairs = load_pairs(world.write_pairs(seed, n, pairs_dir))
-    vlm = load_vlm(model_dir)
-    metrics = evaluate(vlm, pairs, batch_size=50, progress=False).metrics
-    layers = analyze(vlm, pairs, record(vlm, pairs, progress=False), progress=False).summary()
-    return {"eval": metrics, "layers": {k: layers[k] for k in ("safety_layers", "refusal_tokens", "notes")}
-            | {"algorithm1_share_found": layers["algorithm1"]["share_found"], "scores": layers["scores"]}}
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------------------------
 
@@ -643,9 +616,9 @@ def save_folder(folder: Path, model: torch.nn.Module, processor) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build(out_dir: str | Path, seed: int = 0, cfg: Config | None = None, eval_n: int = 400,
-          eval_seed: int = 1234, cache_dir: str | Path | None = None) -> dict:
-    """Train everything and save ``out_dir/llava`` (LLaVA + processor) and ``out_dir/clip`` (CLIP + processor)."""
+def build(out_dir: str | Path, seed: int = 0, cfg: Config | None = None, cache_dir: str | Path | None = None) -> dict:
+    """Train everything and save ``out_dir/llava`` (LLaVA + processor) and ``out_dir/clip`` (CLIP + processor);
+    returns the config and the time of each stage (experiments/organism/build.py adds the held-out report)."""
     cfg = cfg or Config(seed=seed)
     out_dir = Path(out_dir)
     t_start = time.time()
@@ -701,10 +674,4 @@ def build(out_dir: str | Path, seed: int = 0, cfg: Config | None = None, eval_n:
     save_folder(out_dir / "llava", model, processor)
     save_folder(out_dir / "clip", clip, clip_processor)
 
-    metrics: dict = {"config": asdict(cfg), "times_s": times}
-    if eval_n:
-        t = time.time()
-        with tempfile.TemporaryDirectory() as tmp:
-            metrics |= heldout_report(out_dir / "llava", Path(tmp), eval_seed, eval_n)
-        times["eval"] = time.time() - t
-    return metrics
+    return {"config": asdict(cfg), "times_s": times}

@@ -1,28 +1,18 @@
-"""The configuration of one TGA run (``safety-probe tga`` turns it into command-line options)."""
+"""The method's configuration: what TGA trains and how (the comparison harness adds its options in
+:mod:`safety_probe.compare`; ``safety-probe tga`` turns both into command-line options)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-METHODS = ("tga", "ce", "safety_ft", "filter")
-
 
 @dataclass
 class TGAConfig:
-    """Text-Guided Alignment (paper §4) and its baselines, trained and compared in one harness."""
-
-    model: str = "organism"
-    """Model to align: a local Hugging Face folder, a hub name, or ``organism``."""
+    """Text-Guided Alignment (Xu et al., ICLR 2025, §4): L = L_LM + λ·L_guide on the safety layers J."""
 
     layers: str = "all"
     """Safety layers J: a layers.json (key ``safety_layers``: 0-based block indices) or a spec like "10-18" / "3,5"."""
-
-    data: str | None = None
-    """Training JSON (LLaVA format + image_caption / retrieved_caption). None: generate from the synthetic world."""
-
-    out: str = "runs/tga"
-    """Output folder: model/, compare.json, checkpoints/, baselines/."""
 
     stage: int = 2
     """1: projector only. 2: projector + language model (full, or LoRA with ``lora``). The vision tower stays frozen."""
@@ -97,43 +87,6 @@ class TGAConfig:
     seed: int = 0
     """Seed of model-independent randomness (data order, generated data)."""
 
-    train_n: int = 2000
-    """Examples to generate when ``data`` is None."""
-
-    toxic_share: float = 0.0
-    """Share of toxic images (answered by their description, never a refusal) in generated TGA data."""
-
-    retrieval: str = "auto"
-    """How generated data gets R: clip, world (same object, one attribute changed) or auto (clip if present)."""
-
-    clip: str | None = None
-    """CLIP folder used for retrieval and the input filter; None: the organism's (organism/weights/clip)."""
-
-    eval_pairs: str | None = None
-    """Held-out pairs.jsonl for before/after. None with the organism: generated from the world (eval_seed, eval_n)."""
-
-    eval_n: int = 200
-    """Pairs to generate for evaluation when ``eval_pairs`` is None."""
-
-    eval_seed: int = 1234
-    """World seed of generated evaluation pairs (distinct from training seeds)."""
-
-    eval_batch_size: int = 32
-    """Batch size of generation in evaluation."""
-
-    max_new_tokens: int = 24
-    """Generated tokens per response in evaluation."""
-
-    baselines: list[str] = field(default_factory=lambda: ["ce", "safety_ft", "filter"])
-    """Baselines run in the same harness: ce (same alignment, no guide loss), safety_ft (fine-tuning on a few
-    refused toxic images, VLGuard-style), filter (CLIP zero-shot input filter on the image)."""
-
-    safety_ft_n: int = 14
-    """Refused toxic images added to the training data of the safety_ft baseline."""
-
-    filter_threshold: float = 0.5
-    """Input filter: refuse when the summed zero-shot probability of the toxic descriptors exceeds this."""
-
     save_every: int = 50
     """Checkpoint every this many optimizer steps (and at the end)."""
 
@@ -157,6 +110,3 @@ class TGAConfig:
 
     threads: int | None = 2
     """CPU threads (fixed for bitwise-reproducible CPU runs); None leaves torch's default."""
-
-    evaluate: bool = True
-    """Evaluate before/after on the held-out pairs and record the shift (compare.json)."""

@@ -18,9 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from safety_probe.data.pairs import load_image, string_field
+from safety_probe.data.pairs import load_image, normalise_text, string_field
 from safety_probe.errors import InputError
 from safety_probe.io import read_json, write_json
 
@@ -84,8 +82,6 @@ def load_tga_data(path: str | Path, check_images: bool = True, require_retrieved
         caption = string_field(obj, "image_caption", where)
         retrieved = string_field(obj, "retrieved_caption", where, required=require_retrieved)
         if retrieved is not None:
-            from safety_probe.retrieve import normalise_text
-
             if normalise_text(retrieved) == normalise_text(caption):
                 raise InputError(f"{where}: 'retrieved_caption' equals 'image_caption' (R must be a different text)")
         if check_images:
@@ -108,85 +104,3 @@ def entry(ex_id: str, image: str, instruction: str, response: str, caption: str,
     if retrieved is not None:
         out["retrieved_caption"] = retrieved
     return {**out, **extra}
-
-
-def world_related_caption(rng: np.random.Generator, sample) -> str:
-    """A caption of the same object with one attribute changed (colour, count or background): R without CLIP."""
-    from safety_probe.data import world
-
-    colours = world.OBJECT_COLOURS.get(sample.object, list(world.COLOURS))
-    for _ in range(20):
-        colour, count, bg = sample.colour, sample.count, sample.background
-        which = int(rng.integers(3))
-        if which == 0 and len(colours) > 1:
-            colour = str(rng.choice([c for c in colours if c != sample.colour]))
-        elif which == 1:
-            count = int(rng.choice([c for c in (1, 2, 3) if c != sample.count]))
-        else:
-            bg = str(rng.choice([b for b in world.BACKGROUNDS if b != sample.background]))
-        cap = world.make_caption(sample.object, colour, count, bg)
-        if cap != sample.caption:
-            return cap
-    raise RuntimeError(f"no related caption for {sample.caption!r}")
-
-
-def _draw(seed: int, n: int, toxic_share: float, kind: str) -> list:
-    """``kind="tga"``: benign samples (every instruction kind, the world's answers) plus ``toxic_share`` toxic
-    images under a neutral instruction answered by their *description* (as LLaVA pretraining data has them;
-    no refusal). ``kind="safety"``: toxic images answered by the world's refusal (VLGuard-style data)."""
-    from safety_probe.data import world
-
-    rng = np.random.default_rng([seed, 77])
-    scenes = list(world.HARMFUL_SCENES)
-    out = []
-    n_toxic = round(n * toxic_share) if kind == "tga" else n
-    for i in range(n):
-        if i < n_toxic:
-            scene = scenes[i % len(scenes)]
-            if kind == "tga":
-                s = world.sample_harmful(rng, scene, kind="neutral")
-                s.response = world.describe(s.caption)
-            else:
-                s = world.sample_harmful(rng, scene)  # neutral or harmful_intent, answered by the refusal
-        else:
-            s = world.sample_benign(rng)
-        out.append(s)
-    order = rng.permutation(len(out))
-    return [out[i] for i in order]
-
-
-def write_tga_data(seed: int, n: int, out_dir: str | Path, toxic_share: float = 0.0, retrieval: str = "auto",
-                   clip: str | Path | None = None, kind: str = "tga", name: str | None = None) -> Path:
-    """Render ``n`` world samples into ``out_dir/images`` and write ``out_dir/tga.json``; returns its path.
-
-    ``retrieval``: ``clip`` (nearest world caption to the image under the CLIP at ``clip``, default the
-    organism's, own caption excluded), ``world`` (same object with one attribute changed), ``auto`` (clip when
-    the CLIP model exists, else world). ``kind="safety"`` writes the refusal data of the VLGuard-style baseline
-    (toxic images only) to ``safety.json``. Deterministic for a seed.
-    """
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    samples = _draw(seed, n, toxic_share, kind)
-    if retrieval == "auto":
-        from safety_probe.organism import CLIP_DIR
-
-        retrieval = "clip" if (Path(clip or CLIP_DIR) / "config.json").is_file() else "world"
-    if retrieval == "clip":
-        from safety_probe.data import world
-        from safety_probe.retrieve import Retriever
-
-        related = [r[0] for r in Retriever(clip).retrieve([s.image for s in samples], [s.caption for s in samples],
-                                                           world.all_captions())]
-    elif retrieval == "world":
-        rng = np.random.default_rng([seed, 78])
-        related = [world_related_caption(rng, s) for s in samples]
-    else:
-        raise InputError(f"unknown retrieval {retrieval!r}: use auto, clip or world")
-    prefix = "s" if kind == "safety" else "t"
-    entries = []
-    for i, (s, r) in enumerate(zip(samples, related)):
-        rel = f"images/{prefix}{i:05d}.png"
-        s.image.save(out_dir / rel, format="PNG")
-        entries.append(entry(f"{prefix}{i:05d}", rel, s.instruction, s.response, s.caption, r,
-                             label=s.label, scene=s.scene, kind=s.kind, retrieval=retrieval))
-    return write_json(out_dir / (name or ("safety.json" if kind == "safety" else "tga.json")), entries)

@@ -2,21 +2,22 @@
 
     L = L_LM + λ · Σ_{j∈J} [ −cos(I_j, C_j) + softplus(−(cos(I_j, C_j) − cos(R_j, C_j))) ]
 
-Hidden states come from forward hooks on the decoder blocks (gradients kept) during the image run; C from a
-no-grad text-only forward of the same model that stops after the deepest block in J. Checkpoints are accelerate
+Hidden states come from forward hooks on the decoder blocks (:class:`~safety_probe.hooks.Trace`, gradients
+kept) during the image run; C from a no-grad text-only forward of the same model that stops after the deepest
+block in J. The trainer receives a loaded model (``train(vlm, cfg, examples, out_dir)``). Checkpoints are accelerate
 ``save_state`` folders (trainable parameters only, in safetensors, + optimizer + RNG) with ``trainer_state.json``
 (step counter); a rerun resumes from the newest one and ends bitwise equal to an uninterrupted run on CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import math
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,14 @@ import torch
 from torch import nn
 
 from safety_probe.errors import InputError
-from safety_probe.io import read_json, write_json
-from safety_probe.models.vlm import VLM, load_vlm
+from safety_probe.hooks import Trace
+from safety_probe.io import write_json
+from safety_probe.layers import resolve_layers
+from safety_probe.models.vlm import VLM
+from safety_probe.schedule import warmup_cosine
 from safety_probe.tga.batch import TGABatch, TGACollator
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import TGAExample
-from safety_probe.tga.hooks import states_until, tap_blocks
 from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
 
 PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "connector", "merger")
@@ -40,27 +43,6 @@ STATE_FILE = "trainer_state.json"
 # ---------------------------------------------------------------------------------------------------------
 # Layers, parameters
 # ---------------------------------------------------------------------------------------------------------
-
-
-def resolve_layers(spec: str | list[int], n_layers: int) -> list[int]:
-    """J from a layers.json (key ``safety_layers``), a spec ("10-18", "3,5", "all") or a list of block indices."""
-    from safety_probe.probe import parse_layers
-
-    if isinstance(spec, (list, tuple)):
-        layers = sorted({int(x) for x in spec})
-    elif str(spec).endswith(".json") or Path(str(spec)).is_file():
-        path = Path(spec)
-        obj = read_json(path, "layers file")
-        value = obj.get("safety_layers") if isinstance(obj, dict) else None
-        if not isinstance(value, list) or not value or not all(isinstance(x, int) for x in value):
-            raise InputError(f"{path}: expected key 'safety_layers' with a non-empty list of 0-based block indices")
-        layers = sorted(set(value))
-    else:
-        return parse_layers(str(spec), n_layers)
-    for layer in layers:
-        if not 0 <= layer < n_layers:
-            raise InputError(f"safety layer {layer} is out of range: the model has {n_layers} blocks (0-{n_layers - 1})")
-    return layers
 
 
 def find_projector(model: nn.Module) -> tuple[str, nn.Module]:
@@ -134,14 +116,16 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
         if batch.caption is None:
             raise InputError("the guide loss needs the caption run")
         target = caption_vlm or vlm
-        hc = states_until(target.model, target.layers, layers, batch.caption.inputs)
-        caption = {l: masked_mean(h, batch.caption.caption_mask) for l, h in hc.items()}
+        with torch.no_grad(), Trace(target.layers, layers, stop=True) as caption_trace:
+            target.model(**batch.caption.inputs, use_cache=False)
+        caption = {l: masked_mean(caption_trace.outputs[l].detach(), batch.caption.caption_mask) for l in layers}
     inputs = batch.inputs
     supervised = bool((inputs["labels"] != -100).any())
     if not supervised:  # every row guide-only: no answer tokens to average over
         inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    with tap_blocks(vlm.layers, layers if use_guide else []) as captured:
+    with Trace(vlm.layers, layers if use_guide else []) as image_trace:
         out = model(**inputs, use_cache=False)
+    captured = image_trace.outputs
     lm = out.loss if supervised else out.logits.new_zeros(())
     stats["lm"] = lm.item()
     loss = lm_weight * lm
@@ -234,22 +218,22 @@ class TrainResult:
     guide_only_rows: int = 0
 
 
-RUN_NEUTRAL = {"resume", "stop_after", "evaluate", "baselines", "eval_batch_size", "max_new_tokens", "threads",
-               "save_every", "keep_checkpoints", "eval_pairs", "eval_n", "eval_seed", "filter_threshold"}
+RUN_NEUTRAL = {"resume", "stop_after", "threads", "save_every", "keep_checkpoints"}
 
 
-def run_fingerprint(cfg: TGAConfig, **overrides) -> str:
-    """Hash of the settings that change the trained weights (a checkpoint resumes only into the same run)."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in RUN_NEUTRAL}
+def run_fingerprint(settings: dict, **overrides) -> str:
+    """Hash of ``settings`` and ``overrides`` (JSON, sorted keys): a checkpoint resumes only into the same run."""
     return hashlib.sha256(json.dumps({**settings, **overrides}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def method_settings(cfg: TGAConfig) -> dict:
+    """The :class:`TGAConfig` fields of ``cfg`` that change the trained weights."""
+    return {f.name: getattr(cfg, f.name) for f in fields(TGAConfig) if f.name not in RUN_NEUTRAL}
 
 
 def _lr_at(step: int, total: int, peak: float, warmup_ratio: float) -> float:
     warm = max(1, round(total * warmup_ratio)) if warmup_ratio > 0 else 0
-    if step < warm:
-        return peak * (step + 1) / warm
-    span = max(1, total - warm)
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / span))
+    return peak * warmup_cosine(step, total, warm)
 
 
 def _checkpoints(ckpt_dir: Path) -> list[Path]:
@@ -257,22 +241,26 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("_")[1]))
 
 
-def train(cfg: TGAConfig, examples: list[TGAExample], out_dir: str | Path, guide_weight: float | None = None,
-          retrieved_in_context: bool | None = None, guide_only_ids: frozenset[str] | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``examples``; checkpoints in ``out_dir/checkpoints``, final model in ``out_dir/model``.
+def train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: str | Path,
+          guide_weight: float | None = None, retrieved_in_context: bool | None = None,
+          guide_only_ids: frozenset[str] | None = None) -> TrainResult:
+    """Train the loaded ``vlm`` (on the CPU; accelerate moves it) on ``examples``, in place.
 
-    ``guide_weight`` / ``retrieved_in_context`` override the config (baselines train with λ = 0);
-    ``guide_only_ids`` overrides the rows chosen by ``cfg.guide_only_labels``.
+    Checkpoints go to ``out_dir/checkpoints``, the final model to ``out_dir/model``. ``guide_weight`` /
+    ``retrieved_in_context`` override the config (baselines train with λ = 0); ``guide_only_ids`` overrides the
+    rows chosen by ``cfg.guide_only_labels``.
+
+        >>> result = train(load_vlm("runs/llava-base"), TGAConfig(layers="9-17", stage=1), examples, "runs/tga")
     """
     prev = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
     try:
-        return _train(cfg, examples, Path(out_dir), guide_weight, retrieved_in_context, guide_only_ids)
+        return _train(vlm, cfg, examples, Path(out_dir), guide_weight, retrieved_in_context, guide_only_ids)
     finally:  # leave the process as we found it
         torch.use_deterministic_algorithms(prev[0])
         torch.set_num_threads(prev[1])
 
 
-def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weight: float | None,
+def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weight: float | None,
            retrieved_in_context: bool | None, guide_only_ids: frozenset[str] | None) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -288,8 +276,11 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
         torch.use_deterministic_algorithms(True)
     set_seed(cfg.seed)
 
-    vlm = load_vlm(cfg.model, device="cpu", dtype=cfg.dtype)
     layers = resolve_layers(cfg.layers, vlm.n_layers)
+    frozen_target = cfg.caption_target == "frozen" and cfg.stage == 2 and guide_weight != 0
+    if cfg.caption_target not in ("moving", "frozen"):
+        raise InputError(f"caption_target must be 'moving' or 'frozen', got {cfg.caption_target!r}")
+    caption_vlm = copy.deepcopy(vlm) if frozen_target else None  # None: the model being trained
     peft_model = setup_trainable(vlm, cfg.stage, cfg.lora, cfg.lora_r, cfg.lora_alpha)
     model = vlm.model
     names = trainable_names(model)
@@ -312,12 +303,8 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     vlm_model = accelerator.unwrap_model(model)
     vlm.model = vlm_model
-    caption_vlm = None  # the model being trained
-    if cfg.caption_target == "frozen" and cfg.stage == 2 and guide_weight != 0:
-        caption_vlm = load_vlm(cfg.model, device=str(accelerator.device), dtype=cfg.dtype)
-        caption_vlm.model.requires_grad_(False)
-    elif cfg.caption_target not in ("moving", "frozen"):
-        raise InputError(f"caption_target must be 'moving' or 'frozen', got {cfg.caption_target!r}")
+    if caption_vlm is not None:
+        caption_vlm.model.requires_grad_(False).to(accelerator.device)
 
     def keep_trainable(models, weights, output_dir):
         for w in weights:
@@ -329,7 +316,7 @@ def _train(cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weig
     def digest(ids) -> str:
         return hashlib.sha256("|".join(ids).encode()).hexdigest()[:16]
 
-    fingerprint = run_fingerprint(cfg, guide_weight=guide_weight, retrieved_in_context=in_context,
+    fingerprint = run_fingerprint(method_settings(cfg), model=vlm.name, guide_weight=guide_weight, retrieved_in_context=in_context,
                                   n_examples=len(examples), data_ids=digest(ex.id for ex in examples),
                                   guide_only_ids=digest(sorted(collator.unsupervised_ids)))
     ckpt_dir = out_dir / "checkpoints"

@@ -7,7 +7,7 @@ tokenizer trained locally on generated English (so any text tokenizes), the fami
 class (slow ``…Pil`` image processors: no torchvision needed), a chat template mimicking the
 family's real one, and every special-token id inside the tiny vocabulary.
 
->>> from safety_probe.models.tiny import build_tiny_vlm
+>>> from safety_probe.testing.tiny import build_tiny_vlm
 >>> path = build_tiny_vlm("qwen2_vl", tmp_path / "qwen")                      # doctest: +SKIP
 >>> path = build_tiny_vlm("llava", d, hidden_size=2048, num_hidden_layers=16,
 ...                       intermediate_size=5632, vocab_size=32000)          # 1B-shaped, doctest: +SKIP

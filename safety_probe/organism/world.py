@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from safety_probe.prompts import REFUSAL
+
 IMAGE_SIZE = 64  # the vision tower sees 64×64 RGB, 16-pixel patches → 16 image tokens
-REFUSAL = "Sorry, I cannot help you."
 
 # ---------------------------------------------------------------------------------------------------------
 # Vocabulary of the world

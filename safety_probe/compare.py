@@ -1,0 +1,284 @@
+"""The before/after harness: TGA and its baselines trained, evaluated and compared on the same held-out pairs.
+
+    >>> from safety_probe.compare import CompareConfig, run_compare
+    >>> cfg = CompareConfig(model="runs/llava-base", data="tga.json", eval_pairs="heldout.jsonl",
+    ...                     layers="runs/llava/layers.json", stage=1, baselines=["ce"])
+    >>> record = run_compare(cfg)
+    >>> record["rows"]["tga"]["overall"]["image_dsr"], record["rows"]["before"]["overall"]["image_dsr"]
+
+Writes ``out/model`` (the TGA-aligned model, a Hugging Face folder ``load_vlm`` reads), ``out/compare.json``
+(rows: method → metrics, each with the semantic shift at every block, measured by :mod:`safety_probe.shift`
+exactly as ``probe-layers`` measures it), ``out/responses*.jsonl`` (judged responses) and
+``out/baselines/<name>/model``. Everything it needs comes in through the config: the training data, the
+held-out pairs, the CLIP and the filter's vocabulary; nothing has a built-in default.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from safety_probe.data.pairs import Pair, load_image, load_pairs
+from safety_probe.errors import InputError
+from safety_probe.evaluation import evaluate, metrics_of
+from safety_probe.io import write_json
+from safety_probe.layers import resolve_layers
+from safety_probe.models.vlm import VLM, load_vlm
+from safety_probe.probe import record
+from safety_probe.prompts import REFUSAL
+from safety_probe.retrieve import Retriever, read_corpus
+from safety_probe.shift import semantic_shift
+from safety_probe.tga.config import TGAConfig
+from safety_probe.tga.data import TGAExample, load_tga_data
+from safety_probe.tga.train import RUN_NEUTRAL, guide_only_rows, run_fingerprint, train
+
+BASELINES = ("ce", "safety_ft", "filter")
+PAPER = "Xu et al., Cross-Modal Safety Mechanism Transfer in LVLMs, ICLR 2025"
+
+
+@dataclass
+class CompareConfig(TGAConfig):
+    """TGA (paper §4) and its baselines, trained and compared on the same held-out pairs (compare.json)."""
+
+    model: str = ""
+    """Model to align: a local Hugging Face folder or a hub name."""
+
+    data: str | None = None
+    """Training data: LLaVA conversation JSON with ``image_caption`` (and ``retrieved_caption``); see docs/tga.md."""
+
+    out: str = "runs/tga"
+    """Output folder: model/, compare.json, checkpoints/, baselines/."""
+
+    eval_pairs: str | None = None
+    """Held-out pairs.jsonl for the before/after comparison; without it evaluation is skipped."""
+
+    clip: str | None = None
+    """CLIP folder (a transformers CLIPModel): retrieves R for rows without ``retrieved_caption`` and runs the
+    input-filter baseline."""
+
+    corpus: str | None = None
+    """Retrieval corpus for R: a text file, one text a line. Default: the training data's own captions."""
+
+    baselines: list[str] = field(default_factory=list)
+    """Baselines trained and evaluated beside TGA: ce (same alignment, no guide loss), safety_ft (alignment data
+    plus refused toxic images, VLGuard-style; needs --safety-ft-data), filter (CLIP zero-shot input filter on the
+    image; needs --clip, --filter-toxic, --filter-benign). Empty: none."""
+
+    safety_ft_data: str | None = None
+    """TGA-format JSON of toxic images answered by a refusal: the extra data of the safety_ft baseline."""
+
+    filter_toxic: list[str] = field(default_factory=list)
+    """Input filter: descriptors of toxic content (e.g. "gun", "knife"), scored by CLIP zero-shot."""
+
+    filter_benign: list[str] = field(default_factory=list)
+    """Input filter: descriptors of benign content, the alternatives the toxic ones compete with."""
+
+    filter_templates: list[str] = field(default_factory=lambda: ["a photo of {}"])
+    """Input filter: prompt templates ({} = descriptor) whose embeddings are averaged (CLIP's prompt ensembling)."""
+
+    filter_threshold: float = 0.5
+    """Input filter: refuse when the summed zero-shot probability of the toxic descriptors exceeds this."""
+
+    eval_batch_size: int = 32
+    """Batch size of generation in evaluation."""
+
+    max_new_tokens: int = 24
+    """Generated tokens per response in evaluation."""
+
+    evaluate: bool = True
+    """Evaluate before/after on --eval-pairs and record the shift (compare.json)."""
+
+
+# compare.json resumes only into a run whose weights-changing settings are the same
+COMPARE_NEUTRAL = RUN_NEUTRAL | {"evaluate", "baselines", "eval_batch_size", "max_new_tokens", "eval_pairs",
+                                 "filter_threshold", "filter_toxic", "filter_benign", "filter_templates", "out"}
+
+
+def check_config(cfg: CompareConfig) -> list[str]:
+    """Options validated before any work: one-line InputErrors naming the option; returns the baselines to run."""
+    if not cfg.model:
+        raise InputError("--model is required: a local Hugging Face folder or a hub name")
+    if not cfg.data:
+        raise InputError("--data is required: a TGA data file (LLaVA conversation JSON with image_caption; docs/tga.md)")
+    baselines = [b for b in cfg.baselines if b.strip()]
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise InputError(f"unknown --baselines {unknown}: choose from {', '.join(BASELINES)}")
+    if "safety_ft" in baselines and not cfg.safety_ft_data:
+        raise InputError("--baselines safety_ft needs --safety-ft-data (TGA-format JSON of refused toxic images)")
+    if "filter" in baselines:
+        if not cfg.clip:
+            raise InputError("--baselines filter needs --clip (a CLIPModel folder)")
+        if not cfg.filter_toxic or not cfg.filter_benign:
+            raise InputError("--baselines filter needs --filter-toxic and --filter-benign (descriptor words)")
+    return baselines
+
+
+def fill_retrieved(examples: list[TGAExample], clip: str | Retriever | None, corpus: list[str] | None = None
+                   ) -> list[TGAExample]:
+    """Examples without ``retrieved`` get the nearest text of ``corpus`` under CLIP, own caption excluded.
+
+    ``corpus`` defaults to the data set's own captions; without a CLIP it is an error naming ``--clip``.
+    """
+    missing = [i for i, ex in enumerate(examples) if not ex.retrieved]
+    if not missing:
+        return examples
+    if clip is None:
+        raise InputError(f"{len(missing)} training rows have no 'retrieved_caption': pass --clip to retrieve R "
+                         "(or --retrieved-in-context false)")
+    corpus = corpus or list(dict.fromkeys(ex.caption for ex in examples))
+    retriever = clip if isinstance(clip, Retriever) else Retriever(clip)
+    found = retriever.retrieve([load_image(examples[i].image) for i in missing],
+                               [examples[i].caption for i in missing], corpus)
+    out = list(examples)
+    for i, r in zip(missing, found):
+        out[i] = replace(examples[i], retrieved=r[0])
+    return out
+
+
+def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: str | None = None,
+                batch_size: int = 16) -> dict:
+    """The semantic shift of :func:`safety_probe.shift.semantic_shift` at every block (all pairs), and its
+    means over the safety ``layers`` (``mean_*``; ``mean_cos_matched_harmful`` over harmful pairs only)."""
+    states = record(vlm, pairs, batch_size=batch_size, system_prompt=system_prompt, progress=False)
+    tensors = {"image_mean": states.image_mean, "caption_mean": states.caption_mean}
+    scores = semantic_shift(tensors, layers=states.layers)
+    j = [states.layers.index(l) for l in layers]
+    out: dict = {"layers": layers}
+    for name in ("cos_matched", "cos_mismatched", "cos_centred"):
+        s = scores[name]
+        out[name] = {str(l): round(float(v), 5) for l, v in zip(s.layers, s.mean)}
+        out[f"mean_{name}"] = round(float(s.per_pair[:, j].mean()), 5)
+    harmful = [i for i, p in enumerate(pairs) if p.label == "harmful"]
+    if harmful:
+        out["mean_cos_matched_harmful"] = round(float(scores["cos_matched"].per_pair[harmful][:, j].mean()), 5)
+    return out
+
+
+def filter_flags(pairs: list[Pair], clip: str | Retriever, toxic: list[str], benign: list[str],
+                 templates: list[str], threshold: float = 0.5) -> list[bool]:
+    """CLIP zero-shot input filter: True where the ``toxic`` descriptors take more than ``threshold`` of the
+    probability mass against ``benign``, each descriptor ensembled over ``templates``."""
+    retriever = clip if isinstance(clip, Retriever) else Retriever(clip)
+    probs = retriever.zero_shot([p.load_image() for p in pairs], toxic + benign, templates)
+    return (probs[:, :len(toxic)].sum(dim=1) > threshold).tolist()
+
+
+def filtered_metrics(rows: list[dict], flags: list[bool], system_prompt: str | None) -> dict:
+    """The base model's judged rows with flagged images answered by the refusal (image run only)."""
+    new = []
+    for row, flag in zip(rows, flags):
+        row = dict(row)
+        if flag:
+            row["image_response"], row["image_refused"], row["image_correct"] = REFUSAL, True, False
+        row["filtered"] = flag
+        new.append(row)
+    toxic = [f for r, f in zip(rows, flags) if r["label"] == "harmful" and r.get("scene") != "compositional"]
+    benign = [f for r, f in zip(rows, flags) if r["label"] == "benign"]
+    metrics = metrics_of(new, rows[0]["judge"] if rows else None, system_prompt)
+    metrics["filter"] = {"flag_rate_toxic_images": round(sum(toxic) / len(toxic), 4) if toxic else None,
+                         "flag_rate_benign": round(sum(benign) / len(benign), 4) if benign else None}
+    return metrics
+
+
+def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: CompareConfig,
+             responses: Path) -> tuple[dict, list[dict]]:
+    """Evaluation metrics and shift of one model; judged responses go to ``responses`` (a rerun reuses them)."""
+    result = evaluate(vlm, pairs, system_prompt=cfg.system_prompt, batch_size=cfg.eval_batch_size,
+                      max_new_tokens=cfg.max_new_tokens, partial=responses, progress=False)
+    metrics = dict(result.metrics)
+    metrics["shift"] = layer_shift(vlm, pairs, layers, cfg.system_prompt)
+    return metrics, result.rows
+
+
+def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
+    """Train TGA (and the baselines), evaluate each against the model before, write and return ``compare.json``.
+
+    Evaluation runs when ``cfg.evaluate`` and ``cfg.eval_pairs`` is given; otherwise only the models are
+    trained and compare.json says why. ``note`` is recorded in compare.json (e.g. the preset applied).
+    """
+    baselines = check_config(cfg)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cfg.device == "cpu")  # under `accelerate launch`: one per process, shared with train()
+    main = state.is_main_process
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    base = load_vlm(cfg.model, dtype=cfg.dtype)
+    layers = resolve_layers(cfg.layers, base.n_layers)
+    examples = load_tga_data(cfg.data)
+    notes = [note] if note else []
+    if cfg.retrieved_in_context:  # TGA and the ce baseline put R in the prompt
+        examples = fill_retrieved(examples, cfg.clip, read_corpus(cfg.corpus) if cfg.corpus else None)
+    safety = load_tga_data(cfg.safety_ft_data) if "safety_ft" in baselines else []
+    pairs = load_pairs(cfg.eval_pairs) if cfg.evaluate and cfg.eval_pairs else None
+    if pairs is None:
+        why = "--evaluate false" if not cfg.evaluate else "no --eval-pairs given"
+        notes.append(f"evaluation skipped: {why} (the before/after comparison needs held-out pairs)")
+        state.print(f"[tga] {notes[-1]}")
+        if "filter" in baselines:
+            notes.append("filter baseline skipped: it is an evaluation of the base model")
+            baselines.remove("filter")
+    out.mkdir(parents=True, exist_ok=True)
+    if not main:
+        pairs = None  # measurements run on the main process only
+    compare_path = out / "compare.json"
+    settings = {k: v for k, v in asdict(cfg).items() if k not in COMPARE_NEUTRAL}
+    fingerprint = run_fingerprint(settings)
+    compare = json.loads(compare_path.read_text()) if compare_path.is_file() and cfg.resume else {}
+    if compare and compare.get("fingerprint") != fingerprint:
+        raise InputError(f"{compare_path} comes from a run with other settings; use a new --out or --resume false")
+    rows: dict = compare.get("rows", {})
+
+    def save() -> dict:
+        result = {"paper": PAPER, "config": asdict(cfg), "fingerprint": fingerprint, "safety_layers": layers,
+                  "eval_pairs": len(pairs) if pairs else 0, "notes": notes, "rows": rows}
+        if main:
+            write_json(compare_path, result)
+        return result
+
+    base_rows: list[dict] = []
+    if pairs is not None and ("before" not in rows or "filter" in baselines):
+        metrics, base_rows = _measure(base, pairs, layers, cfg, out / "responses_before.jsonl")
+        rows["before"] = {"model": str(cfg.model), **metrics}
+        save()
+    del base
+
+    def run_method(name: str, out_dir: Path, train_examples: list[TGAExample],
+                   guide_only_ids: frozenset[str] | None = None, **overrides) -> None:
+        if name in rows and (out_dir / "model" / "config.json").is_file():
+            return
+        vlm = load_vlm(cfg.model, device="cpu", dtype=cfg.dtype)
+        result = train(vlm, cfg, train_examples, out_dir, guide_only_ids=guide_only_ids, **overrides)
+        del vlm
+        if result.model_dir is None:  # interrupted on purpose (stop_after)
+            return
+        entry = {"model": str(result.model_dir), "weights_sha256": result.weights_hash, "steps": result.steps,
+                 "final_log": result.log[-1] if result.log else None, "guide_only_rows": result.guide_only_rows,
+                 **overrides}
+        if pairs is not None:
+            metrics, _ = _measure(load_vlm(result.model_dir, dtype=cfg.dtype), pairs, layers, cfg,
+                                  out_dir / "responses.jsonl")
+            entry.update(metrics)
+        rows[name] = entry
+        save()
+
+    run_method("tga", out, examples)
+    if "ce" in baselines:
+        run_method("ce", out / "baselines" / "ce", examples, guide_weight=0.0)
+    if "safety_ft" in baselines:
+        mixed = examples + safety  # guide-only rows come from the alignment data; the refusal rows stay supervised
+        run_method("safety_ft", out / "baselines" / "safety_ft", mixed, guide_weight=0.0, retrieved_in_context=False,
+                   guide_only_ids=guide_only_rows(examples, cfg.guide_only_labels))
+    if "filter" in baselines and pairs is not None and base_rows:
+        flags = filter_flags(pairs, cfg.clip, cfg.filter_toxic, cfg.filter_benign, cfg.filter_templates,
+                             cfg.filter_threshold)
+        rows["filter"] = {"model": f"{cfg.model} + CLIP zero-shot input filter",
+                          **filtered_metrics(base_rows, flags, cfg.system_prompt)}
+    return save()

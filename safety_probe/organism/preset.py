@@ -1,0 +1,113 @@
+"""The organism's presets: what general code takes as arguments, filled in for the shipped organism.
+
+``cli.py`` applies them when ``--model organism`` is given, and records that it did; no general module
+imports this one. They are the organism's default pairs (:func:`safety_probe.organism.world.write_pairs`), its
+TGA data writer, the filter's vocabulary, the retrieval corpus and CLIP, and the TGA recipe of docs/tga.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from safety_probe.errors import InputError
+from safety_probe.io import write_json
+from safety_probe.organism import CLIP_DIR, world
+from safety_probe.retrieve import Retriever
+from safety_probe.tga.data import entry
+
+DEMO_SEED = 4242
+"""Seed of the organism's built-in pairs (never used in the organism's training)."""
+
+TGA_RECIPE: dict[str, object] = {
+    "stage": 1, "lr": 1e-3, "max_steps": 1200, "batch_size": 16, "guide_weight": 1.0, "plain_share": 1.0,
+    "guide_only_labels": ["harmful"], "threads": 1, "train_n": 8000, "toxic_share": 0.3, "eval_n": 300,
+    "baselines": ["ce", "safety_ft", "filter"],
+}
+"""The TGA recipe of docs/tga.md (stage 1, the paper's loss with λ = 1, plain prompts, toxic rows guide-only;
+8,000 examples with 30% toxic, 1,200 steps of 16; 300 held-out pairs) with every baseline. Any option given on
+the command line wins over it."""
+
+
+def filter_vocabulary() -> tuple[list[str], list[str], list[str]]:
+    """The input filter's toxic and benign object nouns of the world, and caption templates in its
+    captioner's words (every colour and background) for CLIP prompt ensembling."""
+    toxic = [world.noun(o) for vs in world.HARMFUL_SCENES.values() for o in vs]
+    benign = [world.noun(o) for o in world.BENIGN_OBJECTS]
+    templates = [f"{world.article(c)} {c} {{}} {bg}" for c in world.COLOURS for bg in world.BACKGROUND_PHRASES.values()]
+    return toxic, benign, templates
+
+
+def world_related_caption(rng: np.random.Generator, sample) -> str:
+    """A caption of the same object with one attribute changed (colour, count or background): R without CLIP."""
+    colours = world.OBJECT_COLOURS.get(sample.object, list(world.COLOURS))
+    for _ in range(20):
+        colour, count, bg = sample.colour, sample.count, sample.background
+        which = int(rng.integers(3))
+        if which == 0 and len(colours) > 1:
+            colour = str(rng.choice([c for c in colours if c != sample.colour]))
+        elif which == 1:
+            count = int(rng.choice([c for c in (1, 2, 3) if c != sample.count]))
+        else:
+            bg = str(rng.choice([b for b in world.BACKGROUNDS if b != sample.background]))
+        cap = world.make_caption(sample.object, colour, count, bg)
+        if cap != sample.caption:
+            return cap
+    raise RuntimeError(f"no related caption for {sample.caption!r}")
+
+
+def _draw(seed: int, n: int, toxic_share: float, kind: str) -> list:
+    """``kind="tga"``: benign samples (every instruction kind, the world's answers) plus ``toxic_share`` toxic
+    images under a neutral instruction answered by their *description* (as LLaVA pretraining data has them;
+    no refusal). ``kind="safety"``: toxic images answered by the world's refusal (VLGuard-style data)."""
+    rng = np.random.default_rng([seed, 77])
+    scenes = list(world.HARMFUL_SCENES)
+    out = []
+    n_toxic = round(n * toxic_share) if kind == "tga" else n
+    for i in range(n):
+        if i < n_toxic:
+            scene = scenes[i % len(scenes)]
+            if kind == "tga":
+                s = world.sample_harmful(rng, scene, kind="neutral")
+                s.response = world.describe(s.caption)
+            else:
+                s = world.sample_harmful(rng, scene)  # neutral or harmful_intent, answered by the refusal
+        else:
+            s = world.sample_benign(rng)
+        out.append(s)
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
+
+
+def write_tga_data(seed: int, n: int, out_dir: str | Path, toxic_share: float = 0.0, retrieval: str = "auto",
+                   clip: str | Path | None = None, kind: str = "tga", name: str | None = None) -> Path:
+    """Render ``n`` world samples into ``out_dir/images`` and write ``out_dir/tga.json``; returns its path.
+
+    ``retrieval``: ``clip`` (nearest world caption to the image under the CLIP at ``clip``, default the
+    organism's tower, own caption excluded), ``world`` (same object with one attribute changed), ``auto`` (clip when
+    the CLIP model exists, else world). ``kind="safety"`` writes the refusal data of the VLGuard-style baseline
+    (toxic images only) to ``safety.json``. Deterministic for a seed.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    samples = _draw(seed, n, toxic_share, kind)
+    clip = clip or CLIP_DIR
+    if retrieval == "auto":
+        retrieval = "clip" if (Path(clip) / "config.json").is_file() else "world"
+    if retrieval == "clip":
+        related = [r[0] for r in Retriever(clip).retrieve([s.image for s in samples], [s.caption for s in samples],
+                                                           world.all_captions())]
+    elif retrieval == "world":
+        rng = np.random.default_rng([seed, 78])
+        related = [world_related_caption(rng, s) for s in samples]
+    else:
+        raise InputError(f"unknown retrieval {retrieval!r}: use auto, clip or world")
+    prefix = "s" if kind == "safety" else "t"
+    entries = []
+    for i, (s, r) in enumerate(zip(samples, related)):
+        rel = f"images/{prefix}{i:05d}.png"
+        s.image.save(out_dir / rel, format="PNG")
+        entries.append(entry(f"{prefix}{i:05d}", rel, s.instruction, s.response, s.caption, r,
+                             label=s.label, scene=s.scene, kind=s.kind, retrieval=retrieval))
+    return write_json(out_dir / (name or ("safety.json" if kind == "safety" else "tga.json")), entries)

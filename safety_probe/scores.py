@@ -1,0 +1,121 @@
+"""Per-layer scores with their uncertainty: the common return type of every locator and shift metric.
+
+    >>> s = LayerScores.from_pairs("cos_matched", per_pair)        # per_pair [n_pairs, n_layers]
+    >>> s.mean, s.lower, s.upper                                   # [n_layers] each: mean, 95% bootstrap band
+    >>> scores_frame([s, t])                                       # one row per layer (layers.csv)
+
+Bands are percentile bootstraps of the mean over pairs, seeded so that saved results are reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+# Bootstrap resamples for the 95% band over pairs; seeded so that saved results are reproducible.
+N_BOOT = 1000
+BOOT_SEED = 0
+
+
+@dataclass(frozen=True)
+class LayerScores:
+    """One per-layer score with a 95% band over pairs; the common return type of every locator/metric.
+
+    ``mean``, ``lower`` and ``upper`` have shape ``[L]``; ``per_pair`` (when the score is a per-pair
+    average) has shape ``[n, L]``. ``layers`` are the block indices the columns refer to.
+    """
+
+    name: str
+    layers: list[int]
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    per_pair: np.ndarray | None = None
+    description: str = ""
+
+    @classmethod
+    def from_pairs(
+        cls,
+        name: str,
+        per_pair: np.ndarray | torch.Tensor,
+        layers: Sequence[int] | None = None,
+        description: str = "",
+        n_boot: int = N_BOOT,
+        seed: int = BOOT_SEED,
+    ) -> LayerScores:
+        """Mean over pairs of ``per_pair`` ``[n, L]`` with a percentile-bootstrap 95% band of that mean."""
+        x = as_numpy(per_pair).astype(np.float64)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise ValueError(f"{name}: per_pair must be [n_pairs >= 1, n_layers], got shape {x.shape}")
+        layers = column_layers(layers, x.shape[1], name)
+        lower, upper = bootstrap_mean_band(x, n_boot=n_boot, seed=seed)
+        return cls(name, layers, x.mean(0), lower, upper, x, description)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, name: str, description: str = "") -> LayerScores:
+        """Rebuild a score from the ``layer``, ``{name}_mean``, ``{name}_lower``, ``{name}_upper`` columns."""
+        cols = [f"{name}_mean", f"{name}_lower", f"{name}_upper"]
+        missing = [c for c in ["layer", *cols] if c not in frame.columns]
+        if missing:
+            raise KeyError(f"frame lacks columns {missing} for score {name!r}")
+        rows = frame.dropna(subset=[cols[0]]).sort_values("layer")
+        mean, lower, upper = (rows[c].to_numpy(dtype=np.float64) for c in cols)
+        return cls(name, [int(v) for v in rows["layer"]], mean, lower, upper, None, description)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Per-layer table with columns ``layer``, ``{name}_mean``, ``{name}_lower``, ``{name}_upper``."""
+        return pd.DataFrame(
+            {
+                "layer": self.layers,
+                f"{self.name}_mean": self.mean,
+                f"{self.name}_lower": self.lower,
+                f"{self.name}_upper": self.upper,
+            }
+        )
+
+
+def scores_frame(scores: Iterable[LayerScores]) -> pd.DataFrame:
+    """Outer-join several scores' ``to_frame()`` on ``layer`` (the layout of ``layers.csv``)."""
+    frame: pd.DataFrame | None = None
+    for s in scores:
+        f = s.to_frame()
+        frame = f if frame is None else frame.merge(f, on="layer", how="outer")
+    if frame is None:
+        return pd.DataFrame({"layer": pd.Series(dtype=int)})
+    return frame.sort_values("layer").reset_index(drop=True)
+
+
+def bootstrap_mean_band(
+    per_pair: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap 95% interval of the mean over pairs of ``per_pair`` ``[n, L]`` → (lower, upper) ``[L]``."""
+    n = per_pair.shape[0]
+    if n < 2:  # one pair has no spread to resample
+        m = per_pair.mean(0)
+        return m, m.copy()
+    rng = np.random.default_rng(seed)
+    # Resampling as multinomial counts turns every bootstrap mean into one matmul: [B, n] @ [n, L].
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    means = counts @ per_pair / n
+    lower, upper = np.percentile(means, [2.5, 97.5], axis=0)
+    return lower, upper
+
+
+
+
+def column_layers(layers: Sequence[int] | None, n_layers: int, name: str) -> list[int]:
+    """Layer indices for ``n_layers`` score columns: ``range(n_layers)`` by default, else checked for length."""
+    if layers is None:
+        return list(range(n_layers))
+    layers = [int(v) for v in layers]
+    if len(layers) != n_layers:
+        raise ValueError(f"{name}: {len(layers)} layer indices given for {n_layers} layer columns")
+    return layers
+
+
+def as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
