@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from safety_probe.errors import InputError
+from safety_probe.io import write_jsonl
 from safety_probe.prompts import DEFAULT_INSTRUCTION
 
 LABELS = ("harmful", "benign")
+PAIR_FIELDS = ("image", "caption", "instruction", "label", "scene", "text_query", "source_id")
 
 
 @dataclass(frozen=True)
@@ -19,13 +22,17 @@ class Pair:
     """One image, the caption of that image, and the instruction asked of both.
 
     ``extra`` keeps every other field of the line (``kind``, ``expected``, ...) for evaluation.
+    ``caption`` is None when the source gives no description of the image; ``text_query`` is the source
+    benchmark's own text-only equivalent of image + instruction; ``source_id`` is the benchmark's row id.
     """
 
     image: Path
-    caption: str
+    caption: str | None
     instruction: str = DEFAULT_INSTRUCTION
     label: str | None = None
     scene: str | None = None
+    text_query: str | None = None
+    source_id: str | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     def load_image(self) -> Image.Image:
@@ -62,11 +69,12 @@ def string_field(obj: dict, key: str, where: str, required: bool = True) -> str 
     return value
 
 
-def load_pairs(path: str | Path, check_images: bool = True) -> list[Pair]:
+def load_pairs(path: str | Path, check_images: bool = True, require_caption: bool = True) -> list[Pair]:
     """Read and validate a pairs JSONL file; images are resolved relative to it.
 
     Every problem raises InputError naming the file and line number. With ``check_images``
-    every image is opened once up front, so a bad image fails before any model work.
+    every image is opened once up front, so a bad image fails before any model work. With
+    ``require_caption=False`` a line without ``caption`` is accepted (its caption is None).
     """
     path = Path(path)
     if not path.is_file():
@@ -83,20 +91,26 @@ def load_pairs(path: str | Path, check_images: bool = True) -> list[Pair]:
         if not isinstance(obj, dict):
             raise InputError(f"{where}: expected a JSON object")
         image = string_field(obj, "image", where, required=True)
-        caption = string_field(obj, "caption", where, required=True)
+        if require_caption and obj.get("caption") is None:
+            raise InputError(f"{where}: missing field 'caption' "
+                             "(captions can be generated with `safety-probe caption --merge`)")
+        caption = string_field(obj, "caption", where, required=False)
         instruction = string_field(obj, "instruction", where, required=False) or DEFAULT_INSTRUCTION
         label = string_field(obj, "label", where, required=False)
         if label is not None and label not in LABELS:
             raise InputError(f"{where}: label must be one of {LABELS}, got {label!r}")
         scene = string_field(obj, "scene", where, required=False)
-        known = {"image", "caption", "instruction", "label", "scene"}
+        text_query = string_field(obj, "text_query", where, required=False)
+        source_id = string_field(obj, "source_id", where, required=False)
         pair = Pair(
             image=(path.parent / image).resolve(),
             caption=caption,
             instruction=instruction,
             label=label,
             scene=scene,
-            extra={k: v for k, v in obj.items() if k not in known},
+            text_query=text_query,
+            source_id=source_id,
+            extra={k: v for k, v in obj.items() if k not in PAIR_FIELDS},
         )
         if check_images:
             try:
@@ -107,3 +121,29 @@ def load_pairs(path: str | Path, check_images: bool = True) -> list[Pair]:
     if not pairs:
         raise InputError(f"{path}: no pairs in file")
     return pairs
+
+
+def write_pairs(pairs: list[Pair], path: str | Path) -> Path:
+    """Write ``pairs`` as a pairs JSONL file, atomically; ``load_pairs`` reads it back unchanged.
+
+    Image paths are written relative to the file's folder when the image lies inside it, else absolute.
+    Only fields that are not None are written; ``extra`` fields are merged into the line (an extra key
+    that shadows a pair field is an InputError).
+    """
+    path = Path(path)
+    folder = path.parent.resolve()
+    rows = []
+    for i, pair in enumerate(pairs):
+        image = Path(pair.image).resolve()
+        rel = image.is_relative_to(folder)
+        row = {"image": os.path.relpath(image, folder) if rel else str(image)}
+        for key in PAIR_FIELDS[1:]:
+            value = getattr(pair, key)
+            if value is not None:
+                row[key] = value
+        clash = sorted(set(pair.extra) & set(PAIR_FIELDS))
+        if clash:
+            raise InputError(f"pair {i} ({pair.source_id or image}): extra field '{clash[0]}' shadows a pair field")
+        row.update(pair.extra)
+        rows.append(row)
+    return write_jsonl(path, rows)
