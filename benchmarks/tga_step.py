@@ -18,9 +18,9 @@ import torch
 
 from safety_probe.io import write_json
 from safety_probe.models.vlm import load_vlm
-from safety_probe.tga.batch import TGACollator
 from safety_probe.organism import ORGANISM_DIR
 from safety_probe.organism.preset import write_tga_data
+from safety_probe.tga.batch import TGACollator
 from safety_probe.tga.data import load_tga_data
 from safety_probe.tga.train import setup_trainable, tga_loss
 

@@ -4,8 +4,8 @@ Figures follow Xu et al., "Cross-Modal Safety Mechanism Transfer in Large Vision
 ICLR 2025 (arXiv 2410.12662): the semantic shift (§3), where the safety mechanism activates (§2,
 Algorithm 1), the locators side by side, and the last-token cosine.
 
-Every figure is built once as a backend-neutral spec and rendered by either backend, so the PDF/PNG and
-the HTML always show the same data. :func:`draw_all` redraws everything from the saved per-layer table
+Every figure is built once as a backend-neutral spec (:mod:`safety_probe.render`) and rendered by either
+backend, so the PDF/PNG and the HTML always show the same data. :func:`draw_all` redraws everything from the saved per-layer table
 (``layers.csv``, columns ``layer`` and ``{score}_mean`` / ``{score}_lower`` / ``{score}_upper``) and the small
 ``layers.json`` dict (``safety_layers``, ``histogram``), so no model is needed.
 """
@@ -13,63 +13,28 @@ the HTML always show the same data. :func:`draw_all` redraws everything from the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from plotly.subplots import make_subplots
 
-from safety_probe.io import write_atomic
+from safety_probe.render import (
+    COLORS,
+    COLUMN_WIDTH_IN,
+    Backend,
+    Heatmap,
+    Panel,
+    Series,
+    Spec,
+    figure_style,
+    render,
+    save_figure,
+    save_html,
+)
 from safety_probe.scores import LayerScores
-
-CITATION = "Xu et al., Cross-Modal Safety Mechanism Transfer in LVLMs, ICLR 2025"
-COLUMN_WIDTH_IN = 3.4
-PNG_DPI = 300
-
-# Applied inside a context manager (never globally) both when drawing and when saving: the font type is
-# read at save time, and 42 embeds TrueType instead of Type 3 bitmaps-as-glyphs that journals reject.
-STYLE: dict[str, object] = {
-    "pdf.fonttype": 42,
-    "ps.fonttype": 42,
-    "font.family": "DejaVu Sans",
-    "font.size": 8,
-    "axes.labelsize": 8,
-    "axes.titlesize": 8,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "legend.fontsize": 7,
-    "legend.frameon": False,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.linewidth": 0.6,
-    "xtick.major.width": 0.6,
-    "ytick.major.width": 0.6,
-    "lines.linewidth": 1.2,
-    "lines.markersize": 2.5,
-    "savefig.dpi": PNG_DPI,
-}
-
-# Okabe–Ito colours: distinguishable with colour-vision deficiencies and in greyscale print.
-COLORS = {
-    "blue": "#0072B2",
-    "orange": "#E69F00",
-    "green": "#009E73",
-    "red": "#D55E00",
-    "purple": "#CC79A7",
-    "sky": "#56B4E9",
-    "grey": "#7F7F7F",
-    "band": "#F0E442",  # Okabe–Ito yellow: the safety band stays distinct from the grey baseline
-}
-
-Backend = Literal["matplotlib", "plotly"]
 
 #: Locator rows of the side-by-side figure: (column in layers.csv, label). "refusal_prob" is shown as its
 #: rise from the previous layer, because the probability itself keeps growing after the decision.
@@ -82,49 +47,6 @@ LOCATORS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass
-class _Series:
-    label: str
-    layers: list[int]
-    y: np.ndarray
-    color: str
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
-    dashed: bool = False
-    bars: bool = False
-
-
-@dataclass
-class _Heatmap:
-    rows: list[str]
-    layers: list[int]
-    values: np.ndarray  # [rows, layers] normalised to [0, 1]
-    raw: np.ndarray  # [rows, layers] as saved, for hover
-
-
-@dataclass
-class _Panel:
-    ylabel: str
-    series: list[_Series] = field(default_factory=list)
-    heatmap: _Heatmap | None = None
-    height: float = 1.0  # relative panel height
-
-
-@dataclass
-class _Spec:
-    title: str
-    panels: list[_Panel]
-    safety_layers: list[int]
-    height_in: float
-
-
-@contextmanager
-def figure_style() -> Iterator[None]:
-    """Temporarily apply :data:`STYLE` (matplotlib rcParams) for drawing or saving."""
-    with matplotlib.rc_context(STYLE):
-        yield
-
-
 def plot_shift(
     scores: Mapping[str, LayerScores], safety_layers: Sequence[int] = (), backend: Backend = "matplotlib"
 ) -> Figure | go.Figure:
@@ -135,10 +57,10 @@ def plot_shift(
         cos.append(_series(scores["cos_mismatched"], "mismatched", COLORS["grey"], dashed=True))
     if "cos_centred" in scores:
         cos.append(_series(scores["cos_centred"], "centred", COLORS["orange"]))
-    panels = [_Panel("cosine(image, caption)", cos, height=1.6)]
+    panels = [Panel("cosine(image, caption)", cos, height=1.6)]
     if "cka" in scores:
-        panels.append(_Panel("linear CKA", [_series(scores["cka"], "CKA across pairs", COLORS["green"])]))
-    return _render(_Spec("Semantic shift per layer", panels, list(safety_layers), 3.6), backend)
+        panels.append(Panel("linear CKA", [_series(scores["cka"], "CKA across pairs", COLORS["green"])]))
+    return render(Spec("Semantic shift per layer", panels, list(safety_layers), 3.6), backend)
 
 
 def plot_locate(
@@ -149,7 +71,7 @@ def plot_locate(
 ) -> Figure | go.Figure:
     """Where refusal appears: logit-lens P(refusal) per layer, above the Algorithm-1 histogram of pairs."""
     panels = [
-        _Panel(
+        Panel(
             "P(refusal tokens)", [_series(refusal_prob, "logit lens, text run", COLORS["red"])], height=1.6
         )
     ]
@@ -157,9 +79,9 @@ def plot_locate(
         counts = np.asarray(histogram["counts"], dtype=float)
         n_none = int(histogram.get("n_none", 0))
         label = f"Algorithm 1 layer ({int(counts.sum())} pairs; {n_none} never)"
-        bars = _Series(label, list(range(len(counts))), counts, COLORS["blue"], bars=True)
-        panels.append(_Panel("pairs", [bars]))
-    return _render(_Spec("Refusal emergence (logit lens)", panels, list(safety_layers), 3.4), backend)
+        bars = Series(label, list(range(len(counts))), counts, COLORS["blue"], bars=True)
+        panels.append(Panel("pairs", [bars]))
+    return render(Spec("Refusal emergence (logit lens)", panels, list(safety_layers), 3.4), backend)
 
 
 def plot_locators(
@@ -190,10 +112,10 @@ def plot_locators(
     if not rows:
         raise ValueError(f"plot_locators needs at least one of {[k for k, _ in LOCATORS]}")
     raw_arr = np.asarray(raw, dtype=float)
-    heat = _Heatmap(rows, layers, _minmax_rows(raw_arr), raw_arr)
-    panel = _Panel("", heatmap=heat)
-    return _render(
-        _Spec("Safety-layer locators", [panel], list(safety_layers), 0.9 + 0.28 * len(rows)), backend
+    heat = Heatmap(rows, layers, _minmax_rows(raw_arr), raw_arr)
+    panel = Panel("", heatmap=heat)
+    return render(
+        Spec("Safety-layer locators", [panel], list(safety_layers), 0.9 + 0.28 * len(rows)), backend
     )
 
 
@@ -201,8 +123,8 @@ def plot_last_token(
     cos_last: LayerScores, safety_layers: Sequence[int] = (), backend: Backend = "matplotlib"
 ) -> Figure | go.Figure:
     """Cosine between the last prompt position of the image run and of the text run, per layer."""
-    panel = _Panel("cosine (last token)", [_series(cos_last, "image run vs text run", COLORS["purple"])])
-    return _render(_Spec("Last-token cosine per layer", [panel], list(safety_layers), 2.2), backend)
+    panel = Panel("cosine (last token)", [_series(cos_last, "image run vs text run", COLORS["purple"])])
+    return render(Spec("Last-token cosine per layer", [panel], list(safety_layers), 2.2), backend)
 
 
 METHOD_COLORS = {"before": COLORS["grey"], "tga": COLORS["blue"], "ce": COLORS["orange"],
@@ -219,11 +141,11 @@ def plot_tga_shift(compare: Mapping, backend: Backend = "matplotlib") -> Figure 
             continue
         layers = sorted(int(l) for l in shift["cos_matched"])
         y = np.array([shift["cos_matched"][str(l)] for l in layers])
-        series.append(_Series(name, layers, y, METHOD_COLORS.get(name, COLORS["red"]), dashed=name == "before"))
+        series.append(Series(name, layers, y, METHOD_COLORS.get(name, COLORS["red"]), dashed=name == "before"))
     if not series:
         raise ValueError("plot_tga_shift: compare.json has no shift measurements")
-    panel = _Panel("cosine(image, caption)", series)
-    return _render(_Spec("Semantic shift before/after alignment", [panel], list(compare.get("safety_layers", [])),
+    panel = Panel("cosine(image, caption)", series)
+    return render(Spec("Semantic shift before/after alignment", [panel], list(compare.get("safety_layers", [])),
                          2.4), backend)
 
 
@@ -269,27 +191,6 @@ def draw_tga(compare: Mapping, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write ``stem.pdf`` (TrueType fonts) and ``stem.png`` (300 dpi) into ``out_dir`` atomically."""
-    out_dir = Path(out_dir)
-    paths = []
-    with figure_style():
-        for fmt in ("pdf", "png"):
-            path = out_dir / f"{stem}.{fmt}"
-            meta = {"Title": stem, "Subject": f"Method: {CITATION}"} if fmt == "pdf" else None
-            write_atomic(
-                path, lambda p, fmt=fmt, meta=meta: fig.savefig(p, format=fmt, dpi=PNG_DPI, metadata=meta)
-            )
-            paths.append(path)
-    return paths
-
-
-def save_html(fig: go.Figure, out_dir: str | Path, stem: str) -> Path:
-    """Write ``stem.html`` with plotly.js embedded (works offline) atomically."""
-    html = fig.to_html(include_plotlyjs=True, full_html=True)
-    return write_atomic(Path(out_dir) / f"{stem}.html", lambda p: p.write_text(html, encoding="utf-8"))
-
-
 def load_layer_results(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     """Read ``layers.csv`` and ``layers.json`` from a run directory (the inputs of :func:`draw_all`)."""
     run_dir = Path(run_dir)
@@ -329,8 +230,8 @@ def draw_all(frame: pd.DataFrame, meta: Mapping[str, object], out_dir: str | Pat
     return paths
 
 
-def _series(s: LayerScores, label: str, color: str, dashed: bool = False) -> _Series:
-    return _Series(
+def _series(s: LayerScores, label: str, color: str, dashed: bool = False) -> Series:
+    return Series(
         label, list(s.layers), np.asarray(s.mean), color, np.asarray(s.lower), np.asarray(s.upper), dashed
     )
 
@@ -345,253 +246,3 @@ def _minmax_rows(x: np.ndarray) -> np.ndarray:
     lo, hi = np.nanmin(x, axis=1, keepdims=True), np.nanmax(x, axis=1, keepdims=True)
     span = np.where(hi > lo, hi - lo, 1.0)  # a flat row maps to 0, not NaN
     return (x - lo) / span
-
-
-def _runs(layers: Sequence[int]) -> list[tuple[int, int]]:
-    """Maximal runs of consecutive layers, e.g. [3, 4, 5, 9] → [(3, 5), (9, 9)]."""
-    runs: list[tuple[int, int]] = []
-    for v in sorted(set(layers)):
-        if runs and v == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], v)
-        else:
-            runs.append((v, v))
-    return runs
-
-
-def _render(spec: _Spec, backend: Backend) -> Figure | go.Figure:
-    if backend == "matplotlib":
-        return _to_matplotlib(spec)
-    if backend == "plotly":
-        return _to_plotly(spec)
-    raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
-
-
-def _to_matplotlib(spec: _Spec) -> Figure:
-    with figure_style():
-        # A bare Figure (not pyplot) keeps no global state and still renders inline in Jupyter.
-        fig = Figure(figsize=(COLUMN_WIDTH_IN, spec.height_in), layout="constrained")
-        axes = fig.subplots(
-            len(spec.panels), 1, sharex=True, squeeze=False, height_ratios=[p.height for p in spec.panels]
-        )[:, 0]
-        for row, (ax, panel) in enumerate(zip(axes, spec.panels)):
-            if panel.heatmap is not None:
-                _mpl_heatmap(fig, ax, panel.heatmap, spec.safety_layers)
-                continue
-            for i, (s, e) in enumerate(_runs(spec.safety_layers)):
-                # Labelled once per figure: the band means the same in every panel.
-                ax.axvspan(
-                    s - 0.5,
-                    e + 0.5,
-                    color=COLORS["band"],
-                    alpha=0.3,
-                    lw=0,
-                    zorder=0,
-                    label="safety layers" if i == 0 and row == 0 else None,
-                )
-            for s in panel.series:
-                _mpl_series(ax, s)
-            ax.set_ylabel(panel.ylabel)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            # Legend above the axes, outside the data area.
-            ax.legend(
-                loc="lower left",
-                bbox_to_anchor=(0.0, 1.0),
-                ncol=2,
-                borderaxespad=0.2,
-                handlelength=1.8,
-                columnspacing=1.0,
-            )
-        axes[-1].set_xlabel("layer (decoder block, 0-based)")
-        all_layers = [v for p in spec.panels for s in p.series for v in s.layers]
-        if all_layers:
-            axes[-1].set_xlim(min(all_layers) - 0.5, max(all_layers) + 0.5)
-    return fig
-
-
-def _mpl_series(ax, s: _Series) -> None:
-    if s.bars:
-        ax.bar(s.layers, s.y, width=0.8, color=s.color, alpha=0.85, label=s.label, zorder=2)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
-        return
-    if s.lower is not None and s.upper is not None:
-        ax.fill_between(s.layers, s.lower, s.upper, color=s.color, alpha=0.2, lw=0, zorder=1)
-    ax.plot(
-        s.layers,
-        s.y,
-        color=s.color,
-        ls="--" if s.dashed else "-",
-        marker=None if s.dashed else "o",
-        label=s.label,
-        zorder=3,
-    )
-
-
-def _mpl_heatmap(fig: Figure, ax, heat: _Heatmap, safety_layers: Sequence[int]) -> None:
-    x0, x1 = heat.layers[0] - 0.5, heat.layers[-1] + 0.5
-    grid = np.full((len(heat.rows), heat.layers[-1] - heat.layers[0] + 1), np.nan)
-    grid[:, np.asarray(heat.layers) - heat.layers[0]] = heat.values
-    img = ax.imshow(
-        grid,
-        aspect="auto",
-        cmap="viridis",
-        vmin=0,
-        vmax=1,
-        interpolation="nearest",
-        extent=(x0, x1, len(heat.rows) - 0.5, -0.5),
-    )
-    ax.set_yticks(range(len(heat.rows)), heat.rows)
-    ax.tick_params(axis="y", length=0)
-    for side in ("left", "bottom"):
-        ax.spines[side].set_visible(False)
-    # A bracket above the map marks the safety layers (a shaded band would change the colours).
-    for i, (s, e) in enumerate(_runs(safety_layers)):
-        ax.axvline(s - 0.5, color="white", lw=0.8, ls="--")
-        ax.axvline(e + 0.5, color="white", lw=0.8, ls="--")
-        ax.plot(
-            [s - 0.5, e + 0.5],
-            [1.03, 1.03],
-            color="black",
-            lw=1.2,
-            clip_on=False,
-            transform=ax.get_xaxis_transform(),
-        )
-        if i == 0:
-            ax.text(
-                (s + e) / 2,
-                1.06,
-                "safety layers",
-                ha="center",
-                va="bottom",
-                transform=ax.get_xaxis_transform(),
-            )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    cbar = fig.colorbar(img, ax=ax, fraction=0.05, pad=0.02, ticks=[0, 1])
-    cbar.set_label("min–max per row", labelpad=-4)
-    cbar.outline.set_linewidth(0.4)
-
-
-def _to_plotly(spec: _Spec) -> go.Figure:
-    heights = [p.height for p in spec.panels]
-    fig = make_subplots(
-        rows=len(spec.panels),
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        row_heights=[h / sum(heights) for h in heights],
-    )
-    for row, panel in enumerate(spec.panels, start=1):
-        if panel.heatmap is not None:
-            h = panel.heatmap
-            fig.add_trace(
-                go.Heatmap(
-                    z=h.values.tolist(),
-                    x=h.layers,
-                    y=h.rows,
-                    customdata=h.raw.tolist(),
-                    zmin=0,
-                    zmax=1,
-                    colorscale="Viridis",
-                    colorbar={"title": "min–max per row"},
-                    hovertemplate="layer %{x}<br>%{y}: %{customdata:.4g} (normalised %{z:.2f})<extra></extra>",
-                ),
-                row=row,
-                col=1,
-            )
-            fig.update_yaxes(autorange="reversed", row=row, col=1)
-        for s in panel.series:
-            _plotly_series(fig, s, row)
-        fig.update_yaxes(title_text=panel.ylabel, row=row, col=1)
-    for s, e in _runs(spec.safety_layers):
-        fig.add_vrect(
-            x0=s - 0.5,
-            x1=e + 0.5,
-            fillcolor=COLORS["band"],
-            opacity=0.3,
-            line_width=0,
-            layer="below",
-            row="all",
-            col=1,
-        )
-    fig.update_xaxes(dtick=1 if _n_layers(spec) <= 40 else None, tick0=0)
-    fig.update_xaxes(title_text="layer (decoder block, 0-based)", row=len(spec.panels), col=1)
-    band = f"; safety layers {spec.safety_layers}" if spec.safety_layers else ""
-    fig.update_layout(
-        title={"text": f"{spec.title}<br><sup>method: {CITATION}{band}</sup>"},
-        template="simple_white",
-        hovermode="x unified",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0.0},
-        margin={"t": 120},
-        height=int(spec.height_in * 160) + 100,
-        width=900,
-    )
-    return fig
-
-
-def _plotly_series(fig: go.Figure, s: _Series, row: int) -> None:
-    if s.bars:
-        fig.add_trace(
-            go.Bar(
-                x=s.layers,
-                y=s.y.tolist(),
-                name=s.label,
-                marker_color=s.color,
-                hovertemplate="layer %{x}: %{y} pairs<extra></extra>",
-            ),
-            row=row,
-            col=1,
-        )
-        return
-    band = s.lower is not None and s.upper is not None
-    if band:
-        fig.add_trace(
-            go.Scatter(
-                x=s.layers,
-                y=s.upper.tolist(),
-                mode="lines",
-                line={"width": 0},
-                showlegend=False,
-                hoverinfo="skip",
-            ),
-            row=row,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=s.layers,
-                y=s.lower.tolist(),
-                mode="lines",
-                line={"width": 0},
-                fill="tonexty",
-                fillcolor=_rgba(s.color, 0.2),
-                showlegend=False,
-                hoverinfo="skip",
-            ),
-            row=row,
-            col=1,
-        )
-    custom = np.stack([s.lower, s.upper], axis=1).tolist() if band else None
-    hover = f"{s.label}: %{{y:.4f}}" + (" [95%: %{customdata[0]:.4f}, %{customdata[1]:.4f}]" if band else "")
-    fig.add_trace(
-        go.Scatter(
-            x=s.layers,
-            y=s.y.tolist(),
-            customdata=custom,
-            name=s.label,
-            mode="lines" if s.dashed else "lines+markers",
-            line={"color": s.color, "dash": "dash" if s.dashed else "solid"},
-            hovertemplate=hover + "<extra></extra>",
-        ),
-        row=row,
-        col=1,
-    )
-
-
-def _n_layers(spec: _Spec) -> int:
-    layers = [v for p in spec.panels for s in p.series for v in s.layers]
-    layers += [v for p in spec.panels if p.heatmap is not None for v in p.heatmap.layers]
-    return max(layers) - min(layers) + 1 if layers else 0
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
-    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"

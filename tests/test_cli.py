@@ -88,3 +88,21 @@ def test_positional_arguments(tmp_path):
 
     assert _parse(DataConfig, "safety-probe data", ["organism", "--n", "3"]).world == "organism"
     assert _parse(FiguresConfig, "safety-probe figures", [str(tmp_path)]).run == str(tmp_path)
+
+
+def test_data_convert_reads_every_benchmark_layout(tmp_path, capsys):
+    import benchmark_fixtures as bf
+
+    from safety_probe.data.benchmarks import FORMATS, read_benchmark
+    from safety_probe.data.pairs import load_pairs
+
+    for name, write in bf.WRITERS.items():
+        root = write(tmp_path / name)
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["data", "convert", "--root", str(root), "--out", str(out)]) == 0, name  # --format auto
+        options = {"image_dir": tmp_path / "x"} if "image_dir" in FORMATS[name].options else {}
+        assert len(load_pairs(out, require_caption=False)) == len(read_benchmark(name, root, **options))
+    assert main(["data", "convert", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.jsonl")]) == 2
+    capsys.readouterr()
+    assert main(["data", "convert", "--format", "bogus", "--root", str(tmp_path), "--out", str(tmp_path / "p.jsonl")]) == 2
+    _one_line_error(capsys, "unknown benchmark format 'bogus'")

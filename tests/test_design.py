@@ -24,7 +24,7 @@ STAGES: dict[str, int] = {
     "evaluation": 5,
     "tga": 6,
     "compare": 7,
-    "plots": 8,
+    **dict.fromkeys(("plots", "render"), 8),
     **dict.fromkeys(("cli", "__main__"), 9),
 }
 BESIDE = ("organism", "testing")  # test subject and test tools: beside the pipeline, imported by none of it

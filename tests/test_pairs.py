@@ -71,4 +71,4 @@ def test_cli_bad_inputs_one_line_no_output(capsys, tmp_path, pairs_copy, tiny_mo
     good.write_text(pairs_copy.read_text().splitlines()[0] + "\n")
     _cli_fails(capsys, ["--model", str(text_lm), "--pairs", str(good)], tmp_path / "b", "text-only model")
     _cli_fails(capsys, ["--model", model, "--pairs", str(good), "--layers", "0,99"], tmp_path / "c", "layer 99 is out of range")
-    _cli_fails(capsys, ["--model", str(tmp_path / "missing"), "--pairs", str(good)], tmp_path / "d", "cannot load model")
+    _cli_fails(capsys, ["--model", str(tmp_path / "missing"), "--pairs", str(good)], tmp_path / "d", "no such model folder")

@@ -12,10 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from safety_probe.scores import LayerScores, scores_frame
 from safety_probe.plots import (
-    COLUMN_WIDTH_IN,
-    PNG_DPI,
     draw_all,
     load_layer_results,
     plot_last_token,
@@ -23,6 +20,8 @@ from safety_probe.plots import (
     plot_locators,
     plot_shift,
 )
+from safety_probe.render import COLUMN_WIDTH_IN, PNG_DPI
+from safety_probe.scores import LayerScores, scores_frame
 
 N_LAYERS = 8
 NAMES = (

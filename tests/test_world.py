@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from safety_probe.organism import world
 from safety_probe.data.pairs import load_pairs
+from safety_probe.organism import world
 
 
 def test_scene_catalogue():

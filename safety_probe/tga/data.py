@@ -20,7 +20,7 @@ from pathlib import Path
 
 from safety_probe.data.pairs import load_image, normalise_text, string_field
 from safety_probe.errors import InputError
-from safety_probe.io import read_json, write_json
+from safety_probe.io import read_json
 
 IMAGE_PLACEHOLDER = "<image>"
 KNOWN = {"id", "image", "conversations", "image_caption", "retrieved_caption"}
