@@ -310,25 +310,27 @@ class TGACommand(CompareConfig):
 
 
 def organism_tga_defaults() -> TGACommand:
-    """The defaults of `safety-probe tga --model organism`: the recipe of docs/tga.md."""
-    from safety_probe.organism import preset
+    """The defaults of `safety-probe tga --model organism`: the recipe of docs/tga.md, the organism's CLIP and
+    the filter's vocabulary (every option given on the command line wins)."""
+    from safety_probe.organism import CLIP_DIR, preset
 
-    return TGACommand(model=ORGANISM, **preset.TGA_RECIPE)
+    toxic, benign, templates = preset.filter_vocabulary()
+    return TGACommand(model=ORGANISM, clip=str(CLIP_DIR), filter_toxic=toxic, filter_benign=benign,
+                      filter_templates=templates, **preset.TGA_RECIPE)
 
 
 def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
-    """``cfg`` with the organism's data, held-out pairs, CLIP and filter vocabulary filled in where not given."""
+    """``cfg`` with the organism's folder, data, held-out pairs and safety_ft data filled in where not given."""
     from accelerate import PartialState
 
+    from safety_probe.io import check_out_dir
     from safety_probe.layers import resolve_layers
     from safety_probe.models.vlm import n_layers_of
-    from safety_probe.organism import CLIP_DIR, preset, world
+    from safety_probe.organism import preset, world
 
     path = model_path(ORGANISM)
     resolve_layers(cfg.layers, n_layers_of(path))  # a bad --layers stops before any data is written
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder")
+    out = check_out_dir(cfg.out)
     baselines = [b for b in cfg.baselines if b.strip()]
     with PartialState(cpu=cfg.device == "cpu").main_process_first():  # the main process writes, the others read
         data = cfg.data or str(preset.write_tga_data(cfg.seed, cfg.train_n, out / "data", toxic_share=cfg.toxic_share,
@@ -340,11 +342,7 @@ def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
         if safety is None and "safety_ft" in baselines:
             safety = str(preset.write_tga_data(cfg.seed + 1, cfg.safety_ft_n, out / "baselines" / "safety_ft" / "data",
                                                retrieval="world", kind="safety"))
-    toxic, benign, templates = preset.filter_vocabulary()
-    filled = replace(cfg, model=path, data=data, eval_pairs=eval_pairs, safety_ft_data=safety,
-                     clip=cfg.clip or str(CLIP_DIR), filter_toxic=cfg.filter_toxic or toxic,
-                     filter_benign=cfg.filter_benign or benign,
-                     filter_templates=templates if cfg.filter_templates == ["a photo of {}"] else cfg.filter_templates)
+    filled = replace(cfg, model=path, data=data, eval_pairs=eval_pairs, safety_ft_data=safety)
     return filled, "preset: organism (the recipe of docs/tga.md; the organism's data, held-out pairs, CLIP and filter vocabulary)"
 
 

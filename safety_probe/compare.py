@@ -24,7 +24,7 @@ import torch
 from safety_probe.data.pairs import Pair, load_image, load_pairs
 from safety_probe.errors import InputError
 from safety_probe.evaluation import evaluate, metrics_of
-from safety_probe.io import write_json
+from safety_probe.io import check_out_dir, write_json
 from safety_probe.layers import resolve_layers
 from safety_probe.models.vlm import VLM, load_vlm
 from safety_probe.probe import record
@@ -205,9 +205,7 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
 
     state = PartialState(cpu=cfg.device == "cpu")  # under `accelerate launch`: one per process, shared with train()
     main = state.is_main_process
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder")
+    out = check_out_dir(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     base = load_vlm(cfg.model, dtype=cfg.dtype)

@@ -48,6 +48,14 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
     return write_atomic(path, lambda p: p.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows)))
 
 
+def check_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as an output folder: it may not exist yet, but it may not be a file (one-line InputError)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is a file, not a folder")
+    return path
+
+
 def read_json(path: str | Path, what: str) -> Any:
     """Parse the JSON file ``path``; a missing file or malformed JSON is a one-line InputError naming ``what``."""
     path = Path(path)
