@@ -96,9 +96,22 @@ class ProbeConfig(ModelOptions):
     safety_layers: str | None = None
     """Override the located safety layers, e.g. 9-17 (the analysis is still run and saved)."""
     rule: str = "default"
-    """Safety-layer rule: default (Algorithm-1 median .. mean released-code end layer) or code (released code)."""
+    """Safety-layer rule: default (the layers where a refusal token rises the most for at least --band-share of the
+    refusing pairs) or code (the released code's mean start .. mean end)."""
+    band_share: float = 0.5
+    """default rule: share of refusing pairs that must fire at a layer for it to join the band."""
+    min_support: int = 5
+    """Fewest refused harmful text runs the band is drawn from; below it no band is drawn (a warning)."""
+    candidates: int = 10
+    """Algorithm 1: the argmax of D_j runs over the lens' this-many most probable tokens (0: all, the paper verbatim)."""
+    refusal_tokens: str = "generated"
+    """Refusal token set K: generated (first tokens of the model's own text-run refusals) or phrases (a word list)."""
     refusal_phrase: str = REFUSAL
-    """The model's own refusal phrase: its first token joins the refusal token set K."""
+    """The model's own refusal phrase: a response containing it counts as a refusal; its first word joins the
+    fallback word list of K."""
+    text_template: str = "caption"
+    """Text run: caption ("{caption}\\n{instruction}") or scene ("{instruction}\\nScene: {caption}", the released
+    code's kind); recorded in run.json."""
     patch_pairs: int = 64
     """Harmful pairs used for activation patching (one forward per pair and block); 0 turns it off."""
     patch_mode: str = "shift"
@@ -134,15 +147,21 @@ def probe_layers(cfg: ProbeConfig) -> Path:
     out = Path(cfg.out)
     pairs_path = _probe_pairs(cfg, out)
     pairs = load_pairs(pairs_path)
+    if not 0.0 < cfg.band_share <= 1.0 or cfg.min_support < 1 or cfg.candidates < 0:
+        raise InputError("--band-share must be in (0, 1], --min-support >= 1 and --candidates >= 0")
     vlm = _load(cfg)
+    vlm.text_template = cfg.text_template
     layers = parse_layers(cfg.layers, vlm.n_layers)
     override = parse_layers(cfg.safety_layers, vlm.n_layers) if cfg.safety_layers else None
     states = record(vlm, pairs, layers, cfg.batch_size, cfg.system_prompt, cfg.padding_side,
                     checkpoint=out / ".states.partial.safetensors", backend=cfg.backend)
     states.save(out / "states.safetensors", metadata={"model": cfg.model, "pairs": str(pairs_path)})
     result = analyze(vlm, pairs, states, cfg.system_prompt, (cfg.refusal_phrase,), cfg.rule, override,
-                     cfg.patch_pairs, cfg.patch_mode, cfg.batch_size)
+                     cfg.patch_pairs, cfg.patch_mode, cfg.batch_size, candidates=cfg.candidates,
+                     band_share=cfg.band_share, min_support=cfg.min_support, refusal_tokens=cfg.refusal_tokens)
     result.save(out)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if cfg.figures:
         draw_figures(out)
     write_json(out / "run.json", run_info(cfg, started, pairs_file=str(pairs_path), n_pairs=len(pairs),

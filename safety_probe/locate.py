@@ -17,8 +17,9 @@ independently, so callers may stream batches of pairs and concatenate the output
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,52 +27,39 @@ import torch
 from safety_probe.layers import check_range
 from safety_probe.scores import BOOT_SEED, LayerScores, as_numpy, column_layers
 
-#: Phrases whose first sub-token enters the refusal token set K (paper §3: "Sorry", "I" as in
-#: "I cannot", "cannot", "unable", "apolog…"), plus the keyword-judge prefixes of §5.
-DEFAULT_REFUSAL_PHRASES: tuple[str, ...] = (
-    "Sorry",
-    "sorry",
-    "I'm sorry",
-    "I am sorry",
-    "I cannot",
-    "I can't",
-    "cannot",
-    "unable",
-    "I apologize",
-    "apologize",
-    "Apologies",
-    "Unfortunately",
+#: Words whose whole-word token enters the fallback refusal set K when the model's own refusals are not
+#: available (paper §3's "sorry" tokens). Openings such as "I" stay out: they open answers just as often.
+DEFAULT_REFUSAL_WORDS: tuple[str, ...] = (
+    "Sorry", "sorry", "cannot", "unable", "Unfortunately", "apologize", "Apologies", "apologies",
 )
 
-# A first sub-token shorter than this that is not the whole word ("a" of "apologize" in a small BPE)
-# would stand for far more than refusals, so it stays out of K.
-MIN_PIECE_CHARS = 3
+#: Algorithm 1 takes the argmax of D_j over the lens' ``ALG1_CANDIDATES`` most probable tokens at layer j: a
+#: floor at the k-th largest probability, which adapts to vocabularies of 800 to 256k tokens and to flat
+#: early-layer lenses where a fixed floor would not (docs/science.md gives the measurements behind k = 10).
+ALG1_CANDIDATES = 10
+
+# A block whose largest candidate log-ratio is below this (nats) changes nothing, so it cannot fire.
+MIN_RISE = 1e-3
+
 
 def refusal_token_ids(
-    tokenizer,
-    phrases: Sequence[str] = DEFAULT_REFUSAL_PHRASES,
-    extra_phrases: Sequence[str] = (),
+    tokenizer, words: Sequence[str] = DEFAULT_REFUSAL_WORDS, extra_phrases: Sequence[str] = ()
 ) -> dict[int, str]:
-    """Refusal token set K: token id → token string, from the first sub-token of each phrase's variants.
+    """Fallback refusal token set K: token id → token string, whole-word tokens of refusal words only.
 
-    Works with any Hugging Face tokenizer (slow or fast, byte-level BPE or SentencePiece). For each phrase
-    (``extra_phrases`` adds e.g. the model's own refusal sentence) it takes the first non-blank sub-token of
-    the phrase encoded as is and with a leading space, plus the first word looked up directly in the
-    vocabulary bare and with the SentencePiece ``▁`` / byte-level ``Ġ`` space marker. Unknown tokens are
-    dropped, and so is a sub-token that is neither the whole first word nor ``MIN_PIECE_CHARS`` long.
+    For each word (and the first word of each of ``extra_phrases``, e.g. the model's own refusal sentence) it
+    takes the vocabulary entries for the word bare and with the SentencePiece ``▁`` / byte-level ``Ġ`` space
+    marker, and the first sub-token of the word encoded with and without a leading space when that sub-token
+    is the whole word. Fragments ("sor" of "sorry") never enter: they stand for far more than refusals.
     """
     vocab: Mapping[str, int] = tokenizer.get_vocab()
     unk = getattr(tokenizer, "unk_token_id", None)
+    firsts = [phrase.split()[0].strip(",.!:;") for phrase in extra_phrases if phrase.strip()]
     ids: set[int] = set()
-    for phrase in (*phrases, *extra_phrases):
-        phrase = phrase.strip()
-        if not phrase:
-            continue
-        word = phrase.split()[0]
-        for text in (phrase, " " + phrase):
+    for word in dict.fromkeys([*words, *firsts]):
+        for text in (word, " " + word):
             first = _first_content_token(tokenizer, text)
-            piece = tokenizer.decode([first]).strip() if first is not None else ""
-            if piece == word or len(piece) >= MIN_PIECE_CHARS:
+            if first is not None and tokenizer.decode([first]).strip() == word:
                 ids.add(first)
         ids.update(vocab[w] for w in (word, "▁" + word, "Ġ" + word) if w in vocab)
     ids.discard(unk)
@@ -87,15 +75,61 @@ def _first_content_token(tokenizer, text: str) -> int | None:
 
 
 @dataclass(frozen=True)
+class RefusalTokens:
+    """The refusal token set K and where it came from.
+
+    ``source``: ``"generated"`` (the first tokens of the model's own refusals) or ``"phrases"`` (the fallback
+    word list). ``refusals`` / ``answers``: per token of K, how many refused / answered responses opened with it.
+    """
+
+    ids: dict[int, str]
+    source: str
+    refusals: dict[int, int] = field(default_factory=dict)
+    answers: dict[int, int] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The ``refusal_tokens`` record of ``layers.json``."""
+        return {"source": self.source,
+                "tokens": {str(i): {"token": t, "opens_refusals": self.refusals.get(i, 0),
+                                    "opens_answers": self.answers.get(i, 0)} for i, t in self.ids.items()}}
+
+
+def refusal_tokens_from_responses(
+    tokenizer, first_tokens: Sequence[int | None], refused: Sequence[bool], harmful: Sequence[bool] | None = None
+) -> RefusalTokens | None:
+    """K = the first generated tokens of the harmful requests' responses judged refusals; None when none refused.
+
+    ``first_tokens[i]`` is response i's first generated token id (the token the logit lens at the last prompt
+    position predicts), None for an empty response; ``harmful[i]`` (default all True) marks the clearly harmful
+    requests K is drawn from. Answers (responses not refused, harmful or not) opening with a token of K are
+    counted, so a token that opens answers as often as refusals is visible in ``layers.json``.
+    """
+    harmful = [True] * len(refused) if harmful is None else list(harmful)
+    if not len(first_tokens) == len(refused) == len(harmful):
+        raise ValueError(f"{len(first_tokens)} first tokens, {len(refused)} verdicts, {len(harmful)} labels")
+    refusals = Counter(t for t, r, h in zip(first_tokens, refused, harmful) if r and h and t is not None)
+    if not refusals:
+        return None
+    answers = Counter(t for t, r in zip(first_tokens, refused) if not r and t in refusals)
+    ids = {i: tokenizer.convert_ids_to_tokens(i) for i in sorted(refusals)}
+    return RefusalTokens(ids, "generated", dict(refusals), dict(answers))
+
+
+@dataclass(frozen=True)
 class LensStats:
     """Per-pair logit-lens summaries of the text run; concatenate batches with :meth:`concat`.
 
-    ``alg1`` / ``code_start`` / ``code_end`` hold a block index per pair, or -1 where the rule never fires
-    (use :meth:`as_layers` for ``int | None``). ``refusal_prob`` ``[n, L]`` is the lens probability mass
-    on K per layer.
+    ``fires`` ``[n, L]`` bool: at layer l ≥ 1, the largest rise D_l = log p_l − log p_{l−1} among the lens'
+    candidate tokens (see :data:`ALG1_CANDIDATES`) belongs to K and is a real rise (> :data:`MIN_RISE`).
+    ``alg1`` ``[n]``: the first such layer (Algorithm 1 with the candidate floor); ``alg1_paper`` ``[n]``: the
+    paper's rule verbatim, argmax over all tokens; ``code_start`` / ``code_end`` ``[n]``: the released code's
+    rules. Per-pair layers are -1 where a rule never fires (use :meth:`as_layers` for ``int | None``).
+    ``refusal_prob`` ``[n, L]`` is the lens probability mass on K per layer.
     """
 
     alg1: np.ndarray
+    alg1_paper: np.ndarray
+    fires: np.ndarray
     code_start: np.ndarray
     code_end: np.ndarray
     refusal_prob: np.ndarray
@@ -107,20 +141,36 @@ class LensStats:
             raise ValueError("LensStats.concat needs at least one batch")
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
 
+    def subset(self, index: Sequence[int]) -> LensStats:
+        """The rows of the pairs at ``index``."""
+        idx = np.asarray(index, dtype=np.int64)
+        return LensStats(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+    @property
+    def decision_end(self) -> np.ndarray:
+        """``[n]``: the last layer where the pair fires (-1 if it never does): where K stops rising the most."""
+        n_layers = self.fires.shape[1]
+        last = n_layers - 1 - np.argmax(self.fires[:, ::-1], axis=1)
+        return np.where(self.fires.any(axis=1), last, -1)
+
     @staticmethod
     def as_layers(per_pair: np.ndarray) -> list[int | None]:
         """Per-pair layers with the -1 sentinel mapped to None."""
         return [int(v) if v >= 0 else None for v in per_pair]
 
 
-def lens_stats(lens_logprobs: torch.Tensor, refusal_ids: Collection[int], top_k: int = 5) -> LensStats:
-    """Algorithm 1, the released-code start/end layers and P(refusal) per pair from lens log-probs ``[n, L, V]``.
+def lens_stats(
+    lens_logprobs: torch.Tensor, refusal_ids: Collection[int], top_k: int = 5, candidates: int = ALG1_CANDIDATES
+) -> LensStats:
+    """Algorithm 1 (floored and verbatim), its per-layer firing, the released-code layers and P(refusal) from
+    lens log-probs ``[n, L, V]``.
 
     ``lens_logprobs[i, l]`` is the log-softmax of the logit lens at the last prompt position after block
     ``l``; the L layers must be consecutive from block 0. Memory stays at a few ``[n, V]`` slices.
 
     * Algorithm 1 (paper): D_l = log p_l − log p_{l−1}, l = 1..L−1; the first l whose argmax D_l is in K.
-      Where no layer fires the paper returns its layer 1 (our block 0); we return -1 (None) instead.
+      Here the argmax runs over the ``candidates`` most probable tokens of p_l (0: all tokens, which makes
+      ``alg1`` equal ``alg1_paper``). Where no layer fires the paper returns its layer 1; we return -1 (None).
     * Released code: start = first l ≥ 1 with a K token in the top-``top_k`` of p_l − p_{l−1};
       end = last l with argmax p_l in K.
     """
@@ -130,11 +180,14 @@ def lens_stats(lens_logprobs: torch.Tensor, refusal_ids: Collection[int], top_k:
     n, n_layers, vocab = lp.shape
     if n_layers < 2:
         raise ValueError(f"Algorithm 1 needs at least 2 consecutive layers, got {n_layers}")
+    if candidates < 0:
+        raise ValueError(f"candidates must be >= 0 (0 = all tokens), got {candidates}")
     dev = lp.device  # works where the lens ran (GPU or CPU); only [n]-sized results come back
     k = torch.tensor(sorted(refusal_ids), dtype=torch.long, device=dev)
     if k.numel() == 0 or int(k.min()) < 0 or int(k.max()) >= vocab:
         raise ValueError(f"refusal_ids must be non-empty token ids in [0, {vocab})")
-    alg1, start, end = (torch.full((n,), -1, dtype=torch.long, device=dev) for _ in range(3))
+    paper, start, end = (torch.full((n,), -1, dtype=torch.long, device=dev) for _ in range(3))
+    fires = torch.zeros(n, n_layers, dtype=torch.bool, device=dev)
     refusal_prob = torch.empty(n, n_layers, dtype=torch.float64, device=dev)
     prev_lp = prev_p = None
     for layer in range(n_layers):
@@ -143,17 +196,25 @@ def lens_stats(lens_logprobs: torch.Tensor, refusal_ids: Collection[int], top_k:
         refusal_prob[:, layer] = cur_p[:, k].sum(-1).double()
         end = torch.where(torch.isin(cur_p.argmax(-1), k), layer, end)
         if prev_lp is not None:
-            hit = torch.isin((cur_lp - prev_lp).argmax(-1), k)
-            alg1 = torch.where((alg1 < 0) & hit, layer, alg1)
+            rise = cur_lp - prev_lp
+            paper = torch.where((paper < 0) & torch.isin(rise.argmax(-1), k), layer, paper)
+            if 0 < candidates < vocab:
+                floor = cur_p.topk(candidates, dim=-1).values[:, -1:]
+                rise = rise.masked_fill(cur_p < floor, -torch.inf)
+            best = rise.max(-1)
+            fires[:, layer] = torch.isin(best.indices, k) & (best.values > MIN_RISE)
             in_top = torch.isin((cur_p - prev_p).topk(min(top_k, vocab), dim=-1).indices, k).any(-1)
             start = torch.where((start < 0) & in_top, layer, start)
         prev_lp, prev_p = cur_lp, cur_p
-    return LensStats(*(t.cpu().numpy() for t in (alg1, start, end, refusal_prob)))
+    first = torch.where(fires.any(-1), fires.long().argmax(-1), -1)
+    return LensStats(*(t.cpu().numpy() for t in (first, paper, fires, start, end, refusal_prob)))
 
 
-def algorithm1_layers(lens_logprobs: torch.Tensor, refusal_ids: Collection[int]) -> list[int | None]:
-    """Algorithm 1 per pair from lens log-probs ``[n, L, V]``: first block l ≥ 1 with argmax D_l ∈ K, else None."""
-    return LensStats.as_layers(lens_stats(lens_logprobs, refusal_ids).alg1)
+def algorithm1_layers(
+    lens_logprobs: torch.Tensor, refusal_ids: Collection[int], candidates: int = ALG1_CANDIDATES
+) -> list[int | None]:
+    """Algorithm 1 per pair from lens log-probs ``[n, L, V]``: first block l ≥ 1 whose largest candidate rise is in K."""
+    return LensStats.as_layers(lens_stats(lens_logprobs, refusal_ids, candidates=candidates).alg1)
 
 
 def code_start_end(stats: LensStats) -> dict[str, float | None]:
@@ -164,6 +225,12 @@ def code_start_end(stats: LensStats) -> dict[str, float | None]:
         out[f"{key}_mean"] = float(fired.mean()) if fired.size else None
         out[f"{key}_n"] = int(fired.size)
     return out
+
+
+def fire_share_scores(fires: np.ndarray, name: str = "alg1_fire_share", what: str = "harmful text runs") -> LayerScores:
+    """Per layer, the share of pairs whose largest candidate rise is a refusal token ``[n, L]`` → mean and 95% band."""
+    return LayerScores.from_pairs(name, np.asarray(fires, dtype=np.float64), None,
+                                  f"share of {what} where a refusal token rises the most (Algorithm 1's test)")
 
 
 def refusal_prob_scores(refusal_prob: np.ndarray, layers: Sequence[int] | None = None) -> LayerScores:
@@ -255,21 +322,28 @@ def refusal_direction(
 
 SAFETY_LAYER_RULES = ("default", "code")
 
+#: Default share of refusing pairs that must fire at a layer for it to join the band (a majority).
+BAND_SHARE = 0.5
+#: Fewest refusing pairs a band is drawn from; below it a layer's share moves in steps of 1/n or more.
+MIN_SUPPORT = 5
+
 
 def choose_safety_layers(
     n_layers: int,
-    alg1: Sequence[int | None] = (),
+    fires: np.ndarray | None = None,
     code_start: Sequence[int | None] = (),
     code_end: Sequence[int | None] = (),
     rule: str = "default",
     override: Sequence[int] | None = None,
+    band_share: float = BAND_SHARE,
 ) -> list[int]:
     """The safety layers as a sorted list of block indices (0-based).
 
     Rules (per-pair inputs may hold None / -1 for pairs where the locator did not fire; those are skipped):
 
-    * ``"default"``: s = lower median of the Algorithm-1 layers, e = round-half-up(mean code end layer),
-      e = max(e, s); returns s..e.
+    * ``"default"`` (where the decision forms): every layer at which at least ``band_share`` of the pairs in
+      ``fires`` ``[n, L]`` (the refusing pairs) fire, i.e. a refusal token is the largest rise among the lens'
+      candidates. A block that changes nothing never fires; the readout block joins only if K rises most there.
     * ``"code"`` (released code): round-half-up(mean code start) .. round-half-up(mean code end).
     * ``override``: the given blocks, validated against ``n_layers``; wins over ``rule``.
     """
@@ -279,16 +353,21 @@ def choose_safety_layers(
             raise ValueError("override must name at least one layer")
         return chosen
     if rule == "default":
-        s = _lower_median(_fired(alg1, "alg1"))
-        e = max(_round_half_up(float(np.mean(_fired(code_end, "code_end")))), s)
-    elif rule == "code":
+        if fires is None or len(fires) == 0:
+            raise ValueError("no refusing pair to draw the band from; cannot choose safety layers")
+        share = np.asarray(fires, dtype=np.float64).mean(0)
+        chosen = [int(l) for l in np.flatnonzero(share >= band_share)]
+        if not chosen:
+            raise ValueError(f"no layer fires for {band_share:.0%} of the refusing pairs (largest share "
+                             f"{share.max():.2f} at block {int(share.argmax())})")
+        return chosen
+    if rule == "code":
         s = _round_half_up(float(np.mean(_fired(code_start, "code_start"))))
         e = max(_round_half_up(float(np.mean(_fired(code_end, "code_end")))), s)
-    else:
-        raise ValueError(f"unknown safety-layer rule {rule!r}; choose one of {SAFETY_LAYER_RULES}")
-    if not 0 <= s <= e < n_layers:
-        raise ValueError(f"rule {rule!r} gave layers {s}..{e}, outside 0..{n_layers - 1}")
-    return list(range(s, e + 1))
+        if not 0 <= s <= e < n_layers:
+            raise ValueError(f"rule 'code' gave layers {s}..{e}, outside 0..{n_layers - 1}")
+        return list(range(s, e + 1))
+    raise ValueError(f"unknown safety-layer rule {rule!r}; choose one of {SAFETY_LAYER_RULES}")
 
 
 def layer_histogram(per_pair_layers: Sequence[int | None], n_layers: int) -> dict[str, list[int] | int]:
@@ -308,8 +387,10 @@ def _fired(per_pair: Sequence[int | None], what: str) -> np.ndarray:
     return values
 
 
-def _lower_median(values: np.ndarray) -> int:
-    return int(np.sort(values)[(values.size - 1) // 2])
+def lower_median(per_pair: Sequence[int | None]) -> int | None:
+    """The lower median of the per-pair layers that fired (an actual layer, never a half-way value); None if none did."""
+    values = np.sort([int(v) for v in per_pair if v is not None and v >= 0])
+    return int(values[(values.size - 1) // 2]) if values.size else None
 
 
 def _round_half_up(x: float) -> int:

@@ -40,6 +40,7 @@ from safety_probe.scores import LayerScores
 #: rise from the previous layer, because the probability itself keeps growing after the decision.
 LOCATORS: tuple[tuple[str, str], ...] = (
     ("refusal_prob", "ΔP(refusal)"),
+    ("alg1_fire_share", "K rises most"),
     ("alg1_hist", "Alg. 1 layer"),
     ("attention_mass", "attn. on caption"),
     ("refusal_direction_auroc", "refusal dir. AUROC"),
@@ -68,20 +69,39 @@ def plot_locate(
     histogram: Mapping[str, object] | None = None,
     safety_layers: Sequence[int] = (),
     backend: Backend = "matplotlib",
+    fire_share: LayerScores | None = None,
+    fire_share_benign: LayerScores | None = None,
+    support: Mapping[str, int] | None = None,
 ) -> Figure | go.Figure:
-    """Where refusal appears: logit-lens P(refusal) per layer, above the Algorithm-1 histogram of pairs."""
-    panels = [
-        Panel(
-            "P(refusal tokens)", [_series(refusal_prob, "logit lens, text run", COLORS["red"])], height=1.6
-        )
-    ]
+    """Where refusal appears: logit-lens P(refusal) per layer; the share of refused (and, dashed, benign) text
+    runs where a refusal token rises the most (the band's test); the Algorithm-1 histogram of pairs.
+
+    ``support`` (``layers.json``'s: ``harmful``, ``refusing``, ``benign`` counts) puts each panel's n in its legend.
+    """
+    n = dict(support or {})
+
+    def with_n(label: str, key: str) -> str:
+        return f"{label} (n={n[key]})" if key in n else label
+
+    panels = [Panel("P(refusal tokens)",
+                    [_series(refusal_prob, with_n("logit lens, harmful text runs", "harmful"), COLORS["red"])],
+                    height=1.4)]
+    shares = []
+    if fire_share is not None:
+        shares.append(_series(fire_share, with_n("refused harmful", "refusing"), COLORS["blue"]))
+    if fire_share_benign is not None:
+        shares.append(_series(fire_share_benign, with_n("benign (false positives)", "benign"), COLORS["grey"],
+                              dashed=True))
+    if shares:
+        panels.append(Panel("share: K rises most", shares, height=1.2))
     if histogram is not None:
         counts = np.asarray(histogram["counts"], dtype=float)
         n_none = int(histogram.get("n_none", 0))
         label = f"Algorithm 1 layer ({int(counts.sum())} pairs; {n_none} never)"
         bars = Series(label, list(range(len(counts))), counts, COLORS["blue"], bars=True)
         panels.append(Panel("pairs", [bars]))
-    return render(Spec("Refusal emergence (logit lens)", panels, list(safety_layers), 3.4), backend)
+    return render(Spec("Refusal emergence (logit lens)", panels, list(safety_layers), 2.2 + 1.2 * len(panels)),
+                  backend)
 
 
 def plot_locators(
@@ -218,7 +238,9 @@ def draw_all(frame: pd.DataFrame, meta: Mapping[str, object], out_dir: str | Pat
     if "cos_matched" in scores:
         figures.append(("shift", lambda **kw: plot_shift(scores, **kw)))
     if "refusal_prob" in scores:
-        figures.append(("locate", lambda **kw: plot_locate(scores["refusal_prob"], histogram, **kw)))
+        figures.append(("locate", lambda **kw: plot_locate(
+            scores["refusal_prob"], histogram, fire_share=scores.get("alg1_fire_share"),
+            fire_share_benign=scores.get("alg1_fire_share_benign"), support=meta.get("support"), **kw)))
     if histogram is not None or any(k in scores for k, _ in LOCATORS):
         figures.append(("locators", lambda **kw: plot_locators(scores, histogram, **kw)))
     if "cos_last" in scores:

@@ -131,7 +131,7 @@ class Recorder:
 
 
 def _run_key(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: str | None, padding_side: str) -> str:
-    desc = json.dumps([vlm.name, layers, system_prompt, padding_side, [(str(p.image), p.caption, p.instruction) for p in pairs]])
+    desc = json.dumps([vlm.name, vlm.text_template, layers, system_prompt, padding_side, [(str(p.image), p.caption, p.instruction) for p in pairs]])
     return hashlib.sha256(desc.encode()).hexdigest()[:16]
 
 

@@ -105,6 +105,15 @@ def bootstrap_mean_band(
     return lower, upper
 
 
+def share_with_interval(k: int, n: int) -> dict[str, float | int | None]:
+    """A proportion k/n with its 95% Wilson score interval: ``{"k", "n", "share", "lower", "upper"}`` (None when n = 0)."""
+    if n == 0:
+        return {"k": 0, "n": 0, "share": None, "lower": None, "upper": None}
+    z, p = 1.959963984540054, k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"k": int(k), "n": int(n), "share": round(p, 4), "lower": round(max(centre - half, 0.0), 4),
+            "upper": round(min(centre + half, 1.0), 4)}
 
 
 def column_layers(layers: Sequence[int] | None, n_layers: int, name: str) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import pandas as pd
 import torch
 
 from safety_probe.cli import main, probe_layers_main
@@ -78,11 +79,18 @@ def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path
     assert layers["safety_layers"] == [0, 1]
     assert len(layers["algorithm1"]["per_pair"]) == 3  # the harmful pairs, in file order
     assert layers["harmful_pairs"] == [0, 3, 4]
-    assert all(isinstance(int(k), int) for k in layers["refusal_tokens"])
-    csv = (out / "layers.csv").read_text().splitlines()
-    assert csv[0].startswith("layer,hook,safety_layer") and len(csv) == 3
+    assert layers["refusal_tokens"]["source"] in ("generated", "phrases")
+    assert all(isinstance(int(k), int) for k in layers["refusal_tokens"]["tokens"])
+    assert layers["benign_pairs"] == [1, 2] and len(layers["algorithm1"]["benign_per_pair"]) == 2
+    fp = layers["algorithm1"]["benign_false_positive"]
+    assert fp["n"] == 2 and fp["lower"] <= fp["share"] <= fp["upper"]
+    frame = pd.read_csv(out / "layers.csv")
+    assert list(frame.columns[:3]) == ["layer", "hook", "safety_layer"] and len(frame) == 2
+    assert {"alg1_benign_count", "alg1_fire_share_benign_mean"} <= set(frame.columns)
+    assert frame["alg1_benign_count"].sum() == sum(v is not None for v in layers["algorithm1"]["benign_per_pair"])
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["batch_size"] == 3 and "torch" in run["versions"]
+    assert run["config"]["text_template"] == "caption"
     stems = {p.stem for p in (out / "figures").iterdir()}
     assert {"shift", "locate", "locators"} <= stems
     for stem in stems:

@@ -18,6 +18,7 @@ from safety_probe.locate import (
     refusal_direction,
     refusal_prob_scores,
     refusal_token_ids,
+    refusal_tokens_from_responses,
 )
 from safety_probe.scores import LayerScores, bootstrap_mean_band, scores_frame
 
@@ -123,14 +124,15 @@ def _tiny_tokenizer():
 def test_refusal_token_ids_from_a_sentencepiece_style_tokenizer():
     tokenizer, ids = _tiny_tokenizer()
     k = refusal_token_ids(tokenizer)
-    expected = {"▁Sorry", "Sorry", "▁sorry", "▁I", "▁cannot", "▁unable"}
+    expected = {"▁Sorry", "Sorry", "▁sorry", "▁cannot", "▁unable"}  # never a bare "I"
     assert set(k.values()) == expected
     assert set(k) == {ids[w] for w in expected}
     assert ids["<unk>"] not in k and ids["▁hello"] not in k
     assert ids["▁Hello"] in refusal_token_ids(tokenizer, extra_phrases=["Hello there"])
+    assert ids["▁I"] in refusal_token_ids(tokenizer, extra_phrases=["I cannot do that."])  # the model's own words
 
 
-def test_refusal_token_ids_skip_short_pieces_of_a_small_bpe():
+def test_refusal_token_ids_keep_whole_words_only_in_a_small_bpe():
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -140,9 +142,8 @@ def test_refusal_token_ids_skip_short_pieces_of_a_small_bpe():
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
-    pieces = {tokenizer.decode([i]).strip() for i in refusal_token_ids(tokenizer)}
-    assert "Sorry" in pieces and "I" in pieces
-    assert not pieces & {"a", "A", "U", "un", "c"}, pieces  # first bytes of apologize / Unfortunately / unable
+    pieces = {t.lstrip("Ġ") for t in refusal_token_ids(tokenizer).values()}
+    assert pieces == {"Sorry", "cannot"}, pieces  # no "I", no first bytes of apologize / Unfortunately / unable
 
 
 def test_layer_scores_band_and_frame():
@@ -203,22 +204,61 @@ def test_refusal_direction_separates_where_the_means_differ():
 
 
 def test_choose_safety_layers_rules():
-    alg1 = [10, 12, 11, None, 13]  # lower median of 10, 11, 12, 13 is 11
-    start = [9, 10, None]  # mean 9.5 rounds half up to 10
-    end = [18, 17, 18, -1]  # mean 17.67 → 18
-    assert choose_safety_layers(32, alg1, start, end) == list(range(11, 19))
-    assert choose_safety_layers(32, alg1, start, end, rule="code") == list(range(10, 19))
-    assert choose_safety_layers(32, [20], [], [15]) == [20]  # e < s → e = s
-    assert choose_safety_layers(32, override=[3, 1, 2, 3]) == [1, 2, 3]
+    fires = np.zeros((4, 8), dtype=bool)
+    fires[:, 3] = True          # every refusing pair: K rises the most at block 3
+    fires[:3, 4] = True         # three of four at block 4
+    fires[:1, 6] = True         # one of four at block 6: not a majority
+    assert choose_safety_layers(8, fires) == [3, 4]
+    assert choose_safety_layers(8, fires, band_share=0.2) == [3, 4, 6]  # a band need not be contiguous
+    start = [2, 3, None]  # mean 2.5 rounds half up to 3
+    end = [7, 7, 6, -1]  # mean 6.67 → 7
+    assert choose_safety_layers(8, fires, start, end, rule="code") == [3, 4, 5, 6, 7]
+    assert choose_safety_layers(8, override=[3, 1, 2, 3]) == [1, 2, 3]
 
 
 def test_choose_safety_layers_errors():
     with pytest.raises(ValueError, match=r"layer 40 is out of range.*\(0-31\)"):
         choose_safety_layers(32, override=[10, 40])
     with pytest.raises(ValueError, match="unknown safety-layer rule"):
-        choose_safety_layers(32, [1], [1], [1], rule="median")
-    with pytest.raises(ValueError, match="no pair has a alg1 layer"):
-        choose_safety_layers(32, [None, -1], [], [3])
+        choose_safety_layers(32, np.ones((2, 32), bool), [1], [1], rule="median")
+    with pytest.raises(ValueError, match="no pair has a code_start layer"):
+        choose_safety_layers(32, None, [None, -1], [3], rule="code")
+    with pytest.raises(ValueError, match="no layer fires for 50% of the refusing pairs"):
+        choose_safety_layers(8, np.eye(4, 8, dtype=bool))
+    with pytest.raises(ValueError, match="no refusing pair"):
+        choose_safety_layers(8, np.zeros((0, 8), bool))
+
+
+def test_a_block_that_changes_nothing_never_fires():
+    lp = _lens(BOOSTS)
+    lp[:, 4] = lp[:, 3]  # block 4 copies block 3's output exactly
+    stats = lens_stats(lp, {REFUSAL})
+    assert not stats.fires[:, 4].any()
+    # a constant boost rises only where it starts: pair 0 at 3, pair 2 at 2, pair 3 at 2 and again at 5
+    assert LensStats.as_layers(stats.decision_end) == [3, None, 2, 5]
+
+
+def test_candidate_floor_ignores_a_rare_tokens_jump():
+    lp = _lens(BOOSTS)
+    # token 11 jumps by 40 nats at block 3 in every pair (more than the refusal's 30) but stays below 1e-6:
+    # the paper's verbatim argmax takes it
+    logits = lp.clone()
+    logits[:, :3, 11] -= 40.0
+    lp = torch.log_softmax(logits, dim=-1)
+    stats = lens_stats(lp, {REFUSAL}, candidates=5)
+    assert LensStats.as_layers(stats.alg1_paper) == [None, None, 2, 2]
+    assert LensStats.as_layers(stats.alg1) == [3, None, 2, 4]
+    assert lp[:, 3, 11].exp().max() < 1e-6
+    assert LensStats.as_layers(lens_stats(lp, {REFUSAL}, candidates=0).alg1) == [None, None, 2, 2]
+
+
+def test_refusal_tokens_from_responses_counts_refusals_and_answers():
+    tokenizer, ids = _tiny_tokenizer()
+    first = [ids["▁Sorry"], ids["▁I"], ids["▁I"], ids["▁hello"], None]
+    k = refusal_tokens_from_responses(tokenizer, first, [True, True, False, False, True])
+    assert k.source == "generated" and set(k.ids) == {ids["▁Sorry"], ids["▁I"]}
+    assert k.refusals == {ids["▁Sorry"]: 1, ids["▁I"]: 1} and k.answers == {ids["▁I"]: 1}
+    assert refusal_tokens_from_responses(tokenizer, first, [False] * 5) is None
 
 
 def test_layer_histogram():

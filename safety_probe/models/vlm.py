@@ -18,7 +18,7 @@ from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
 from safety_probe.layers import check_range
 from safety_probe.models.processor import load_processor
-from safety_probe.prompts import image_messages, text_messages, text_prompt_body
+from safety_probe.prompts import check_text_template, image_messages, text_messages, text_prompt_body
 
 # model_type -> readable family name; these are the families tested on every release.
 SUPPORTED_FAMILIES: dict[str, str] = {
@@ -82,6 +82,16 @@ class VLM:
         names = {id(m): n for n, m in model.named_modules()}
         # Hugging Face module names of the blocks, e.g. "model.language_model.layers.3".
         self.layer_module_names: list[str] = [names[id(layer)] for layer in self.layers]
+        self._text_template = "caption"
+
+    @property
+    def text_template(self) -> str:
+        """The text run's template, one of :data:`~safety_probe.prompts.TEXT_TEMPLATES` (every text run uses it)."""
+        return self._text_template
+
+    @text_template.setter
+    def text_template(self, template: str) -> None:
+        self._text_template = check_text_template(template)
 
     @property
     def device(self) -> torch.device:
@@ -116,7 +126,7 @@ class VLM:
         """The chat-templated prompt of one run of a pair (generation prompt added)."""
         if run == "image":
             return self._render(image_messages(pair.instruction, system_prompt))
-        return self._render(text_messages(pair.caption, pair.instruction, system_prompt))
+        return self._render(text_messages(pair.caption, pair.instruction, system_prompt, self.text_template))
 
     def adds_special_tokens(self, prompt: str) -> bool:
         """Whether tokenising a rendered ``prompt`` adds special tokens: as the processor's own
@@ -167,14 +177,37 @@ class VLM:
         offsets = enc["offset_mapping"]  # [B, T, 2] character spans, (0, 0) for special tokens
         mask = torch.zeros(input_ids.shape, dtype=torch.bool)
         for i, (pair, prompt) in enumerate(zip(pairs, prompts)):
-            body = prompt.rfind(text_prompt_body(pair.caption, pair.instruction))
+            body_text = text_prompt_body(pair.caption, pair.instruction, self.text_template)
+            body = prompt.rfind(body_text)
             if body < 0:
                 raise InputError(f"{self.name}: the chat template altered the caption text of {pair.image.name}")
-            start, end = body, body + len(pair.caption)
+            start = body + body_text.rfind(pair.caption)
+            end = start + len(pair.caption)
             mask[i] = span_mask(offsets[i], start, end) & enc["attention_mask"][i].bool()
             if not mask[i].any():
                 raise InputError(f"{self.name}: no caption tokens found for {pair.image.name}")
         return mask
+
+
+@torch.no_grad()
+def generate(vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None = None,
+             max_new_tokens: int = 32) -> list[str]:
+    """Greedy responses of one run of ``pairs`` (a single batch, left-padded)."""
+    return [text for text, _ in generate_with_ids(vlm, pairs, run, system_prompt, max_new_tokens)]
+
+
+@torch.no_grad()
+def generate_with_ids(vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None = None,
+                      max_new_tokens: int = 32) -> list[tuple[str, list[int]]]:
+    """Greedy responses of one run of ``pairs`` with their generated token ids (padding and EOS dropped)."""
+    batch = vlm.encode(pairs, run, system_prompt, padding_side="left")
+    tok = vlm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out = vlm.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    new = out[:, batch.inputs["input_ids"].shape[1]:].tolist()
+    special = set(tok.all_special_ids)
+    ids = [[t for t in row if t not in special] for row in new]
+    return [(tok.decode(row, skip_special_tokens=True).strip(), row) for row in ids]
 
 
 def span_mask(offsets: torch.Tensor, start: int, end: int) -> torch.Tensor:
