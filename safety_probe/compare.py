@@ -178,7 +178,8 @@ def filtered_metrics(rows: list[dict], flags: list[bool], system_prompt: str | N
         new.append(row)
     toxic = [f for r, f in zip(rows, flags) if r["label"] == "harmful" and r.get("scene") != "compositional"]
     benign = [f for r, f in zip(rows, flags) if r["label"] == "benign"]
-    metrics = metrics_of(new, rows[0]["judge"] if rows else None, system_prompt)
+    first = rows[0] if rows else {}
+    metrics = metrics_of(new, first.get("judge"), system_prompt, first.get("harm_judge"))
     metrics["filter"] = {"flag_rate_toxic_images": round(sum(toxic) / len(toxic), 4) if toxic else None,
                          "flag_rate_benign": round(sum(benign) / len(benign), 4) if benign else None}
     return metrics

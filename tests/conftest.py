@@ -57,3 +57,18 @@ def tiny_model_dir(tmp_path_factory):
         return built[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_guard_dir(tmp_path_factory):
+    """A function answer -> saved tiny guard model folder whose greedy generation is always ``answer``."""
+    from safety_probe.testing.tiny import build_tiny_guard
+
+    built: dict[str, Path] = {}
+
+    def get(answer: str) -> Path:
+        if answer not in built:
+            built[answer] = build_tiny_guard(tmp_path_factory.mktemp(f"guard-{answer}"), answer)
+        return built[answer]
+
+    return get

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import pandas as pd
+import pytest
 import torch
 
 from safety_probe.cli import main, probe_layers_main

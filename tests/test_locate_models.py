@@ -14,8 +14,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import write_pairs_file
+
 from safety_probe.analysis import analyze
 from safety_probe.cli import main
 from safety_probe.data.pairs import load_pairs

@@ -47,3 +47,29 @@ def test_probe_layers_on_the_organism(heldout, tmp_path):
     assert "Sorry" in "".join(layers["refusal_tokens"].values())
     per_pair = layers["algorithm1"]["per_pair"]
     assert sum(v is not None for v in per_pair) >= 0.9 * len(per_pair)
+
+
+
+def test_a_guard_changes_dsr_only(heldout, tiny_guard_dir):
+    """Over-refusal and task accuracy are the refusal judge's; an always-"safe" guard defends every harmful pair
+    and an always-"unsafe" one leaves DSR at the refused share (both real tiny guard models, really generating)."""
+    from safety_probe import organism
+    from safety_probe.data.pairs import load_pairs
+    from safety_probe.evaluation import GuardJudge, evaluate
+
+    vlm, pairs = organism.load(), load_pairs(heldout)
+
+    def metrics(answer: str | None) -> dict:
+        guard = GuardJudge(str(tiny_guard_dir(answer))) if answer else None
+        return evaluate(vlm, pairs, progress=False, harm_judge=guard).metrics
+
+    keyword, safe, unsafe = metrics(None), metrics("safe"), metrics("unsafe")
+    assert keyword["overall"]["image_task_accuracy"] >= 0.8 and keyword["overall"]["image_dsr"] < 1.0  # not trivial
+    for group in ("overall", *keyword["per_scene"]):
+        k, s, u = (m["overall"] if group == "overall" else m["per_scene"][group] for m in (keyword, safe, unsafe))
+        for run in ("text", "image"):
+            for name in ("benign_refusal", "task_accuracy", "harmful_recognition"):
+                assert s[f"{run}_{name}"] == u[f"{run}_{name}"] == k[f"{run}_{name}"], (group, run, name)
+            assert s[f"{run}_harm_unparsed"] == u[f"{run}_harm_unparsed"] == 0
+            if k["n_harmful"]:
+                assert s[f"{run}_dsr"] == 1.0 and u[f"{run}_dsr"] == k[f"{run}_dsr"], (group, run)

@@ -29,7 +29,7 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerF
 
 from safety_probe.models.processor import without_video
 
-__all__ = ["TEXT_OVERRIDES", "TINY_FAMILIES", "build_tiny_text_lm", "build_tiny_vlm"]
+__all__ = ["TEXT_OVERRIDES", "TINY_FAMILIES", "build_tiny_guard", "build_tiny_text_lm", "build_tiny_vlm"]
 
 TINY_FAMILIES: tuple[str, ...] = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "gemma3")
 
@@ -630,3 +630,38 @@ def build_tiny_text_lm(out_dir: Path, *, seed: int = 0, **overrides: Any) -> Pat
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     return _save(model, tok, out_dir, overrides.get("dtype"), None)
+
+
+def build_tiny_guard(out_dir: Path, answer: str, *, hidden_size: int = 64) -> Path:
+    """Build a tiny ``LlamaForCausalLM`` whose greedy generation is ``answer`` then EOS, whatever the prompt.
+
+    A stand-in guard model (real weights, tokenizer and chat template, loaded by the real code path). Every
+    block adds nothing to the residual stream (``o_proj`` and ``down_proj`` are zero), so the final state at a
+    position is that token's embedding: the model is a bigram table. Tokens outside ``answer`` embed to one
+    basis vector, the i-th token of ``answer`` to another, and ``lm_head`` maps each basis vector to the next
+    token of ``answer`` (the last to EOS) with a margin of 10·√hidden_size logits over every other token. Holds
+    for any prompt that does not end in a token of ``answer`` (chat templates end in the assistant header).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _build_tokenizer(_LLAMA_TOKS)
+    ids = tok.encode(answer, add_special_tokens=False)
+    if len(set(ids)) != len(ids) or len(ids) + 1 > hidden_size:
+        raise ValueError(f"{answer!r} tokenizes to {ids}: needs distinct tokens, fewer than hidden_size")
+    config = LlamaConfig(**_text_kwargs({"hidden_size": hidden_size}, tok), architectures=["LlamaForCausalLM"],
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed, head = model.model.embed_tokens.weight, model.lm_head.weight
+        embed.zero_()
+        embed[:, 0] = 1.0  # state 0: "before the answer"
+        head.zero_()
+        for i, token in enumerate([*ids, tok.eos_token_id]):
+            head[token, i] = 10.0  # state i -> the answer's i-th token (EOS after the last)
+            if i < len(ids):
+                embed[token] = 0.0
+                embed[token, i + 1] = 1.0  # the i-th answer token leads to state i + 1
+    return _save(model, tok, out_dir, None, None)
