@@ -132,7 +132,7 @@ def analyze(
     if len(harmful) < 3:
         raise InputError("the pairs file has fewer than 3 harmful pairs: the shift's baselines and CKA need more")
     tensors = {k: v[harmful] for k, v in states.tensors().items()}
-    scores = semantic_shift(tensors, layers=states.layers)
+    scores = semantic_shift(tensors, layers=states.layers).scores
     refusal_ids = refusal_token_ids(vlm.tokenizer, extra_phrases=refusal_phrases)
     ids = list(refusal_ids)
     if states.layers != list(range(vlm.n_layers)):

@@ -145,7 +145,7 @@ def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: s
     means over the safety ``layers`` (``mean_*``; ``mean_cos_matched_harmful`` over harmful pairs only)."""
     states = record(vlm, pairs, batch_size=batch_size, system_prompt=system_prompt, progress=False)
     tensors = {"image_mean": states.image_mean, "caption_mean": states.caption_mean}
-    scores = semantic_shift(tensors, layers=states.layers)
+    scores = semantic_shift(tensors, layers=states.layers, n_perm=0).scores  # compare.json keeps no CKA
     j = [states.layers.index(l) for l in layers]
     out: dict = {"layers": layers}
     for name in ("cos_matched", "cos_mismatched", "cos_centred"):
