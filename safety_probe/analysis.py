@@ -236,7 +236,9 @@ def analyze(
     settings = {"candidates": candidates, "band_share": band_share, "min_support": min_support,
                 "refusal_tokens": refusal_tokens, "text_template": vlm.text_template}
     tensors = {k: v[harmful] for k, v in states.tensors().items()}
-    scores = semantic_shift(tensors, layers=states.layers)
+    shift = semantic_shift(tensors, layers=states.layers)
+    scores = shift.scores
+    warnings += [f"{name} skipped: {reason}" for name, reason in shift.skipped.items()]
     fallback = RefusalTokens(refusal_token_ids(vlm.tokenizer, extra_phrases=refusal_phrases), "phrases")
     if states.layers != list(range(vlm.n_layers)):
         notes.append("a subset of layers was recorded: locating needs all layers, only the shift was measured")

@@ -145,10 +145,12 @@ def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: s
     means over the safety ``layers`` (``mean_*``; ``mean_cos_matched_harmful`` over harmful pairs only)."""
     states = record(vlm, pairs, batch_size=batch_size, system_prompt=system_prompt, progress=False)
     tensors = {"image_mean": states.image_mean, "caption_mean": states.caption_mean}
-    scores = semantic_shift(tensors, layers=states.layers)
+    scores = semantic_shift(tensors, layers=states.layers, n_perm=0).scores  # compare.json keeps no CKA
     j = [states.layers.index(l) for l in layers]
     out: dict = {"layers": layers}
     for name in ("cos_matched", "cos_mismatched", "cos_centred"):
+        if name not in scores:  # one evaluation pair has no mismatched or centred baseline
+            continue
         s = scores[name]
         out[name] = {str(l): round(float(v), 5) for l, v in zip(s.layers, s.mean)}
         out[f"mean_{name}"] = round(float(s.per_pair[:, j].mean()), 5)

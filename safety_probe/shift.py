@@ -3,8 +3,12 @@
 Method: Xu et al., "Cross-Modal Safety Mechanism Transfer in Large Vision-Language Models", ICLR 2025
 (arXiv 2410.12662), §3: cos(mean image-token state, mean caption-token state) per layer, averaged over
 pairs. Raw cosines of residual streams are inflated by a large component shared by all inputs, so this
-module also reports a mismatched-pair baseline, a mean-centred cosine and linear CKA (Kornblith et al.,
-"Similarity of Neural Network Representations Revisited", ICML 2019).
+module also reports a mismatched-pair baseline, the paired matched − mismatched gap, a mean-centred cosine
+and linear CKA (Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019).
+Linear CKA is biased upwards when d ≫ n (two independent representations can score near 1), so it comes
+with the debiased estimator (the unbiased HSIC of Song et al., "Feature Selection via Dependence
+Maximization", JMLR 2012, as used for CKA by Nguyen, Raghu & Kornblith, "Do Wide and Deep Networks Learn
+the Same Things?", ICLR 2021) and a permutation null (captions re-paired with images at random).
 
 Inputs are the recorder's float tensors ``[n_pairs, n_layers, d_model]``; layer l = output of block l.
 """
@@ -12,14 +16,31 @@ Inputs are the recorder's float tensors ``[n_pairs, n_layers, d_model]``; layer 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from safety_probe.scores import LayerScores, column_layers
+from safety_probe.scores import BOOT_SEED, LayerScores, column_layers
 
 MEAN_KEYS = ("image_mean", "caption_mean")
 LAST_KEYS = ("image_last", "caption_last")
+# Random re-pairings of captions with images for the CKA null; 200 resolve p down to 1/201.
+N_PERM = 200
+# The fewest pairs each metric needs: a mismatched or centred baseline needs a second pair; CKA's jackknife
+# needs 3 (with 2 pairs every centred Gram is rank one and CKA is 1), and so does a re-pairing to mean
+# anything; the unbiased HSIC divides by n − 3, so its jackknife (n − 1 pairs) needs 5.
+MIN_PAIRS: dict[str, int] = {
+    "cos_matched": 1,
+    "cos_last": 1,
+    "cos_mismatched": 2,
+    "cos_centred": 2,
+    "cos_gap": 2,
+    "cka": 3,
+    "cka_null": 3,
+    "cka_p": 3,
+    "cka_debiased": 5,
+}
 
 
 def derangement(n: int, seed: int = 0) -> np.ndarray:
@@ -73,58 +94,102 @@ def mismatched_cosine(
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear CKA between two representations of the same n examples, ``[n, d_x]`` and ``[n, d_y]``."""
-    return float(_weighted_cka(_gram(x), _gram(y), torch.ones(1, x.shape[0], dtype=torch.float64))[0])
+    return float(_cka(_gram(x), _gram(y))[0])
+
+
+def debiased_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Debiased linear CKA (unbiased HSIC) of ``[n, d_x]`` and ``[n, d_y]``, n >= 4; ≈ 0 for independent ones."""
+    return float(_cka(_gram(x), _gram(y), unbiased=True)[0])
 
 
 def cka_scores(
-    image: torch.Tensor, caption: torch.Tensor, layers: Sequence[int] | None = None
-) -> LayerScores:
-    """Linear CKA across pairs per layer between ``[n, L, d]`` states, with a jackknife 95% band.
+    image: torch.Tensor,
+    caption: torch.Tensor,
+    layers: Sequence[int] | None = None,
+    n_perm: int = N_PERM,
+    seed: int = BOOT_SEED,
+) -> dict[str, LayerScores]:
+    """Linear CKA across pairs per layer between ``[n, L, d]`` states, with its debiased value and null.
 
-    The band is CKA ± 1.96 jackknife standard errors (leave one pair out). A pair bootstrap is not used:
-    resampling with replacement duplicates pairs, which inflates CKA so much that the bootstrap band
-    can miss the estimate.
+    Returns ``cka`` and, for n >= 5, ``cka_debiased``, each with a jackknife 95% band (± 1.96 leave-one-out
+    standard errors; a pair bootstrap duplicates pairs, which inflates CKA so much that its band can miss
+    the estimate). With ``n_perm > 0``: ``cka_null``, the mean CKA over ``n_perm`` seeded re-pairings of
+    captions with images (band: their 2.5–97.5 percentiles), and ``cka_p``, the one-sided permutation
+    p-value (1 + #{null >= cka}) / (n_perm + 1) (band: Wilson 95% interval of its Monte Carlo error).
+    One Gram matrix per modality and layer serves all of them.
     """
     n, n_layers = image.shape[:2]
-    if n < 3:
-        raise ValueError("CKA across pairs with a jackknife band needs at least 3 pairs")
-    # Row 0 keeps every pair (the estimate); row k+1 leaves pair k out.
-    weights = torch.cat([torch.ones(1, n), 1 - torch.eye(n)]).double()
-    mean, lower, upper = (np.empty(n_layers) for _ in range(3))
+    if n < MIN_PAIRS["cka"]:
+        raise ValueError(f"CKA across pairs with a jackknife band needs at least {MIN_PAIRS['cka']} pairs")
+    if n_perm < 0:
+        raise ValueError(f"n_perm must be >= 0, got {n_perm}")
+    layers = column_layers(layers, n_layers, "cka")
+    debias = n >= MIN_PAIRS["cka_debiased"]
+    # Row 0 is the observed pairing, so the p-value's +1 correction is the observed value counting itself.
+    rng = np.random.default_rng(seed)
+    perms = np.stack([np.arange(n), *(rng.permutation(n) for _ in range(n_perm))])
+    cka, debiased = np.empty((3, n_layers)), np.empty((3, n_layers))
+    null = np.empty((n_perm + 1, n_layers))
     for layer in range(n_layers):
-        cka = _weighted_cka(_gram(image[:, layer]), _gram(caption[:, layer]), weights).numpy()
-        loo = cka[1:]
-        se = np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2))
-        mean[layer], lower[layer], upper[layer] = cka[0], cka[0] - 1.96 * se, cka[0] + 1.96 * se
-    return LayerScores(
-        "cka",
-        column_layers(layers, n_layers, "cka"),
-        mean,
-        lower,
-        upper,
-        None,
-        "linear CKA across pairs between image-token and caption-token mean states (Kornblith et al. 2019)",
-    )
+        gx, gy = _gram(image[:, layer]), _gram(caption[:, layer])
+        cka[:, layer] = _jackknife(_cka(gx, gy))
+        if debias:
+            debiased[:, layer] = _jackknife(_cka(gx, gy, unbiased=True))
+        if n_perm:
+            null[:, layer] = _repaired_cka(gx, gy, perms)
+    about = "linear CKA across pairs between image-token and caption-token mean states"
+    out = {"cka": LayerScores("cka", layers, *cka, description=f"{about} (Kornblith et al. 2019)")}
+    if debias:
+        out["cka_debiased"] = LayerScores(
+            "cka_debiased", layers, *debiased, description=f"debiased {about} (unbiased HSIC; Nguyen et al. 2021)"
+        )
+    if n_perm:
+        draws = null[1:]
+        lower, upper = np.percentile(draws, [2.5, 97.5], axis=0)
+        out["cka_null"] = LayerScores(
+            "cka_null", layers, draws.mean(0), lower, upper,
+            description=f"linear CKA with captions re-paired at random ({n_perm} permutations, seed {seed})",
+        )
+        p = np.where(np.isnan(null[0]), np.nan, (null >= null[0]).sum(0) / (n_perm + 1))  # NaN: constant states
+        out["cka_p"] = LayerScores(
+            "cka_p", layers, p, *_wilson(p, n_perm + 1),
+            description="permutation p-value of cka against cka_null (one-sided, +1 corrected)",
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class ShiftResult:
+    """The shift metrics ``n_pairs`` allow (``scores``) and, per metric left out, why (``skipped``)."""
+
+    scores: dict[str, LayerScores]
+    skipped: dict[str, str]
 
 
 def semantic_shift(
     states: Mapping[str, torch.Tensor],
     layers: Sequence[int] | None = None,
     mismatch: str = "all",
-    seed: int = 0,
-) -> dict[str, LayerScores]:
+    seed: int = BOOT_SEED,
+    n_perm: int = N_PERM,
+) -> ShiftResult:
     """All shift metrics from the recorder's states (each ``[n_pairs, n_layers, d_model]``).
 
-    Needs ``image_mean`` and ``caption_mean``; ``image_last`` and ``caption_last`` are optional. Returns:
+    Needs ``image_mean`` and ``caption_mean``; ``image_last`` and ``caption_last`` are optional. Scores:
 
     * ``cos_matched``: cos(image_mean_i, caption_mean_i) per pair (the paper's §3 metric).
     * ``cos_mismatched``: the same with other pairs' captions (see :func:`mismatched_cosine`); the
       level a shared residual-stream component alone produces.
+    * ``cos_gap``: cos_matched_i − cos_mismatched_i per pair, with a paired bootstrap band.
     * ``cos_centred``: matched cosine after subtracting, per layer, each modality's mean over pairs; this
       removes the shared component (chance ≈ 0), so what remains is pair-specific agreement.
-    * ``cka``: linear CKA across pairs between image_mean and caption_mean.
+    * ``cka``, ``cka_debiased``, ``cka_null``, ``cka_p``: linear CKA across pairs between image_mean and
+      caption_mean, its debiased value, its permutation null and p-value (see :func:`cka_scores`);
+      ``n_perm=0`` turns the null off, ``seed`` seeds it and the derangement.
     * ``cos_last`` (when the *_last states are given): cos(image_last_i, caption_last_i), the state the
       next-token prediction (and the refusal) is read from.
+
+    A metric that needs more pairs than given (:data:`MIN_PAIRS`) is left out and named in ``skipped``.
     """
     for key in MEAN_KEYS:
         if key not in states:
@@ -137,25 +202,30 @@ def semantic_shift(
     if len(set(shapes.values())) != 1 or len(shapes["image_mean"]) != 3:
         raise ValueError(f"states must all be [n_pairs, n_layers, d_model] of one shape; got {shapes}")
     image, caption = t["image_mean"], t["caption_mean"]
+    n = image.shape[0]
     layers = column_layers(layers, image.shape[1], "semantic_shift")
+    matched = pair_cosine(image, caption)
     out = {
         "cos_matched": LayerScores.from_pairs(
-            "cos_matched", pair_cosine(image, caption), layers, "cos(image-token mean, caption-token mean)"
+            "cos_matched", matched, layers, "cos(image-token mean, caption-token mean)"
         ),
-        "cos_mismatched": LayerScores.from_pairs(
-            "cos_mismatched",
-            mismatched_cosine(image, caption, mismatch, seed),
-            layers,
-            f"cosine with mismatched captions ({mismatch})",
-        ),
-        "cos_centred": LayerScores.from_pairs(
+    }
+    if n >= MIN_PAIRS["cos_mismatched"]:
+        mismatched = mismatched_cosine(image, caption, mismatch, seed)
+        out["cos_mismatched"] = LayerScores.from_pairs(
+            "cos_mismatched", mismatched, layers, f"cosine with mismatched captions ({mismatch})"
+        )
+        out["cos_gap"] = LayerScores.from_pairs(
+            "cos_gap", matched - mismatched, layers, "cos_matched − cos_mismatched per pair (paired band)"
+        )
+        out["cos_centred"] = LayerScores.from_pairs(
             "cos_centred",
             pair_cosine(image, caption, centre=True),
             layers,
             "matched cosine after subtracting each modality's mean over pairs",
-        ),
-        "cka": cka_scores(image, caption, layers),
-    }
+        )
+    if n >= MIN_PAIRS["cka"]:
+        out.update(cka_scores(image, caption, layers, n_perm, seed))
     if "image_last" in t:
         out["cos_last"] = LayerScores.from_pairs(
             "cos_last",
@@ -163,7 +233,13 @@ def semantic_shift(
             layers,
             "cos(last prompt position, image run; last prompt position, text run)",
         )
-    return out
+    wanted = [m for m in MIN_PAIRS if m != "cos_last" or "image_last" in t]
+    skipped = {
+        m: f"needs at least {MIN_PAIRS[m]} pairs, got {n}" if n < MIN_PAIRS[m] else "turned off (n_perm=0)"
+        for m in wanted
+        if m not in out
+    }
+    return ShiftResult(out, skipped)
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
@@ -171,21 +247,67 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
     return x @ x.T
 
 
-def _weighted_cka(gx: torch.Tensor, gy: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """CKA of Gram matrices ``[n, n]`` with example i counted ``w[b, i]`` times, for each row b of ``w`` ``[B, n]`` → ``[B]``.
+def _hollow(g: torch.Tensor) -> torch.Tensor:
+    return g - torch.diag(g.diagonal())
 
-    HSIC of a reweighted sample (e.g. leave-one-out) is a weighted sum over the original n×n entries, so
-    no ``[B, n, n]`` tensor is built.
+
+def _cka(gx: torch.Tensor, gy: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """CKA of Grams ``[n, n]`` over all n examples (entry 0) and without example k (entry k + 1) → ``[n + 1]``.
+
+    ``unbiased`` uses the unbiased HSIC (HSIC₁ of Song et al. 2012) on the Grams with their diagonals zeroed.
     """
-    hxy, hxx, hyy = (_weighted_hsic(a, b, w) for a, b in ((gx, gy), (gx, gx), (gy, gy)))
+    if unbiased:
+        gx, gy = _hollow(gx), _hollow(gy)
+    hxy, hxx, hyy = (_hsic(*_loo_sums(a, b), unbiased) for a, b in ((gx, gy), (gx, gx), (gy, gy)))
     denom = torch.sqrt(hxx * hyy)
     return torch.where(denom > 0, hxy / denom.clamp_min(1e-300), torch.nan)
 
 
-def _weighted_hsic(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    # Σ_ij w_i w_j Ca_ij Cb_ij with Ca the w-weighted double-centred a. Because Ca's weighted row sums
-    # vanish, this equals Σ w_i w_j Ca_ij b_ij = wᵀ(a∘b)w − 2n Σ_i w_i ā_i b̄_i + n² α β (ā = a w / n, α = wᵀā / n).
-    n = w.sum(1, keepdim=True)
-    a_bar, b_bar = (w @ a) / n, (w @ b) / n
-    alpha, beta = (w * a_bar).sum(1) / n[:, 0], (w * b_bar).sum(1) / n[:, 0]
-    return ((w @ (a * b)) * w).sum(1) - 2 * n[:, 0] * (w * a_bar * b_bar).sum(1) + n[:, 0] ** 2 * alpha * beta
+def _hsic(
+    trace: torch.Tensor, cross: torch.Tensor, totals: torch.Tensor, m: torch.Tensor, unbiased: bool
+) -> torch.Tensor:
+    """Either HSIC estimator of Grams a, b from their sums (:func:`_loo_sums`) over m examples, elementwise."""
+    if unbiased:  # a, b hollow; needs m >= 4
+        return (trace + totals / ((m - 1) * (m - 2)) - 2 * cross / (m - 2)) / (m * (m - 3))
+    return trace - 2 * cross / m + totals / m**2  # tr(HaHb), H the centring matrix; HSIC's 1/(m−1)² cancels
+
+
+def _loo_sums(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Σ_ij a_ij b_ij, Σ_i (a1)_i (b1)_i, (1ᵀa1)(1ᵀb1) and m of symmetric ``[n, n]`` a, b, each ``[n + 1]``: over
+    all n examples (entry 0) and without example k (entry k + 1)."""
+    # Leaving k out removes row and column k from every sum, so all n jackknife samples cost O(n²), not O(n³).
+    n, ab, ra, rb = a.shape[0], a * b, a.sum(1), b.sum(1)
+    rab, da, db = ab.sum(1), a.diagonal(), b.diagonal()
+    trace = torch.cat([ab.sum().reshape(1), ab.sum() - 2 * rab + ab.diagonal()])
+    # Without k, row j sums to ra_j − a_jk; the products of those over j ≠ k, for every k at once.
+    cross = torch.cat([(ra @ rb).reshape(1), ra @ rb - b @ ra - a @ rb + rab - (ra - da) * (rb - db)])
+    totals = torch.cat([(a.sum() * b.sum()).reshape(1), (a.sum() - 2 * ra + da) * (b.sum() - 2 * rb + db)])
+    return trace, cross, totals, torch.tensor([n, *[n - 1] * n], dtype=a.dtype)
+
+
+def _jackknife(values: torch.Tensor) -> tuple[float, float, float]:
+    """(estimate, lower, upper) from ``[estimate, leave-one-out values...]`` ``[n + 1]``: ± 1.96 jackknife SEs."""
+    est, loo = float(values[0]), values[1:].numpy()
+    n = loo.shape[0]
+    se = float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+    return est, est - 1.96 * se, est + 1.96 * se
+
+
+def _repaired_cka(gx: torch.Tensor, gy: torch.Tensor, perms: np.ndarray) -> np.ndarray:
+    """Linear CKA of Grams ``[n, n]`` with image i paired to caption ``perms[b, i]``, ``[B, n]`` → ``[B]``."""
+    # Centring commutes with permutations, so re-pairing permutes the centred Gram's rows and columns: one
+    # gather per draw, no new states or Gram; the norms do not change. The gather is the cost and is bound by
+    # memory, so it runs in float32 (numpy's take, the fastest found): 2-4x faster, relative error ~1e-7.
+    cx, cy = ((g - g.mean(0) - g.mean(1, keepdim=True) + g.mean()).numpy() for g in (gx, gy))
+    flat, cy32 = cx.astype(np.float32).ravel(), cy.astype(np.float32)
+    scale = np.linalg.norm(cx) * np.linalg.norm(cy)
+    if scale == 0:  # a constant representation has no CKA (as in _cka)
+        return np.full(len(perms), np.nan)
+    return np.array([flat @ cy32.take(p, 0).take(p, 1).ravel() for p in perms], dtype=np.float64) / scale
+
+
+def _wilson(p: np.ndarray, trials: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score 95% interval of proportions ``p`` observed in ``trials`` trials → (lower, upper)."""
+    centre = (p + z**2 / (2 * trials)) / (1 + z**2 / trials)
+    half = z / (1 + z**2 / trials) * np.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2))
+    return centre - half, centre + half

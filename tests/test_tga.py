@@ -367,7 +367,7 @@ def test_compare_shift_is_the_probe_layers_shift(tiny_model_dir, pairs_file):
     pairs = load_pairs(pairs_file)
     shift = layer_shift(vlm, pairs, [1])
     states = record(vlm, pairs, progress=False)
-    scores = semantic_shift({"image_mean": states.image_mean, "caption_mean": states.caption_mean})
+    scores = semantic_shift({"image_mean": states.image_mean, "caption_mean": states.caption_mean}).scores
     for name in ("cos_matched", "cos_mismatched", "cos_centred"):
         assert [shift[name][str(l)] for l in (0, 1)] == pytest.approx(scores[name].mean.tolist(), abs=1e-5)
 
