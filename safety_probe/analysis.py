@@ -313,9 +313,8 @@ def print_table(result: LayerAnalysis) -> None:
 
     frame = result.frame()
     labels = {"refusal_prob_mean": "P(refuse)", "alg1_count": "alg1 n", "alg1_fire_share_mean": "K rises",
-              "alg1_fire_share_benign_mean": "K rises (benign)", "attention_mass_mean": "attn",
-              "refusal_direction_auroc_mean": "dir AUROC", "patching_gain_mean": "patch gain",
-              "cos_matched_mean": "cos", "cos_mismatched_mean": "cos mism.", "cka_mean": "CKA"}
+              "alg1_fire_share_benign_mean": "benign", "patching_gain_mean": "patch", "cos_matched_mean": "cos",
+              "cos_gap_mean": "cos gap", "cka_debiased_mean": "CKA (deb.)"}
     cols = [c for c in labels if c in frame]
     table = Table(title="per-layer results (* = safety layer)")
     table.add_column("layer", justify="right")

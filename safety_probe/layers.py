@@ -52,13 +52,16 @@ def read_safety_layers(path: str | Path) -> list[int]:
     path = Path(path)
     obj = read_json(path, "layers file")
     value = obj.get("safety_layers") if isinstance(obj, dict) else None
+    if value == []:
+        why = "; ".join(obj.get("warnings") or []) or "no band was drawn"
+        raise InputError(f"{path}: no safety layers were located ({why}); give layers such as 9-17 instead")
     if not isinstance(value, list) or not value or not all(type(x) is int for x in value):
         raise InputError(f"{path}: expected key 'safety_layers' with a non-empty list of 0-based block indices")
     return sorted(set(value))
 
 
 def resolve_layers(spec: str | Iterable[int], n_layers: int) -> list[int]:
-    """Block indices from a ``layers.json`` path, a spec ("10-18", "3,5", "all") or a list of indices."""
+    """Block indices from a ``layers.json`` path, a spec ("9-17", "3,5", "all") or a list of indices."""
     if not isinstance(spec, str):
         return check_range(spec, n_layers, "safety layer")
     if spec.endswith(".json") or Path(spec).is_file():

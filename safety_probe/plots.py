@@ -51,7 +51,8 @@ LOCATORS: tuple[tuple[str, str], ...] = (
 def plot_shift(
     scores: Mapping[str, LayerScores], safety_layers: Sequence[int] = (), backend: Backend = "matplotlib"
 ) -> Figure | go.Figure:
-    """Semantic shift: matched cosine vs mismatched baseline (dashed) and centred cosine; CKA below."""
+    """Semantic shift: matched cosine vs mismatched baseline (dashed) and centred cosine; their paired gap; raw and
+    debiased CKA above the permutation null (dashed)."""
     _require(scores, ["cos_matched"], "plot_shift")
     cos = [_series(scores["cos_matched"], "matched", COLORS["blue"])]
     if "cos_mismatched" in scores:
@@ -59,9 +60,14 @@ def plot_shift(
     if "cos_centred" in scores:
         cos.append(_series(scores["cos_centred"], "centred", COLORS["orange"]))
     panels = [Panel("cosine(image, caption)", cos, height=1.6)]
-    if "cka" in scores:
-        panels.append(Panel("linear CKA", [_series(scores["cka"], "CKA across pairs", COLORS["green"])]))
-    return render(Spec("Semantic shift per layer", panels, list(safety_layers), 3.6), backend)
+    if "cos_gap" in scores:
+        panels.append(Panel("matched − mismatched", [_series(scores["cos_gap"], "paired gap", COLORS["blue"])]))
+    cka = [_series(scores[k], label, color, dashed=k == "cka_null") for k, label, color in (
+        ("cka", "CKA across pairs", COLORS["green"]), ("cka_debiased", "debiased CKA", COLORS["orange"]),
+        ("cka_null", "permutation null", COLORS["grey"])) if k in scores]
+    if cka:
+        panels.append(Panel("linear CKA", cka))
+    return render(Spec("Semantic shift per layer", panels, list(safety_layers), 1.6 + 1.0 * len(panels)), backend)
 
 
 def plot_locate(

@@ -22,7 +22,7 @@ from safety_probe.data.pairs import load_pairs
 from safety_probe.models import load_vlm
 from safety_probe.probe import record
 from safety_probe.testing.circuits import orthonormal, silence_blocks, spell, write_direction
-from safety_probe.testing.tiny import build_tiny_vlm
+from safety_probe.testing.tiny import TINY_FAMILIES, build_tiny_vlm
 
 N_LAYERS, WRITER = 6, 2
 ROWS = [(f"a {c} thing number {i}", "Describe this image.", label, "scene")
@@ -116,3 +116,14 @@ def test_probe_layers_on_two_pairs_writes_states_and_algorithm1(six_block_llava,
     assert any("refusal direction skipped" in w for w in layers["warnings"])
     assert any("no safety layers drawn" in w for w in layers["warnings"])
     assert layers["safety_layers"] == [] and layers["support"]["band_drawn"] is False
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_probe_layers_with_the_scene_template_on_every_family(tiny_model_dir, pairs_file, family, tmp_path):
+    out = tmp_path / family
+    assert main(["probe", "--model", str(tiny_model_dir(family)), "--pairs", str(pairs_file), "--out", str(out),
+                 "--text-template", "scene", "--patch-pairs", "1", "--figures", "false"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    layers = json.loads((out / "layers.json").read_text())
+    assert run["config"]["text_template"] == layers["settings"]["text_template"] == "scene"
+    assert "benign_false_positive" in layers["algorithm1"]

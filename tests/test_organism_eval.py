@@ -43,10 +43,13 @@ def test_eval_reproduces_the_cross_modal_gap(heldout, tmp_path):
 def test_probe_layers_on_the_organism(heldout, tmp_path):
     assert probe_layers_main(["--pairs", str(heldout), "--out", str(tmp_path), "--device", "cpu"]) == 0
     layers = json.loads((tmp_path / "layers.json").read_text())
-    assert layers["safety_layers"], layers["notes"]
-    assert "Sorry" in "".join(layers["refusal_tokens"].values())
+    assert layers["safety_layers"], layers["warnings"]
+    assert 7 not in layers["safety_layers"]  # the readout block, where K is already the top-1
+    tokens = layers["refusal_tokens"]
+    assert tokens["source"] == "generated" and [t["token"] for t in tokens["tokens"].values()] == ["ĠSorry"]
     per_pair = layers["algorithm1"]["per_pair"]
     assert sum(v is not None for v in per_pair) >= 0.9 * len(per_pair)
+    assert layers["support"]["refusing"] == layers["support"]["harmful"]
 
 
 

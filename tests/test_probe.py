@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from safety_probe.data.pairs import load_pairs
+from safety_probe.errors import InputError
 from safety_probe.layers import parse_layers
 from safety_probe.models import SUPPORTED_FAMILIES, load_vlm
 from safety_probe.probe import BACKENDS, PairStates, record
+from safety_probe.prompts import TEXT_TEMPLATES, text_prompt_body
 
 FAMILIES = list(SUPPORTED_FAMILIES)
 
@@ -62,16 +64,29 @@ def test_backends_give_the_same_states_in_padded_batches(family_vlm, pairs_file)
         assert torch.allclose(tensor, getattr(traced, name), atol=1e-6, rtol=0), (family, name)
 
 
-def test_caption_span_is_the_caption(family_vlm, pairs_file):
+@pytest.mark.parametrize("template", TEXT_TEMPLATES)
+def test_caption_span_is_the_caption(family_vlm, pairs_file, template):
     family, vlm = family_vlm
     pairs = load_pairs(pairs_file)
-    batch = vlm.encode(pairs, "text", padding_side="right")
+    vlm.text_template = template
+    try:
+        batch = vlm.encode(pairs, "text", padding_side="right")
+        states = record(vlm, pairs[:2], progress=False)
+    finally:
+        vlm.text_template = "caption"
     for i, pair in enumerate(pairs):
+        assert text_prompt_body(pair.caption, pair.instruction, template) in batch.prompts[i]
         ids = batch.inputs["input_ids"][i][batch.caption_mask[i].cpu()]
         assert vlm.tokenizer.decode(ids).strip() == pair.caption, family
+    assert torch.isfinite(states.caption_mean).all()
     image_batch = vlm.encode(pairs, "image")
     counts = image_batch.image_mask.sum(dim=1)
     assert (counts > 0).all() and not batch.image_mask.any()
+
+
+def test_unknown_text_template_is_refused(family_vlm):
+    with pytest.raises(InputError, match="unknown text template 'blank'.*caption, scene"):
+        family_vlm[1].text_template = "blank"
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])

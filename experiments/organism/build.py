@@ -29,8 +29,11 @@ def heldout_report(model_dir: Path, pairs_dir: Path, seed: int, n: int) -> dict:
     vlm = load_vlm(model_dir)
     metrics = evaluate(vlm, pairs, batch_size=50, progress=False).metrics
     layers = analyze(vlm, pairs, record(vlm, pairs, progress=False), progress=False).summary()
-    return {"eval": metrics, "layers": {k: layers[k] for k in ("safety_layers", "refusal_tokens", "notes")}
-            | {"algorithm1_share_found": layers["algorithm1"]["share_found"], "scores": layers["scores"]}}
+    keep = ("safety_layers", "refusal_tokens", "support", "text_run_refusal", "notes", "warnings")
+    return {"eval": metrics, "layers": {k: layers[k] for k in keep}
+            | {"algorithm1_share_found": layers["algorithm1"]["share_found"],
+               "algorithm1_benign_false_positive": layers["algorithm1"]["benign_false_positive"],
+               "scores": layers["scores"]}}
 
 
 def main() -> None:
@@ -43,9 +46,19 @@ def main() -> None:
                     help="save/load each stage's result here (development only: edits to a stage need a fresh dir)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every step count (smoke tests)")
     ap.add_argument("--pool-scale", type=float, default=1.0, help="multiply the image pool size (smoke tests)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure the held-out report of the build already in --out and update its build_metrics.json")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a Config field (repeatable), e.g. --set pool_spread=1.0")
     args = ap.parse_args()
+    if args.report_only:
+        path = args.out / "build_metrics.json"
+        metrics = json.loads(path.read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics |= heldout_report(args.out / "llava", Path(tmp), args.eval_seed, args.eval_n)
+        write_json(path, metrics)
+        print(json.dumps(metrics["layers"]["safety_layers"]), json.dumps(metrics["eval"]["overall"]))
+        return
     cfg = Config(seed=args.seed)
     for item in args.set:
         key, _, value = item.partition("=")

@@ -12,7 +12,7 @@ class TGAConfig:
     """Text-Guided Alignment (Xu et al., ICLR 2025, §4): L = L_LM + λ·L_guide on the safety layers J."""
 
     layers: str = "all"
-    """Safety layers J: a layers.json (key ``safety_layers``: 0-based block indices) or a spec like "10-18" / "3,5"."""
+    """Safety layers J: a layers.json (key ``safety_layers``: 0-based block indices) or a spec like "9-17" / "3,5"."""
 
     stage: int = 2
     """1: projector only. 2: projector + language model (full, or LoRA with ``lora``). The vision tower stays frozen."""
