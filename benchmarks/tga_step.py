@@ -22,7 +22,8 @@ from safety_probe.organism import ORGANISM_DIR
 from safety_probe.organism.preset import write_tga_data
 from safety_probe.tga.batch import TGACollator
 from safety_probe.tga.data import load_tga_data
-from safety_probe.tga.train import setup_trainable, tga_loss
+from safety_probe.tga.params import setup_trainable
+from safety_probe.tga.train import tga_loss
 
 TARGET = 1.25
 RESULTS = Path(__file__).resolve().parent / "results.json"

@@ -119,20 +119,21 @@ def check_config(cfg: CompareConfig) -> list[str]:
 
 def fill_retrieved(examples: list[TGAExample], clip: str | Retriever | None, corpus: list[str] | None = None
                    ) -> list[TGAExample]:
-    """Examples without ``retrieved`` get the nearest text of ``corpus`` under CLIP, own caption excluded.
+    """Image rows without ``retrieved`` get the nearest text of ``corpus`` under CLIP, own caption excluded.
 
     ``corpus`` defaults to the data set's own captions; without a CLIP it is an error naming ``--clip``.
+    Text-only rows need no R.
     """
-    missing = [i for i, ex in enumerate(examples) if not ex.retrieved]
+    missing = [i for i, ex in enumerate(examples) if ex.image is not None and not ex.retrieved]
     if not missing:
         return examples
     if clip is None:
         raise InputError(f"{len(missing)} training rows have no 'retrieved_caption': pass --clip to retrieve R "
                          "(or --retrieved-in-context false)")
-    corpus = corpus or list(dict.fromkeys(ex.caption for ex in examples))
+    corpus = corpus or list(dict.fromkeys(ex.caption for ex in examples if ex.caption))
     retriever = clip if isinstance(clip, Retriever) else Retriever(clip)
     found = retriever.retrieve([load_image(examples[i].image) for i in missing],
-                               [examples[i].caption for i in missing], corpus)
+                               [examples[i].caption or "" for i in missing], corpus)  # "": nothing to exclude
     out = list(examples)
     for i, r in zip(missing, found):
         out[i] = replace(examples[i], retrieved=r[0])
@@ -262,6 +263,7 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
             return
         entry = {"model": str(result.model_dir), "weights_sha256": result.weights_hash, "steps": result.steps,
                  "final_log": result.log[-1] if result.log else None, "guide_only_rows": result.guide_only_rows,
+                 "rows": result.rows,
                  **overrides}
         if pairs is not None:
             metrics, _ = _measure(load_vlm(result.model_dir, dtype=cfg.dtype), pairs, layers, cfg,

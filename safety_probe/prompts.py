@@ -63,8 +63,12 @@ def text_prompt_body(caption: str, instruction: str, template: str = "caption") 
     return f"{caption}\n{instruction}"
 
 
+def user_text_messages(text: str, system_prompt: str | None = None) -> list[dict]:
+    """One user turn with text content only."""
+    return _with_system({"role": "user", "content": [{"type": "text", "text": text}]}, system_prompt)
+
+
 def text_messages(caption: str, instruction: str, system_prompt: str | None = None,
                   template: str = "caption") -> list[dict]:
     """One user turn whose only content is :func:`text_prompt_body` (the text run)."""
-    user = {"role": "user", "content": [{"type": "text", "text": text_prompt_body(caption, instruction, template)}]}
-    return _with_system(user, system_prompt)
+    return user_text_messages(text_prompt_body(caption, instruction, template), system_prompt)

@@ -72,7 +72,7 @@ def test_clip_loads():
 def test_rebuilds_are_identical(tmp_path):
     """Two builds from one seed give bit-identical weights (a shrunken schedule; the full one is make organism)."""
     from safety_probe.organism.train import Config, build
-    from safety_probe.tga.train import weights_hash
+    from safety_probe.tga.params import weights_hash
 
     def small() -> Config:
         return Config(seed=3, pool_toxic=60, pool_benign=60, lm_steps=3, safety_steps=3, clip_steps=3, clip_batch=16,

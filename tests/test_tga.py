@@ -20,7 +20,8 @@ from safety_probe.tga.batch import TGACollator
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import load_tga_data
 from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
-from safety_probe.tga.train import guide_only_rows, plain_rows, setup_trainable, tga_loss, train, weights_hash
+from safety_probe.tga.params import setup_trainable, weights_hash
+from safety_probe.tga.train import guide_only_rows, plain_rows, tga_loss, train
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,9 @@ def test_guide_loss_equals_hand_computation():
     assert (w1, w2) == pytest.approx((0.125, 0.025))
     exp_layer = (w1 * (math.exp(-s) + math.exp(-1)) + w2 * (math.exp(0) + math.exp(-1))) / 2
     loss, _ = guide_loss({0: i}, {0: c}, {0: r}, form="exp", weights=(w1, w2))
+    assert loss.item() == pytest.approx(exp_layer, abs=1e-6)
+    # the paper sums over J (above: 2 · per_layer); the released code's form averages over its layers
+    loss, _ = guide_loss({3: i, 5: i}, {3: c, 5: c}, {3: r, 5: r}, form="exp", weights=(w1, w2))
     assert loss.item() == pytest.approx(exp_layer, abs=1e-6)
 
 
@@ -307,6 +311,16 @@ def _entry(**kw) -> dict:
     ([_entry(image_caption="")], "image_caption"),
     ([_entry(conversations=[{"from": "human", "value": "no image here"}, {"from": "gpt", "value": "x"}])], "<image>"),
     ([_entry(conversations=[{"from": "gpt", "value": "<image>\nx"}])], "conversations"),
+    ([_entry(conversations=[{"from": "human", "value": "<image>\nx"}, {"from": "human", "value": "y"}])],
+     "conversations[1]"),
+    ([_entry(conversations=[{"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"},
+                            {"from": "human", "value": "z"}])], "in pairs"),
+    ([_entry(conversations=[{"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"},
+                            {"from": "human", "value": "<image>\nz"}, {"from": "gpt", "value": "w"}])],
+     "first human turn only"),
+    ([{"id": "1", "conversations": [{"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"}]}],
+     "without 'image'"),
+    ([_entry(conversations=[{"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": " "}])], "empty"),
     ([_entry(image="images/missing.png")], "image not found"),
     ([_entry(retrieved_caption="A cup.")], "retrieved_caption"),
     ([_entry(), _entry()], "duplicate id"),

@@ -15,6 +15,8 @@ def without_video(cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
     processor without one. The subclass drops ``video_processor`` from ``__init__`` (which is what
     ``ProcessorMixin`` inspects) and keeps the real class name, so ``save_pretrained`` records
     ``"processor_class": "Qwen2VLProcessor"``; images and text work unchanged, videos are unsupported.
+    ``video_processor_config`` (set by :func:`load_processor`) is written back on save, so a saved folder
+    (e.g. a trained model) loads like the one it came from.
     """
 
     def __init__(
@@ -26,7 +28,14 @@ def without_video(cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
     ) -> None:
         cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
-    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": cls.__module__})
+    def to_dict(self: Any) -> dict[str, Any]:
+        out = cls.to_dict(self)
+        if self.video_processor_config is not None:
+            out["video_processor"] = self.video_processor_config
+        return out
+
+    namespace = {"__init__": __init__, "to_dict": to_dict, "video_processor_config": None, "__module__": cls.__module__}
+    return type(cls.__name__, (cls,), namespace)
 
 
 def load_processor(path: str | Path, **kwargs: Any) -> ProcessorMixin:
@@ -46,4 +55,8 @@ def load_processor(path: str | Path, **kwargs: Any) -> ProcessorMixin:
         name = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}.get(model_type)
         if name is None or "torchvision" not in str(err).lower():
             raise
-        return without_video(getattr(transformers, name)).from_pretrained(path, **kwargs)
+        from transformers.video_processing_utils import BaseVideoProcessor
+
+        processor = without_video(getattr(transformers, name)).from_pretrained(path, **kwargs)
+        processor.video_processor_config = BaseVideoProcessor.get_video_processor_dict(str(path))[0]
+        return processor

@@ -1,20 +1,29 @@
-"""Training batches for TGA: the image run with "Retrieved Text: R. <image>\\n{instruction}" and the answer as
-labels, the token spans of the image and of R (from the fast tokenizer's character offsets), and the text-only
-caption run of the same examples (the project's text run, via :meth:`VLM.encode`)."""
+"""Training batches for TGA: the image run with "Retrieved Text: R. <image>\\n{instruction}" and every answer as
+labels, the token spans of the image and of R, and the text-only caption run of the guided rows (the project's
+text run, via :meth:`VLM.encode`).
+
+Any family's processor works the same way: the chat template renders the row turn by turn, the processor
+encodes the first turn's prompt (it expands the image into its own tokens: copies, tiles, soft tokens) and the
+tokenizer the rest. R is located in the tokenizer's encoding of the unexpanded prompt, whose tokens agree with
+the processor's everywhere except where the image was expanded.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from transformers import ProcessorMixin
 
 from safety_probe.data.pairs import Pair, load_image
 from safety_probe.errors import InputError
 from safety_probe.models.vlm import VLM, EncodedBatch, span_mask
-from safety_probe.prompts import image_messages
+from safety_probe.prompts import image_messages, user_text_messages
 from safety_probe.tga.data import TGAExample
 
 RETRIEVED_PREFIX = "Retrieved Text: "
+_MARK = "\x00"  # a text no template writes, to find where a template puts the image
 
 
 def retrieved_body(retrieved: str, image_token: str, instruction: str) -> tuple[str, int, int]:
@@ -25,13 +34,45 @@ def retrieved_body(retrieved: str, image_token: str, instruction: str) -> tuple[
     return body, start, start + len(r)
 
 
+def image_placeholder(processor: ProcessorMixin) -> str:
+    """The text the chat template writes for an image item (e.g. "<image>", Qwen's
+    "<|vision_start|><|image_pad|><|vision_end|>", Gemma 3's "<start_of_image>"), surrounding whitespace removed."""
+
+    def render(content: list[dict]) -> str:
+        msgs = [{"role": "user", "content": [*content, {"type": "text", "text": _MARK}]}]
+        return processor.apply_chat_template(msgs, add_generation_prompt=False, tokenize=False)
+
+    with_image, without = render([{"type": "image"}]), render([])
+    a = 0
+    while a < min(len(with_image), len(without)) and with_image[a] == without[a]:
+        a += 1
+    placeholder = with_image[a:with_image.index(_MARK)].strip()
+    if not placeholder:
+        raise InputError("the chat template writes no image placeholder before the text of a user turn")
+    return placeholder
+
+
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along dim 0, zero-padding the other dims to the largest (as processors batch image tiles)."""
+    shape = [max(sizes) for sizes in zip(*(t.shape for t in tensors))]
+    return torch.cat([F.pad(t, [x for d in range(t.dim() - 1, 0, -1) for x in (0, shape[d] - t.shape[d])])
+                      for t in tensors])
+
+
 @dataclass
 class TGABatch:
-    """Right-padded image-run inputs (with ``labels``), the masks pooled by the guide loss, and the caption run."""
+    """Right-padded image-run inputs, the masks pooled by the guide loss, and the caption run.
+
+    ``inputs``: the forward's keyword arguments: ``input_ids``, ``attention_mask``, ``labels`` ``[B, T]``, the
+    processor's per-token tensors ``[B, T]`` (0 on text) and image tensors. ``image_mask`` / ``retrieved_mask``:
+    ``[B, T]`` bool. ``guided``: ``[B]`` bool, the rows with the guide term (an image and its caption);
+    ``caption``: the caption run of those rows in order (None without any, or without ``caption_run``).
+    """
 
     inputs: dict[str, torch.Tensor]
     image_mask: torch.Tensor
     retrieved_mask: torch.Tensor
+    guided: torch.Tensor
     caption: EncodedBatch | None
     examples: list[TGAExample]
 
@@ -39,88 +80,123 @@ class TGABatch:
         self.inputs = {k: v.to(device) for k, v in self.inputs.items()}
         self.image_mask = self.image_mask.to(device)
         self.retrieved_mask = self.retrieved_mask.to(device)
+        self.guided = self.guided.to(device)
         return self
 
 
 class TGACollator:
     """Turns a list of :class:`TGAExample` into a :class:`TGABatch` for ``vlm``.
 
-    ``retrieved_in_context``: put R in the prompt (TGA and its CE-only baseline); without it the prompt is the
-    project's plain image run (the safety fine-tuning baseline) and no R span exists. ``plain_ids``: examples
-    that get the plain image run even so. ``unsupervised_ids``: examples that get no answer labels (their rows
-    train the guide loss alone). ``caption_run``: also encode the caption (text) run. Prompts go
-    through the processor's chat template like every other run.
+    ``retrieved_in_context``: put R in the prompt of image rows (TGA and its CE-only baseline); without it the
+    prompt is the project's plain image run (the safety fine-tuning baseline) and no R span exists.
+    ``plain_ids``: examples that get the plain image run even so. ``unsupervised_ids``: examples that get no
+    answer labels (their rows train the guide loss alone). ``caption_run``: also encode the caption (text) run.
+    Prompts go through the processor's chat template like every other run; labels are every answer with the
+    template's end of turn (the tokenizer's eos where the template writes none), -100 elsewhere.
     """
 
     def __init__(self, vlm: VLM, system_prompt: str | None = None, retrieved_in_context: bool = True,
-                 caption_run: bool = True, answer_prefix: str = " ", plain_ids: frozenset[str] = frozenset(),
+                 caption_run: bool = True, plain_ids: frozenset[str] = frozenset(),
                  unsupervised_ids: frozenset[str] = frozenset()):
         self.vlm = vlm
         self.tok = vlm.tokenizer
         if not self.tok.is_fast:
             raise InputError(f"{vlm.name}: TGA needs a fast tokenizer (character offsets for R's span)")
+        if self.tok.eos_token is None:
+            raise InputError(f"{vlm.name}: the tokenizer names no eos token to end the answers with")
         self.processor = vlm.processor
-        self.image_token = getattr(self.processor, "image_token", None) or getattr(self.tok, "image_token", None)
-        if retrieved_in_context and not self.image_token:
-            raise InputError(f"{vlm.name}: the processor names no image token to place after the retrieved text")
+        self.placeholder = image_placeholder(self.processor) if retrieved_in_context else None
         self.system_prompt = system_prompt
         self.retrieved_in_context = retrieved_in_context
         self.plain_ids = plain_ids
         self.unsupervised_ids = unsupervised_ids
         self.caption_run = caption_run
-        self.answer_prefix = answer_prefix
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        self.eos_id = self.tok.eos_token_id
 
-    def _render(self, ex: TGAExample) -> tuple[str, tuple[int, int] | None]:
+    def _first_turn(self, ex: TGAExample) -> tuple[list[dict], tuple[str, int, int] | None]:
+        """The messages up to the first user turn, and (user text, R's span in it) where R is in the prompt."""
+        if ex.image is None:
+            return user_text_messages(ex.instruction, self.system_prompt), None
         if not self.retrieved_in_context or ex.id in self.plain_ids:
-            msgs = image_messages(ex.instruction, self.system_prompt)
-            return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), None
+            return image_messages(ex.instruction, self.system_prompt), None
         if not ex.retrieved:
             raise InputError(f"example {ex.id}: no retrieved text (fill 'retrieved_caption' or run retrieval)")
-        body, s, e = retrieved_body(ex.retrieved, self.image_token, ex.instruction)
-        msgs = [{"role": "user", "content": [{"type": "text", "text": body}]}]
-        if self.system_prompt:
-            msgs.insert(0, {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
-        prompt = self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        at = prompt.rfind(body)
-        if at < 0:
-            raise InputError(f"{self.vlm.name}: the chat template altered the retrieved-text prompt of {ex.id}")
-        return prompt, (at + s, at + e)
+        body = retrieved_body(ex.retrieved, self.placeholder, ex.instruction)
+        return user_text_messages(body[0], self.system_prompt), body
+
+    def _segments(self, messages: list[dict], ex: TGAExample) -> list[tuple[str, bool]]:
+        """The row's text as (text, labelled) pieces: the template's prompt of each turn, then its answer up to the
+        template's end-of-turn marker (the tokenizer's eos where it writes none, as LLaVA's training does)."""
+        msgs, done, gap, out = list(messages), "", "", []
+        for k, (question, reply) in enumerate(ex.turns):
+            if k:
+                msgs.append({"role": "user", "content": [{"type": "text", "text": question}]})
+            prompt = self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            msgs.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+            full = self.processor.apply_chat_template(msgs, add_generation_prompt=False, tokenize=False)
+            at = full.find(reply, len(prompt))
+            if not prompt.startswith(done) or not full.startswith(prompt) or at < 0:
+                raise InputError(f"{self.vlm.name}: the chat template does not render example {ex.id} turn by turn "
+                                 f"(answer {k + 1} is not the text after its prompt)")
+            end = at + len(reply)
+            marker = full[end:].rstrip()  # e.g. "<|im_end|>"; "" where the template ends a turn with spaces only
+            out += [(gap + prompt[len(done):], False), (full[len(prompt):end] + (marker or self.tok.eos_token), True)]
+            gap, done = full[end + len(marker):], full
+        return out
+
+    def _retrieved_mask(self, ids: torch.Tensor, prompt: str, start: int, end: int, add_special: bool,
+                        ex_id: str) -> torch.Tensor:
+        """``[T]`` bool over the processor's ``ids`` of ``prompt``: the tokens of R (characters ``[start, end)``),
+        from the tokenizer's offsets on the unexpanded prompt. Both encodings share a head and a tail; the
+        image's expansion lies between them, and no token of R may."""
+        enc = self.tok(prompt, return_offsets_mapping=True, add_special_tokens=add_special)
+        plain, expanded, img = enc["input_ids"], ids.tolist(), self.vlm.image_token_id
+        n = min(len(plain), len(expanded))
+        head = 0
+        while head < n and plain[head] == expanded[head] != img:
+            head += 1
+        tail = 0
+        while tail < n - head and plain[-1 - tail] == expanded[-1 - tail] != img:
+            tail += 1
+        in_plain = span_mask(torch.tensor(enc["offset_mapping"]), start, end)
+        if not in_plain.any() or in_plain[head:len(plain) - tail].any():
+            raise InputError(f"{self.vlm.name}: tokenizer and processor disagree on the retrieved text of {ex_id}")
+        mask = torch.zeros(len(expanded), dtype=torch.bool)
+        mask[:head] = in_plain[:head]
+        mask[len(expanded) - tail:] = in_plain[len(plain) - tail:]
+        return mask
 
     def _one(self, ex: TGAExample) -> dict:
-        prompt, span = self._render(ex)
+        messages, body = self._first_turn(ex)
+        segments = self._segments(messages, ex)
+        prompt = segments[0][0]
         add_special = self.vlm.adds_special_tokens(prompt)
-        proc = self.processor(text=[prompt], images=[[load_image(ex.image)]], return_tensors="pt",
-                              add_special_tokens=add_special)
-        ids = proc["input_ids"][0]
-        enc = self.tok(prompt, return_offsets_mapping=True, add_special_tokens=add_special)
-        # Map tokenizer positions to the processor's, where each image token is expanded to n copies.
-        tid = enc["input_ids"]
-        n_img_tok = sum(1 for t in tid if t == self.vlm.image_token_id)
-        n_img_proc = int((ids == self.vlm.image_token_id).sum())
-        if n_img_tok == 0 or n_img_proc % n_img_tok:
-            raise InputError(f"{self.vlm.name}: cannot map the prompt's image tokens of {ex.id} onto the processor's")
-        rep = n_img_proc // n_img_tok
-        expanded, offsets = [], []
-        for t, off in zip(tid, enc["offset_mapping"]):
-            k = rep if t == self.vlm.image_token_id else 1
-            expanded += [t] * k
-            offsets += [tuple(off)] * k
-        if expanded != ids.tolist():
-            raise InputError(f"{self.vlm.name}: tokenizer and processor disagree on the image prompt of {ex.id}")
-        image_mask = ids == self.vlm.image_token_id
-        r_mask = torch.zeros_like(image_mask)
-        if span is not None:
-            s, e = span
-            r_mask = span_mask(torch.tensor(offsets), s, e)
-            if not r_mask.any():
-                raise InputError(f"{self.vlm.name}: no retrieved-text tokens found for {ex.id}")
-        answer = self.tok(self.answer_prefix + ex.response, add_special_tokens=False)["input_ids"] + [self.eos_id]
-        answer = torch.tensor(answer, dtype=ids.dtype)
-        pixel = {k: v for k, v in proc.items() if k not in ("input_ids", "attention_mask") and isinstance(v, torch.Tensor)}
-        return {"ids": torch.cat([ids, answer]), "n_prompt": len(ids), "image_mask": image_mask,
-                "r_mask": r_mask, "pixel": pixel, "supervised": ex.id not in self.unsupervised_ids}
+        images = None if ex.image is None else [[load_image(ex.image)]]
+        proc = self.processor(text=[prompt], images=images, return_tensors="pt", add_special_tokens=add_special)
+        first = proc["input_ids"][0]
+        pieces = [first] + [torch.tensor(self.tok(text, add_special_tokens=False)["input_ids"], dtype=first.dtype)
+                            for text, _ in segments[1:]]
+        ids = torch.cat(pieces)
+        labelled = torch.cat([torch.full((len(p),), lab) for p, (_, lab) in zip(pieces, segments)])
+        img = self.vlm.image_token_id
+        n_prompt, n_all = int((first == img).sum()), int((ids == img).sum())
+        if ex.image is not None and not n_prompt:
+            raise InputError(f"{self.vlm.name}: the processor put no image tokens in the prompt of {ex.id}")
+        if n_all != n_prompt or (ex.image is None and n_all):
+            raise InputError(f"{self.vlm.name}: the text of example {ex.id} contains the image token")
+        r_mask = torch.zeros(len(ids), dtype=torch.bool)
+        if body is not None:
+            at = prompt.rfind(body[0])
+            if at < 0:
+                raise InputError(f"{self.vlm.name}: the chat template altered the retrieved-text prompt of {ex.id}")
+            r_mask[:len(first)] = self._retrieved_mask(first, prompt, at + body[1], at + body[2], add_special, ex.id)
+        supervised = ex.id not in self.unsupervised_ids
+        extra = {k: v for k, v in proc.items()
+                 if k not in ("input_ids", "attention_mask") and isinstance(v, torch.Tensor)}
+        per_token = {k: v[0] for k, v in extra.items() if v.shape == proc["input_ids"].shape}  # e.g. token type ids
+        return {"ids": ids, "labels": torch.where(labelled & supervised, ids, -100), "image_mask": ids == img,
+                "r_mask": r_mask, "per_token": per_token,
+                "images": {k: v for k, v in extra.items() if k not in per_token}}
 
     def __call__(self, examples: list[TGAExample]) -> TGABatch:
         items = [self._one(ex) for ex in examples]
@@ -132,20 +208,25 @@ class TGACollator:
         image_mask = torch.zeros((B, T), dtype=torch.bool)
         r_mask = torch.zeros((B, T), dtype=torch.bool)
         for i, it in enumerate(items):
-            n, p = len(it["ids"]), it["n_prompt"]
+            n = len(it["ids"])
             ids[i, :n] = it["ids"]
-            if it["supervised"]:
-                labels[i, p:n] = it["ids"][p:]
+            labels[i, :n] = it["labels"]
             attn[i, :n] = 1
-            image_mask[i, :p] = it["image_mask"]
-            r_mask[i, :p] = it["r_mask"]
+            image_mask[i, :n] = it["image_mask"]
+            r_mask[i, :n] = it["r_mask"]
         inputs = {"input_ids": ids, "attention_mask": attn, "labels": labels}
-        for k in items[0]["pixel"]:
-            inputs[k] = torch.cat([it["pixel"][k] for it in items])
+        for k in dict.fromkeys(k for it in items for k in it["per_token"]):
+            rows = {i: it["per_token"][k] for i, it in enumerate(items) if k in it["per_token"]}
+            inputs[k] = torch.zeros((B, T), dtype=next(iter(rows.values())).dtype)  # 0 = text, as processors write it
+            for i, v in rows.items():
+                inputs[k][i, :len(v)] = v
+        for k in dict.fromkeys(k for it in items for k in it["images"]):  # image rows only, in row order
+            inputs[k] = _cat_padded([it["images"][k] for it in items if k in it["images"]])
         self.vlm.cast_pixels(inputs)
+        guided = torch.tensor([ex.guided for ex in examples], dtype=torch.bool)
         caption = None
-        if self.caption_run:
-            pairs = [Pair(image=ex.image, caption=ex.caption, instruction=ex.instruction) for ex in examples]
+        if self.caption_run and guided.any():
+            pairs = [Pair(image=ex.image, caption=ex.caption, instruction=ex.instruction)
+                     for ex in examples if ex.guided]
             caption = self.vlm.encode(pairs, run="text", system_prompt=self.system_prompt, padding_side="right")
-        return TGABatch(inputs, image_mask, r_mask, caption, examples)
-
+        return TGABatch(inputs, image_mask, r_mask, guided, caption, examples)

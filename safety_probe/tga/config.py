@@ -36,7 +36,9 @@ class TGAConfig:
     """λ in L = L_LM + λ·L_guide."""
 
     guide_form: Literal["paper", "exp"] = "paper"
-    """paper: −cos(I,C) + softplus(−(cos(I,C) − cos(R,C))). exp: the released code's exp(−cos) forms."""
+    """paper: Σ_{j∈J} [−cos(I,C) + softplus(−(cos(I,C) − cos(R,C)))], the sum over J as the paper writes it.
+    exp: the released code's exp(−cos(I,C)) + exp(−(cos(I,C) − cos(R,C))), averaged over J as that code averages
+    over its layers. Both average over the batch."""
 
     guide_centre: bool = False
     """Centre I, C and R on the batch mean of the caption states before the cosines: the raw cosine of residual

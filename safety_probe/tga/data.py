@@ -8,9 +8,12 @@ One file is a JSON list of entries::
      "image_caption": "a red cup on a table",
      "retrieved_caption": "two red cups on a table"}
 
-``image`` is relative to the file's folder (or absolute). ``retrieved_caption`` may be left out and filled in
-by retrieval (:mod:`safety_probe.retrieve`). Extra fields (``label``, ``scene``, ``kind``) are kept. Only the
-first human/gpt exchange is used. Every problem raises :class:`InputError` in one line naming file and entry.
+``image`` is relative to the file's folder (or absolute). As in LLaVA's mix665k, a row may hold several
+human/gpt exchanges (``<image>`` in the first human turn only; every gpt turn is trained) and a row without
+``image`` is text-only (answer loss only). ``image_caption`` is needed by the guide term only: an image row
+without it trains on its answers alone. ``retrieved_caption`` may be left out and filled in by retrieval
+(:mod:`safety_probe.retrieve`). Extra fields (``label``, ``scene``, ``kind``) are kept. Every problem raises
+:class:`InputError` in one line naming file and entry.
 """
 
 from __future__ import annotations
@@ -24,42 +27,76 @@ from safety_probe.io import read_json
 
 IMAGE_PLACEHOLDER = "<image>"
 KNOWN = {"id", "image", "conversations", "image_caption", "retrieved_caption"}
+ROW_KINDS = ("image_single_turn", "image_multi_turn", "text_only")
 
 
 @dataclass(frozen=True)
 class TGAExample:
-    """One training image with its instruction, target response, caption C and retrieved text R."""
+    """One training row: its first exchange (instruction, response) and ``followups``; for an image row the
+    image, its caption C (None: no guide term) and the retrieved text R. ``image=None``: a text-only row."""
 
     id: str
-    image: Path
+    image: Path | None
     instruction: str
     response: str
-    caption: str
+    caption: str | None
     retrieved: str | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    followups: tuple[tuple[str, str], ...] = ()
+    """Later (human, gpt) exchanges of a multi-turn row."""
+
+    @property
+    def turns(self) -> tuple[tuple[str, str], ...]:
+        """Every (human, gpt) exchange, the first one's human text without the image placeholder."""
+        return ((self.instruction, self.response), *self.followups)
+
+    @property
+    def guided(self) -> bool:
+        """Whether the row gets the guide term: an image with its caption."""
+        return self.image is not None and self.caption is not None
+
+    @property
+    def kind(self) -> str:
+        """One of :data:`ROW_KINDS`."""
+        if self.image is None:
+            return "text_only"
+        return "image_multi_turn" if self.followups else "image_single_turn"
 
 
-def _first_exchange(conv, where: str) -> tuple[str, str]:
-    if not isinstance(conv, list) or len(conv) < 2:
-        raise InputError(f"{where}: 'conversations' must be a list of at least two turns (human, gpt)")
-    turns = []
-    for k, (turn, who) in enumerate(zip(conv[:2], ("human", "gpt"))):
+def _exchanges(conv, where: str, has_image: bool) -> list[tuple[str, str]]:
+    """(human, gpt) pairs of a conversation; the image placeholder removed from the first human turn."""
+    if not isinstance(conv, list) or len(conv) < 2 or len(conv) % 2:
+        raise InputError(f"{where}: 'conversations' must be a list of human/gpt turns in pairs (at least two)")
+    texts = []
+    for k, turn in enumerate(conv):
+        who = ("human", "gpt")[k % 2]
         if not isinstance(turn, dict) or turn.get("from") != who or not isinstance(turn.get("value"), str):
             raise InputError(f"{where}: conversations[{k}] must be {{\"from\": \"{who}\", \"value\": <string>}}")
-        turns.append(turn["value"])
-    human, gpt = turns
-    if human.count(IMAGE_PLACEHOLDER) != 1:
-        raise InputError(f"{where}: the human turn must contain '{IMAGE_PLACEHOLDER}' exactly once")
-    instruction = human.replace(IMAGE_PLACEHOLDER, "").strip()
-    if not instruction:
-        raise InputError(f"{where}: the human turn has no instruction besides '{IMAGE_PLACEHOLDER}'")
-    if not gpt.strip():
-        raise InputError(f"{where}: the gpt turn is empty")
-    return instruction, gpt.strip()
+        value = turn["value"]
+        wanted = int(has_image and k == 0)
+        if value.count(IMAGE_PLACEHOLDER) != wanted:
+            place = "the first human turn must contain '{0}' exactly once" if wanted else (
+                "'{0}' may appear in the first human turn only" if has_image else "a row without 'image' has no '{0}'")
+            raise InputError(f"{where}: conversations[{k}]: {place.format(IMAGE_PLACEHOLDER)}")
+        value = value.replace(IMAGE_PLACEHOLDER, "").strip()
+        if not value:
+            extra = f" besides '{IMAGE_PLACEHOLDER}'" if wanted else ""
+            raise InputError(f"{where}: conversations[{k}] ({who}) is empty{extra}")
+        texts.append(value)
+    return list(zip(texts[::2], texts[1::2]))
+
+
+def row_counts(examples: list[TGAExample]) -> dict[str, int]:
+    """Rows of each kind in :data:`ROW_KINDS`, and ``guided``: the image rows with a caption (guide term)."""
+    counts = {kind: sum(ex.kind == kind for ex in examples) for kind in ROW_KINDS}
+    return {**counts, "guided": sum(ex.guided for ex in examples)}
 
 
 def load_tga_data(path: str | Path, check_images: bool = True, require_retrieved: bool = False) -> list[TGAExample]:
-    """Read and validate a TGA data file (see the module docstring)."""
+    """Read and validate a TGA data file (see the module docstring); :func:`row_counts` tells its kinds of rows.
+
+    ``require_retrieved``: every image row must carry ``retrieved_caption``.
+    """
     path = Path(path)
     data = read_json(path, "TGA data file")
     if not isinstance(data, list) or not data:
@@ -76,27 +113,30 @@ def load_tga_data(path: str | Path, check_images: bool = True, require_retrieved
         if ex_id in seen:
             raise InputError(f"{where}: duplicate id")
         seen.add(ex_id)
-        image = Path(string_field(obj, "image", where))
-        image = image if image.is_absolute() else (path.parent / image).resolve()
-        instruction, response = _first_exchange(obj.get("conversations"), where)
-        caption = string_field(obj, "image_caption", where)
-        retrieved = string_field(obj, "retrieved_caption", where, required=require_retrieved)
-        if retrieved is not None:
-            if normalise_text(retrieved) == normalise_text(caption):
+        has_image = "image" in obj
+        turns = _exchanges(obj.get("conversations"), where, has_image)
+        image = caption = retrieved = None
+        if has_image:
+            image = Path(string_field(obj, "image", where))
+            image = image if image.is_absolute() else (path.parent / image).resolve()
+            caption = string_field(obj, "image_caption", where, required=False)
+            retrieved = string_field(obj, "retrieved_caption", where, required=require_retrieved)
+            if retrieved is not None and caption is not None and normalise_text(retrieved) == normalise_text(caption):
                 raise InputError(f"{where}: 'retrieved_caption' equals 'image_caption' (R must be a different text)")
-        if check_images:
-            try:
-                load_image(image)
-            except InputError as e:
-                raise InputError(f"{where}: {e}") from None
+            if check_images:
+                try:
+                    load_image(image)
+                except InputError as e:
+                    raise InputError(f"{where}: {e}") from None
+        (instruction, response), *followups = turns
         out.append(TGAExample(ex_id, image, instruction, response, caption, retrieved,
-                              {k: v for k, v in obj.items() if k not in KNOWN}))
+                              {k: v for k, v in obj.items() if k not in KNOWN}, tuple(followups)))
     return out
 
 
 def entry(ex_id: str, image: str, instruction: str, response: str, caption: str, retrieved: str | None,
           **extra) -> dict:
-    """One entry in the file format."""
+    """One single-turn image entry in the file format."""
     out = {"id": ex_id, "image": image,
            "conversations": [{"from": "human", "value": f"{IMAGE_PLACEHOLDER}\n{instruction}"},
                              {"from": "gpt", "value": response}],

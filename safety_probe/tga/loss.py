@@ -3,8 +3,9 @@
     L_guide = Σ_{j∈J} [ −cos(I_j, C_j) + softplus( −(cos(I_j, C_j) − cos(R_j, C_j)) ) ]
 
 I, C, R: mean-pooled states at block j of the image tokens (image run), the caption tokens (text-only run,
-no gradient) and the retrieved-text tokens (image run). ``form="exp"`` swaps both terms for the released
-code's exp(−·) forms; ``anneal`` applies its schedule 0.25·(1−t) and 0.1·(1−t)² to the two terms.
+no gradient) and the retrieved-text tokens (image run); each term is averaged over the batch. ``form="exp"``
+is the released code's: exp(−·) forms of both terms, averaged over the layers of J instead of summed;
+``anneal`` applies its schedule 0.25·(1−t) and 0.1·(1−t)² to the two terms.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def guide_loss(
     ranked: torch.Tensor | None = None,
     centre: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Σ over layers of w_pull·mean(pull) + w_rank·mean(rank); dicts map layer → pooled states.
+    """Σ over layers (paper form; the mean over layers for ``form="exp"``, as the released code) of
+    w_pull·mean(pull) + w_rank·mean(rank); dicts map layer → pooled states.
 
     ``image``, ``caption``: ``[B, d]``; ``retrieved``: ``[B_r, d]``, the rows where ``ranked [B]`` (bool) is
     True, or all rows when ``ranked`` is None. Rows trained without R in the prompt get the pull term only.
@@ -101,6 +103,8 @@ def guide_loss(
             _, rank = _terms(ic[rows], rc, form)
             total = total + w_rank * rank.mean()
             cos_rc.append(rc.mean().item())
+    if form == "exp":
+        total = total / len(image)
     stats = {"cos_ic": sum(cos_ic) / len(cos_ic)}
     if cos_rc:
         stats["cos_rc"] = sum(cos_rc) / len(cos_rc)

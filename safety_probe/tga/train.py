@@ -14,10 +14,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,71 +31,11 @@ from safety_probe.models.vlm import VLM
 from safety_probe.schedule import warmup_cosine
 from safety_probe.tga.batch import TGABatch, TGACollator
 from safety_probe.tga.config import TGAConfig
-from safety_probe.tga.data import TGAExample
+from safety_probe.tga.data import TGAExample, row_counts
 from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
+from safety_probe.tga.params import setup_trainable, trainable_names, weights_hash
 
-PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "connector", "merger")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 STATE_FILE = "trainer_state.json"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Layers, parameters
-# ---------------------------------------------------------------------------------------------------------
-
-
-def find_projector(model: nn.Module) -> tuple[str, nn.Module]:
-    """The vision→language projector module (LLaVA's ``multi_modal_projector`` and its kin)."""
-    for name, module in model.named_modules():
-        if name.split(".")[-1] in PROJECTOR_NAMES:
-            return name, module
-    raise InputError(f"{type(model).__name__}: cannot find the multimodal projector ({', '.join(PROJECTOR_NAMES)})")
-
-
-def setup_trainable(vlm: VLM, stage: int, lora: bool = False, lora_r: int = 16, lora_alpha: int = 32):
-    """Freeze everything, then unfreeze the projector (stage 1) and the language model (stage 2; full or LoRA).
-
-    Returns the peft model when LoRA was injected (for merging), else None. The vision tower stays frozen.
-    """
-    if stage not in (1, 2):
-        raise InputError(f"stage must be 1 (projector) or 2 (projector + language model), got {stage}")
-    model = vlm.model
-    for p in model.parameters():
-        p.requires_grad_(False)
-    _, projector = find_projector(model)
-    peft_model = None
-    if stage == 2 and lora:
-        from peft import LoraConfig, get_peft_model
-
-        names = {id(m): n for n, m in model.named_modules()}
-        decoder = re.escape(names[id(vlm.decoder)])
-        target = rf"{decoder}\.layers\.\d+\..*\b({'|'.join(LORA_TARGETS)})"
-        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=target, bias="none")
-        peft_model = get_peft_model(model, config)  # injects adapters into `model` in place
-    elif stage == 2:
-        for p in vlm.decoder.parameters():
-            p.requires_grad_(True)
-        for p in vlm.unembed.parameters():
-            p.requires_grad_(True)
-    for p in projector.parameters():
-        p.requires_grad_(True)
-    return peft_model
-
-
-def trainable_names(model: nn.Module) -> list[str]:
-    return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
-def weights_hash(model_or_state: nn.Module | dict) -> str:
-    """sha256 over every tensor of a state dict (sorted by name): equal hashes = bitwise equal weights."""
-    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().cpu().contiguous().reshape(-1)  # 0-d tensors (CLIP logit_scale) cannot be viewed as bytes
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,9 +47,11 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
              form: str = "paper", weights: tuple[float, float] = (1.0, 1.0),
              caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool = False
              ) -> tuple[torch.Tensor, dict[str, float]]:
-    """lm_weight·L_LM + λ·L_guide for one batch. ``model`` runs the image run (may be DDP-wrapped); ``caption_vlm``
-    (default ``vlm``: the model being trained) runs the no-grad caption run, stopped after the deepest block of ``layers``."""
-    use_guide = guide_weight != 0 and len(layers) > 0
+    """lm_weight·L_LM + λ·L_guide for one batch; the guide term pools the rows of ``batch.guided`` only. ``model``
+    runs the image run (may be DDP-wrapped); ``caption_vlm`` (default ``vlm``: the model being trained) runs the
+    no-grad caption run, stopped after the deepest block of ``layers``."""
+    guide_on = guide_weight != 0 and len(layers) > 0
+    use_guide = guide_on and bool(batch.guided.any())
     stats: dict[str, float] = {}
     if use_guide:
         if batch.caption is None:
@@ -130,13 +71,17 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
     stats["lm"] = lm.item()
     loss = lm_weight * lm
     if use_guide:
-        image = {l: masked_mean(captured[l], batch.image_mask) for l in layers}
-        ranked = batch.retrieved_mask.any(dim=1)  # rows with R in the prompt get the ranking term
-        retrieved = {l: masked_mean(captured[l][ranked], batch.retrieved_mask[ranked]) for l in layers}
+        rows = batch.guided
+        image = {l: masked_mean(captured[l][rows], batch.image_mask[rows]) for l in layers}
+        r_mask = batch.retrieved_mask[rows]
+        ranked = r_mask.any(dim=1)  # rows with R in the prompt get the ranking term
+        retrieved = {l: masked_mean(captured[l][rows][ranked], r_mask[ranked]) for l in layers}
         guide, gstats = guide_loss(image, caption, retrieved, form, weights, ranked, centre)
         loss = loss + guide_weight * guide
         stats["guide"] = guide.item()
         stats.update(gstats)
+    elif guide_on:
+        stats["guide"] = 0.0  # no row of this batch has an image with a caption
     stats["loss"] = loss.item()
     return loss, stats
 
@@ -216,6 +161,8 @@ class TrainResult:
     log: list[dict]
     weights_hash: str | None = None
     guide_only_rows: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    """:func:`~safety_probe.tga.data.row_counts` of the training examples."""
 
 
 RUN_NEUTRAL = {"resume", "stop_after", "threads", "save_every", "keep_checkpoints"}
@@ -267,6 +214,10 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
 
     guide_weight = cfg.guide_weight if guide_weight is None else guide_weight
     in_context = cfg.retrieved_in_context if retrieved_in_context is None else retrieved_in_context
+    rows = row_counts(examples)
+    if guide_weight != 0 and not rows["guided"]:
+        raise InputError("no training row has an image with an 'image_caption': the guide loss has nothing to align "
+                         "(add captions, or train with guide weight 0)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(cpu=cfg.device == "cpu", gradient_accumulation_steps=cfg.grad_accum,
@@ -275,6 +226,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
     if deterministic_cpu:
         torch.use_deterministic_algorithms(True)
     set_seed(cfg.seed)
+    accelerator.print("[tga] rows: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
 
     layers = resolve_layers(cfg.layers, vlm.n_layers)
     frozen_target = cfg.caption_target == "frozen" and cfg.stage == 2 and guide_weight != 0
@@ -373,7 +325,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
             if step % cfg.save_every == 0 or step == total:
                 save_checkpoint()
             if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
-                return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids))
+                return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids), rows=rows)
             if step >= total:
                 break
 
@@ -389,8 +341,8 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
         vlm.processor.save_pretrained(model_dir)
         write_json(out_dir / "train.json", {"config": asdict(cfg), "guide_weight": guide_weight,
                                             "retrieved_in_context": in_context, "safety_layers": layers,
-                                            "guide_only_rows": len(collator.unsupervised_ids),
+                                            "guide_only_rows": len(collator.unsupervised_ids), "rows": rows,
                                             "lr": lr, "total_steps": total, "trainable": names,
                                             "weights_sha256": digest, "log": log})
     accelerator.wait_for_everyone()
-    return TrainResult(model_dir, step, total, log, digest, len(collator.unsupervised_ids))
+    return TrainResult(model_dir, step, total, log, digest, len(collator.unsupervised_ids), rows)
