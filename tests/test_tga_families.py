@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from safety_probe.cli import main
-from safety_probe.data.pairs import Pair, load_image
+from safety_probe.data.pairs import Pair, load_image, load_pairs
 from safety_probe.errors import InputError
 from safety_probe.hooks import Trace
-from safety_probe.models.vlm import load_vlm
+from safety_probe.models.vlm import generate, load_vlm
 from safety_probe.organism.preset import write_tga_data
 from safety_probe.testing.tiny import TINY_FAMILIES
 from safety_probe.tga.batch import TGACollator
@@ -212,14 +212,19 @@ def test_llava_single_turn_row_is_prompt_answer_eos(tiny_model_dir, two_rows):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_tga_command_trains_qwen2_vl(tiny_model_dir, two_rows, pairs_file, tmp_path):
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.parametrize("stage", [1, 2])
+def test_tga_command_trains_every_family(tiny_model_dir, two_rows, pairs_file, tmp_path, family, stage):
     out = tmp_path / "run"
-    rc = main(["tga", "--model", str(tiny_model_dir("qwen2_vl")), "--data", str(two_rows), "--eval-pairs",
-               str(pairs_file), "--layers", "1", "--stage", "1", "--max-steps", "2", "--batch-size", "2",
-               "--out", str(out), "--device", "cpu", "--evaluate", "false", "--baselines"])
+    lora = ["--lora", "true", "--lora-r", "2"] if stage == 2 else []
+    rc = main(["tga", "--model", str(tiny_model_dir(family)), "--data", str(two_rows), "--eval-pairs",
+               str(pairs_file), "--layers", "1", "--stage", str(stage), *lora, "--max-steps", "2",
+               "--batch-size", "2", "--out", str(out), "--device", "cpu", "--evaluate", "false", "--baselines"])
     assert rc == 0
     compare = json.loads((out / "compare.json").read_text())
     assert set(compare["rows"]) == {"tga"} and compare["rows"]["tga"]["steps"] == 2
     assert any("--evaluate false" in n for n in compare["notes"])
     assert compare["rows"]["tga"]["rows"]["guided"] == 2
-    assert load_vlm(out / "model").family == "qwen2_vl"
+    vlm = load_vlm(out / "model")
+    assert vlm.family == family
+    assert len(generate(vlm, load_pairs(pairs_file)[:1], "image", max_new_tokens=3)) == 1
