@@ -1,4 +1,4 @@
-"""Atomic writes (a result file is either complete or absent, never half-written) and checked JSON reads."""
+"""Atomic writes (a result file is either complete or absent, never half-written), flushed appends, checked JSON reads."""
 
 from __future__ import annotations
 
@@ -46,6 +46,15 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
     """Write one JSON object a line, atomically."""
     return write_atomic(path, lambda p: p.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows)))
+
+
+def append_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    """Append one JSON object a line in one write, flushed to disk: an interruption can cut only the last line short."""
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def check_out_dir(path: str | Path, option: str = "--out") -> Path:

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "safety_probe"
 STAGES: dict[str, int] = {
     **dict.fromkeys(("errors", "io", "prompts", "layers", "hooks", "runinfo", "scores", "schedule"), 0),
     **dict.fromkeys(("models", "data", "retrieve"), 1),
-    **dict.fromkeys(("probe", "lens", "patching"), 2),
+    **dict.fromkeys(("probe", "lens", "patching", "caption"), 2),
     **dict.fromkeys(("locate", "shift"), 3),
     "analysis": 4,
     "evaluation": 5,

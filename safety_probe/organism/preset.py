@@ -2,7 +2,8 @@
 
 ``cli.py`` applies them when ``--model organism`` is given, and records that it did; no general module
 imports this one. They are the organism's default pairs (:func:`safety_probe.organism.world.write_pairs`), its
-TGA data writer, the filter's vocabulary, the retrieval corpus and CLIP, and the TGA recipe of docs/tga.md.
+caption prompt, TGA data writer, the filter's vocabulary, the retrieval corpus and CLIP, and the TGA recipe of
+docs/tga.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from safety_probe.tga.data import entry
 
 DEMO_SEED = 4242
 """Seed of the organism's built-in pairs (never used in the organism's training)."""
+
+CAPTION_PROMPT = world.INSTRUCTIONS["neutral"][0]
+"""The organism's caption prompt ("Describe this image."): it was trained to answer it with its description; a
+general captioning prompt, outside its tiny world's words, gets broken sentences."""
 
 TGA_RECIPE: dict[str, object] = {
     "stage": 1, "lr": 1e-3, "max_steps": 1200, "batch_size": 16, "guide_weight": 1.0, "plain_share": 1.0,
