@@ -49,7 +49,8 @@ LOCATORS: tuple[tuple[str, str], ...] = (
 
 
 def plot_shift(
-    scores: Mapping[str, LayerScores], safety_layers: Sequence[int] = (), backend: Backend = "matplotlib"
+    scores: Mapping[str, LayerScores], safety_layers: Sequence[int] = (), backend: Backend = "matplotlib",
+    n_pairs: int | None = None,
 ) -> Figure | go.Figure:
     """Semantic shift: matched cosine vs mismatched baseline (dashed) and centred cosine; their paired gap; raw and
     debiased CKA above the permutation null (dashed)."""
@@ -67,7 +68,8 @@ def plot_shift(
         ("cka_null", "permutation null", COLORS["grey"])) if k in scores]
     if cka:
         panels.append(Panel("linear CKA", cka))
-    return render(Spec("Semantic shift per layer", panels, list(safety_layers), 1.6 + 1.0 * len(panels)), backend)
+    return render(Spec("Semantic shift per layer", panels, list(safety_layers), 1.6 + 1.0 * len(panels),
+                       _n_note(n_pairs)), backend)
 
 
 def plot_locate(
@@ -90,20 +92,20 @@ def plot_locate(
         return f"{label} (n={n[key]})" if key in n else label
 
     panels = [Panel("P(refusal tokens)",
-                    [_series(refusal_prob, with_n("logit lens, harmful text runs", "harmful"), COLORS["red"])],
+                    [_series(refusal_prob, with_n("harmful text runs", "harmful"), COLORS["red"])],
                     height=1.4)]
     shares = []
     if fire_share is not None:
-        shares.append(_series(fire_share, with_n("refused harmful", "refusing"), COLORS["blue"]))
+        shares.append(_series(fire_share, with_n("refused", "refusing"), COLORS["blue"]))
     if fire_share_benign is not None:
-        shares.append(_series(fire_share_benign, with_n("benign (false positives)", "benign"), COLORS["grey"],
+        shares.append(_series(fire_share_benign, with_n("benign", "benign"), COLORS["grey"],
                               dashed=True))
     if shares:
         panels.append(Panel("share: K rises most", shares, height=1.2))
     if histogram is not None:
         counts = np.asarray(histogram["counts"], dtype=float)
         n_none = int(histogram.get("n_none", 0))
-        label = f"Algorithm 1 layer ({int(counts.sum())} pairs; {n_none} never)"
+        label = f"Algorithm 1 layer ({int(counts.sum())} pairs, {n_none} none)"
         bars = Series(label, list(range(len(counts))), counts, COLORS["blue"], bars=True)
         panels.append(Panel("pairs", [bars]))
     return render(Spec("Refusal emergence (logit lens)", panels, list(safety_layers), 2.2 + 1.2 * len(panels)),
@@ -115,6 +117,7 @@ def plot_locators(
     histogram: Mapping[str, object] | None = None,
     safety_layers: Sequence[int] = (),
     backend: Backend = "matplotlib",
+    n_pairs: int | None = None,
 ) -> Figure | go.Figure:
     """Locators side by side: each row min–max normalised over layers, so rows are comparable."""
     rows, raw = [], []
@@ -141,16 +144,18 @@ def plot_locators(
     heat = Heatmap(rows, layers, _minmax_rows(raw_arr), raw_arr)
     panel = Panel("", heatmap=heat)
     return render(
-        Spec("Safety-layer locators", [panel], list(safety_layers), 0.9 + 0.28 * len(rows)), backend
+        Spec("Safety-layer locators", [panel], list(safety_layers), 0.9 + 0.28 * len(rows), _n_note(n_pairs)),
+        backend
     )
 
 
 def plot_last_token(
-    cos_last: LayerScores, safety_layers: Sequence[int] = (), backend: Backend = "matplotlib"
+    cos_last: LayerScores, safety_layers: Sequence[int] = (), backend: Backend = "matplotlib",
+    n_pairs: int | None = None,
 ) -> Figure | go.Figure:
     """Cosine between the last prompt position of the image run and of the text run, per layer."""
     panel = Panel("cosine (last token)", [_series(cos_last, "image run vs text run", COLORS["purple"])])
-    return render(Spec("Last-token cosine per layer", [panel], list(safety_layers), 2.2), backend)
+    return render(Spec("Last-token cosine per layer", [panel], list(safety_layers), 2.2, _n_note(n_pairs)), backend)
 
 
 METHOD_COLORS = {"before": COLORS["grey"], "tga": COLORS["blue"], "ce": COLORS["orange"],
@@ -240,22 +245,27 @@ def draw_all(frame: pd.DataFrame, meta: Mapping[str, object], out_dir: str | Pat
     scores = {n: LayerScores.from_frame(frame, n) for n in sorted(names)}
     safety = [int(v) for v in meta.get("safety_layers", []) or []]
     histogram = meta.get("histogram")
+    n_harmful = (meta.get("support") or {}).get("harmful")
     figures: list[tuple[str, Callable[..., Figure | go.Figure]]] = []
     if "cos_matched" in scores:
-        figures.append(("shift", lambda **kw: plot_shift(scores, **kw)))
+        figures.append(("shift", lambda **kw: plot_shift(scores, n_pairs=n_harmful, **kw)))
     if "refusal_prob" in scores:
         figures.append(("locate", lambda **kw: plot_locate(
             scores["refusal_prob"], histogram, fire_share=scores.get("alg1_fire_share"),
             fire_share_benign=scores.get("alg1_fire_share_benign"), support=meta.get("support"), **kw)))
     if histogram is not None or any(k in scores for k, _ in LOCATORS):
-        figures.append(("locators", lambda **kw: plot_locators(scores, histogram, **kw)))
+        figures.append(("locators", lambda **kw: plot_locators(scores, histogram, n_pairs=n_harmful, **kw)))
     if "cos_last" in scores:
-        figures.append(("last_token", lambda **kw: plot_last_token(scores["cos_last"], **kw)))
+        figures.append(("last_token", lambda **kw: plot_last_token(scores["cos_last"], n_pairs=n_harmful, **kw)))
     paths: list[Path] = []
     for stem, draw in figures:
         paths += save_figure(draw(safety_layers=safety), out_dir, stem)
         paths.append(save_html(draw(safety_layers=safety, backend="plotly"), out_dir, stem))
     return paths
+
+
+def _n_note(n_pairs: int | None) -> str:
+    return "" if n_pairs is None else f"n = {n_pairs} harmful pairs"
 
 
 def _series(s: LayerScores, label: str, color: str, dashed: bool = False) -> Series:

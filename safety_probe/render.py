@@ -98,6 +98,12 @@ class Spec:
     panels: list[Panel]
     safety_layers: list[int]
     height_in: float
+    note: str = ""  # e.g. "n = 60 harmful pairs": printed with the layer axis in both backends
+
+    @property
+    def xlabel(self) -> str:
+        base = "layer (decoder block, 0-based)"
+        return f"{base}\n{self.note}" if self.note else base
 
 
 @contextmanager
@@ -171,7 +177,7 @@ def _to_matplotlib(spec: Spec) -> Figure:
                 handlelength=1.8,
                 columnspacing=1.0,
             )
-        axes[-1].set_xlabel("layer (decoder block, 0-based)")
+        axes[-1].set_xlabel(spec.xlabel)
         all_layers = [v for p in spec.panels for s in p.series for v in s.layers]
         if all_layers:
             axes[-1].set_xlim(min(all_layers) - 0.5, max(all_layers) + 0.5)
@@ -283,7 +289,7 @@ def _to_plotly(spec: Spec) -> go.Figure:
             col=1,
         )
     fig.update_xaxes(dtick=1 if _n_layers(spec) <= 40 else None, tick0=0)
-    fig.update_xaxes(title_text="layer (decoder block, 0-based)", row=len(spec.panels), col=1)
+    fig.update_xaxes(title_text=spec.xlabel.replace("\n", "<br>"), row=len(spec.panels), col=1)
     band = f"; safety layers {spec.safety_layers}" if spec.safety_layers else ""
     fig.update_layout(
         title={"text": f"{spec.title}<br><sup>method: {CITATION}{band}</sup>"},
