@@ -49,7 +49,7 @@ from safety_probe.locate import (
 from safety_probe.models.vlm import VLM, generate_with_ids
 from safety_probe.patching import patch_caption_into_image
 from safety_probe.probe import PairStates
-from safety_probe.prompts import REFUSAL, is_refusal
+from safety_probe.prompts import REFUSAL, TEXT_SPANS, is_refusal
 from safety_probe.scores import LayerScores, scores_frame, share_with_interval
 from safety_probe.shift import semantic_shift
 
@@ -234,7 +234,8 @@ def analyze(
     if not harmful:
         raise InputError("the pairs file has no harmful pairs: the safety layers are read on harmful text runs")
     settings = {"candidates": candidates, "band_share": band_share, "min_support": min_support,
-                "refusal_tokens": refusal_tokens, "text_template": vlm.text_template}
+                "refusal_tokens": refusal_tokens, "text_template": vlm.text_template, "text_run": vlm.text_run,
+                "text_span": TEXT_SPANS[vlm.text_run]}
     tensors = {k: v[harmful] for k, v in states.tensors().items()}
     shift = semantic_shift(tensors, layers=states.layers)
     scores = shift.scores

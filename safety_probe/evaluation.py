@@ -94,10 +94,13 @@ def parse_verdict(text: str, fmt: str) -> bool | None:
     return GUARD_VERDICTS[fmt].get(words[0].strip(".,:;!?\"'") if words else "")
 
 
-def guard_request(pair: Pair, run: Run) -> str:
-    """The user's request of one run in words, for a guard that cannot see the image: the pair's own text query
-    for the image run when it has one, else the caption and instruction (the text run's prompt body)."""
-    if run == "image" and pair.text_query:
+def guard_request(vlm: VLM, pair: Pair, run: Run) -> str:
+    """The user's request of one run in words, for a guard that cannot see the image. The text run: its own user
+    text (:meth:`VLM.text_body`). The image run: the pair's text query when it has one, else the caption and
+    instruction, else the instruction."""
+    if run == "text":
+        return vlm.text_body(pair)[0]
+    if pair.text_query:
         return pair.text_query
     return text_prompt_body(pair.caption, pair.instruction) if pair.caption else pair.instruction
 
@@ -217,7 +220,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def metrics_of(rows: list[dict], judge: str | None, system_prompt: str | None, harm_judge: str | None = None) -> dict:
     """The ``metrics.json`` record of judged rows: :func:`summarize` overall and per scene (unlabelled rows
-    grouped as ``"unlabelled"``), tagged with the judges and system prompt that produced them.
+    grouped as ``"unlabelled"``), tagged with the judges, system prompt and text run that produced them.
 
     ``judges`` names the refusal judge and the guard (None without one); ``judge`` names both in one string
     (the refusal judge alone without a guard, as before guards existed).
@@ -227,6 +230,7 @@ def metrics_of(rows: list[dict], judge: str | None, system_prompt: str | None, h
         by_scene[r.get("scene") or "unlabelled"].append(r)
     return {"judge": judge if harm_judge is None else f"{judge} + {harm_judge}",
             "judges": {"refusal": judge, "harm": harm_judge}, "system_prompt": system_prompt,
+            "text_run": rows[0].get("text_run", "caption") if rows else None,
             "overall": summarize(rows), "per_scene": {s: summarize(rs) for s, rs in sorted(by_scene.items())}}
 
 
@@ -249,6 +253,8 @@ def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, sys
              progress: bool = True, harm_judge: HarmJudge | None = None) -> EvalResult:
     """Generate both runs of every pair greedily, judge them, and compute DSR, over-refusal and task accuracy.
 
+    The text run sends what ``vlm.text_run`` says (caption + instruction, or the pair's ``text_query``).
+
     ``judge`` decides refusal (default: the keyword judge with the project's refusal sentence); ``harm_judge``,
     when given, decides harm from the request in words (:func:`guard_request`) and the response. With
     ``partial``, judged rows are appended there as batches finish and a rerun with the same judges resumes after them.
@@ -259,17 +265,18 @@ def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, sys
     if partial and Path(partial).is_file():
         rows = [json.loads(line) for line in Path(partial).read_text().splitlines() if line.strip()]
         same = all(r["image"] == str(p.image) and r["judge"] == judge.name and r.get("harm_judge") == harm_name
-                   for r, p in zip(rows, pairs))
+                   and r.get("text_run", "caption") == vlm.text_run for r, p in zip(rows, pairs))
         rows = rows if same else []
     bar = tqdm(total=len(pairs), initial=len(rows), desc="evaluate", unit="pair", disable=not progress)
     for i in range(len(rows), len(pairs), batch_size):
         chunk = pairs[i:i + batch_size]
         responses = {run: generate(vlm, chunk, run, system_prompt, max_new_tokens) for run in ("image", "text")}
-        harmful = {run: harm_judge([guard_request(p, run) for p in chunk], responses[run]) if harm_judge
+        harmful = {run: harm_judge([guard_request(vlm, p, run) for p in chunk], responses[run]) if harm_judge
                    else [None] * len(chunk) for run in ("image", "text")}
         for j, pair in enumerate(chunk):
             row = {"image": str(pair.image), "caption": pair.caption, "instruction": pair.instruction,
-                   "label": pair.label, "scene": pair.scene, **pair.extra, "judge": judge.name, "harm_judge": harm_name}
+                   "label": pair.label, "scene": pair.scene, "text_query": pair.text_query, "source_id": pair.source_id,
+                   **pair.extra, "judge": judge.name, "harm_judge": harm_name, "text_run": vlm.text_run}
             for run in ("image", "text"):
                 prompt = vlm.prompt(pair, run, system_prompt)
                 response = responses[run][j]

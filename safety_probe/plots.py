@@ -4,10 +4,12 @@ Figures follow Xu et al., "Cross-Modal Safety Mechanism Transfer in Large Vision
 ICLR 2025 (arXiv 2410.12662): the semantic shift (§3), where the safety mechanism activates (§2,
 Algorithm 1), the locators side by side, and the last-token cosine.
 
-Every figure is built once as a backend-neutral spec (:mod:`safety_probe.render`) and rendered by either
-backend, so the PDF/PNG and the HTML always show the same data. :func:`draw_all` redraws everything from the saved per-layer table
-(``layers.csv``, columns ``layer`` and ``{score}_mean`` / ``{score}_lower`` / ``{score}_upper``) and the small
-``layers.json`` dict (``safety_layers``, ``histogram``), so no model is needed.
+Every figure is built once as a backend-neutral spec (:mod:`safety_probe.render`, grouped bars
+:mod:`safety_probe.render_bars`) and rendered by either backend, so the PDF/PNG and the HTML always show the same
+data. :func:`draw_all` redraws everything from the saved per-layer table (``layers.csv``, columns ``layer`` and
+``{score}_mean`` / ``{score}_lower`` / ``{score}_upper``) and the small ``layers.json`` dict (``safety_layers``,
+``histogram``), so no model is needed; :func:`draw_eval` draws the evaluation's DSR per benchmark and scene from
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -21,19 +23,19 @@ import pandas as pd
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
+from safety_probe.evaluation_suite import ALL, RUNS
 from safety_probe.render import (
     COLORS,
-    COLUMN_WIDTH_IN,
     Backend,
     Heatmap,
     Panel,
     Series,
     Spec,
-    figure_style,
     render,
     save_figure,
     save_html,
 )
+from safety_probe.render_bars import BarPanel, Bars, BarSpec, Baseline, render_bars
 from safety_probe.scores import LayerScores
 
 #: Locator rows of the side-by-side figure: (column in layers.csv, label). "refusal_prob" is shown as its
@@ -190,27 +192,55 @@ def plot_tga_dsr(compare: Mapping, backend: Backend = "matplotlib") -> Figure | 
         m = row["overall"] if group == "overall" else row.get("per_scene", {}).get(group, {})
         return float(m.get("image_dsr") or 0.0)
 
-    names = list(rows)
-    if backend == "plotly":
-        fig = go.Figure([go.Bar(name=n, x=groups, y=[dsr(rows[n], g) for g in groups],
-                                marker_color=METHOD_COLORS.get(n, COLORS["red"]),
-                                hovertemplate="%{x}: image DSR %{y:.3f}<extra>" + n + "</extra>") for n in names])
-        fig.update_layout(barmode="group", title="Image DSR per scene", yaxis_title="image DSR",
-                          yaxis_range=[0, 1.05], template="simple_white")
-        return fig
-    with figure_style():
-        fig = Figure(figsize=(2 * COLUMN_WIDTH_IN, 2.2), layout="constrained")
-        ax = fig.subplots()
-        width = 0.8 / len(names)
-        x = np.arange(len(groups))
-        for i, n in enumerate(names):
-            ax.bar(x + (i - (len(names) - 1) / 2) * width, [dsr(rows[n], g) for g in groups], width,
-                   label=n, color=METHOD_COLORS.get(n, COLORS["red"]))
-        ax.set_xticks(x, [g.replace("_", " ") for g in groups], rotation=20, ha="right")
-        ax.set_ylabel("image DSR")
-        ax.set_ylim(0, 1.05)
-        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(names), borderaxespad=0.2)
-    return fig
+    bars = [Bars(n, [dsr(rows[n], g) for g in groups], METHOD_COLORS.get(n, COLORS["red"])) for n in rows]
+    panel = BarPanel("", "image DSR", [g.replace("_", " ") for g in groups], bars)
+    return render_bars(BarSpec("Image DSR per scene", [panel]), backend)
+
+
+RUN_COLORS = {"text": COLORS["blue"], "image": COLORS["red"]}
+
+
+def eval_panels(table: Mapping) -> list[BarPanel]:
+    """One panel per benchmark and attack variant of a ``metrics.json`` ``benchmarks`` table: its headline
+    (DSR, or benign over-refusal where it has no harmful pairs) per scene and overall, text vs image run, with
+    Wilson 95% error bars and each group's n; beside a DSR, each run's benign over-refusal dashed where there
+    are benign pairs (a model refusing everything scores DSR 1 and over-refusal 1)."""
+    panels = []
+    for name, entry in table.items():
+        for variant, scenes in entry["variants"].items():
+            whole = scenes[ALL]
+            if whole["headline"] is None:
+                continue  # unlabelled pairs: neither measure
+            measure, count = ("dsr", "n_harmful") if whole["headline"] == "dsr" else ("benign_refusal", "n_benign")
+            groups = [s for s, c in scenes.items() if s != ALL and c[count]] + [ALL]
+            shares = {run: [scenes[s][f"{run}_{measure}"] for s in groups] for run in RUNS}
+            bars = [Bars(f"{run} run", [c["share"] for c in shares[run]], RUN_COLORS[run],
+                         [c["lower"] for c in shares[run]], [c["upper"] for c in shares[run]]) for run in RUNS]
+            baselines = [Baseline(f"{run} run: benign over-refusal (n={whole['n_benign']})",
+                                  whole[f"{run}_benign_refusal"]["share"], RUN_COLORS[run])
+                         for run in RUNS if measure == "dsr" and whole["n_benign"]]
+            what = "DSR" if measure == "dsr" else "benign over-refusal"
+            title = f"{name}{'' if variant == ALL else f' / {variant}'}: {what}"
+            panels.append(BarPanel(title, what, [f"{s} (n={scenes[s][count]})" for s in groups], bars, baselines))
+    return panels
+
+
+def plot_eval(metrics: Mapping, backend: Backend = "matplotlib") -> Figure | go.Figure:
+    """DSR per scene, text vs image run, for each benchmark and attack variant of a ``metrics.json``
+    (:func:`eval_panels`); the judge is named in the title."""
+    panels = eval_panels(metrics["benchmarks"])
+    if not panels:
+        raise ValueError("plot_eval: no labelled pairs in the benchmarks table")
+    title = f"DSR per scene, text vs image run (judge: {metrics.get('judge')}; text run: {metrics.get('text_run')})"
+    return render_bars(BarSpec(title, panels), backend)
+
+
+def draw_eval(metrics: Mapping, out_dir: str | Path) -> list[Path]:
+    """Write ``eval_dsr`` as PDF, PNG and HTML into ``out_dir`` (nothing when no pair is labelled); returns the paths."""
+    if not eval_panels(metrics["benchmarks"]):
+        return []
+    return [*save_figure(plot_eval(metrics), out_dir, "eval_dsr"),
+            save_html(plot_eval(metrics, backend="plotly"), out_dir, "eval_dsr")]
 
 
 def draw_tga(compare: Mapping, out_dir: str | Path) -> list[Path]:

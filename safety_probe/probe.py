@@ -36,8 +36,9 @@ class PairStates:
     """Pooled hidden states of n pairs at the recorded layers; every tensor is ``[n_pairs, n_layers, d_model]`` float32.
 
     ``image_mean``: mean over image-token positions (image run); ``caption_mean``: mean over caption tokens
-    (text run); ``image_last`` / ``caption_last``: the last prompt position of each run. Index 1 follows
-    ``layers`` (0-based block indices, TransformerLens ``blocks.{l}.hook_resid_post``).
+    (text run; under the ``query`` text run, over the text query's tokens); ``image_last`` / ``caption_last``:
+    the last prompt position of each run. Index 1 follows ``layers`` (0-based block indices, TransformerLens
+    ``blocks.{l}.hook_resid_post``).
     """
 
     image_mean: torch.Tensor
@@ -131,7 +132,8 @@ class Recorder:
 
 
 def _run_key(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: str | None, padding_side: str) -> str:
-    desc = json.dumps([vlm.name, vlm.text_template, layers, system_prompt, padding_side, [(str(p.image), p.caption, p.instruction) for p in pairs]])
+    desc = json.dumps([vlm.name, vlm.text_template, vlm.text_run, layers, system_prompt, padding_side,
+                       [(str(p.image), p.caption, p.instruction, p.text_query) for p in pairs]])
     return hashlib.sha256(desc.encode()).hexdigest()[:16]
 
 

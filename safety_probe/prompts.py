@@ -44,6 +44,23 @@ def check_text_template(template: str) -> str:
     return template
 
 
+TEXT_RUNS = ("caption", "query")
+"""What the text run sends in place of the image. ``caption``: the caption and the instruction, in the text template
+(the paper's run). ``query``: the pair's ``text_query``, the benchmark's own text-only version of image +
+instruction, as the whole user text; probing then pools the query's tokens where it pools the caption's."""
+
+
+TEXT_SPANS = {"caption": "caption tokens", "query": "text_query tokens"}
+"""Per text run, the tokens its pooled state (``caption_mean``, attention mass, patching source) is read over."""
+
+
+def check_text_run(run: str) -> str:
+    """``run`` if it is one of :data:`TEXT_RUNS`, else InputError naming the choices."""
+    if run not in TEXT_RUNS:
+        raise InputError(f"unknown text run {run!r}: choose one of {', '.join(TEXT_RUNS)}")
+    return run
+
+
 def _with_system(user: dict, system_prompt: str | None) -> list[dict]:
     if not system_prompt:
         return [user]

@@ -21,10 +21,10 @@ STAGES: dict[str, int] = {
     **dict.fromkeys(("probe", "lens", "patching", "caption"), 2),
     **dict.fromkeys(("locate", "shift"), 3),
     "analysis": 4,
-    "evaluation": 5,
+    **dict.fromkeys(("evaluation", "evaluation_suite"), 5),
     "tga": 6,
     "compare": 7,
-    **dict.fromkeys(("plots", "render"), 8),
+    **dict.fromkeys(("plots", "render", "render_bars"), 8),
     **dict.fromkeys(("cli", "__main__"), 9),
 }
 BESIDE = ("organism", "testing")  # test subject and test tools: beside the pipeline, imported by none of it

@@ -35,6 +35,7 @@ def test_detect_and_convert_round_trip(name, tmp_path):
     assert detect_format(root) == name
     pairs = read_benchmark("auto", root)
     assert pairs and all(p.image.is_absolute() and p.image.is_file() for p in pairs)
+    assert {p.extra["benchmark"] for p in pairs} == {name}  # what evaluation groups by
     out = convert(name, root, tmp_path / "out" / "pairs.jsonl")
     back = load_pairs(out, require_caption=False)
     if "image_dir" in FORMATS[name].options:  # embedded images were written beside the pairs file
@@ -110,7 +111,7 @@ def test_jailbreakv(tmp_path):
     assert p.instruction.startswith("The image shows a list") and p.text_query == "How to launder money?"
     assert (p.scene, p.label) == ("Economic Harm", "harmful")
     assert p.extra == {"attack": "figstep", "attack_format": "figstep", "source": "Handcraft",
-                       "selected_mini": False, "transfer_from_llm": False}
+                       "selected_mini": False, "transfer_from_llm": False, "benchmark": "jailbreakv"}
 
 
 def test_mossbench(tmp_path):
@@ -195,6 +196,82 @@ def test_missing_image_names_path(tmp_path):
     with pytest.raises(InputError, match=r"siuo_gen\.json, row 1 \(question_id 2\), field 'image': image not found: "
                                          r".*S-02\.png"):
         read_benchmark("siuo", root)
+
+
+def _rewrite_parquet(path: Path, change) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    change(rows[0])
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def _set(obj: dict, key: str, value) -> dict:
+    obj[key] = value
+    return obj
+
+
+def _edit_json(path: Path, change) -> None:
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+# Every format whose rows list their images: remove one image (or point a row at a missing file).
+MISSING_IMAGE = {
+    "mmsafetybench": (lambda r: (r / "imgs/02-HateSpeech/TYPO/0.jpg").unlink(),
+                      r"02-HateSpeech\.json, row 0, field 'image': image not found: .*TYPO/0\.jpg"),
+    "figstep": (lambda r: (r / "data/images/SafeBench/query_ForbidQI_2_3_6.png").unlink(),
+                r"safebench\.csv, row line 3, field 'image': image not found: .*query_ForbidQI_2_3_6\.png"),
+    "vlguard": (lambda r: (r / "test/bad_ads/3b19ed90.png").unlink(),
+                r"test\.json, row Ads_333539, field 'image': image not found: .*3b19ed90\.png"),
+    "hades": (lambda r: _rewrite_parquet(r / "data/test-00000-of-00001.parquet",
+                                         lambda row: _set(row, "image", {"bytes": None, "path": "gone.png"})),
+              r"test-00000-of-00001\.parquet, row 0 \(id Violence_1\), field 'image': image not found: .*gone\.png"),
+    "jailbreakv": (lambda r: (r / "JailBreakV_28K/figstep/query_17.png").unlink(),
+                   r"JailBreakV_28K\.csv, row line 3 \(id 17\), field 'image_path': image not found: .*query_17\.png"),
+    "mossbench": (lambda r: (r / "data/images/1.png").unlink(),
+                  r"information\.json, row 1, field 'image': image not found: .*images/1\.png"),
+    "siuo": (lambda r: (r / "data/images/S-02.png").unlink(),
+             r"siuo_gen\.json, row 1 \(question_id 2\), field 'image': image not found: .*S-02\.png"),
+    "spavl": (lambda r: _rewrite_parquet(r / "test/harm-00000-of-00001.parquet",
+                                         lambda row: _set(row, "image", {"bytes": None, "path": "nope.png"})),
+              r"harm-00000-of-00001\.parquet, row 0, field 'image': image not found: .*nope\.png"),
+}
+
+# The formats not covered by test_malformed_rows_name_file_row_field: one bad field each.
+MALFORMED = {
+    "hades": (lambda r: _rewrite_parquet(r / "data/test-00000-of-00001.parquet",
+                                         lambda row: _set(row, "instruction", None)),
+              r"test-00000-of-00001\.parquet, row 0 \(id Violence_1\), field 'instruction': missing or empty"),
+    "mossbench": (lambda r: _edit_json(r / "data/images_information/information.json",
+                                       lambda info: {**info, "1": _set(info["1"], "question", ["x"])}),
+                  r"information\.json, row 1, field 'question': must be a string, got list"),
+    "siuo": (lambda r: _edit_json(r / "data/siuo_gen.json", lambda rows: [_set(rows[0], "category", {"a": 1}), *rows[1:]]),
+             r"siuo_gen\.json, row 0 \(question_id 1\), field 'category': must be a string, got dict"),
+    "spavl": (lambda r: _rewrite_parquet(r / "test/harm-00000-of-00001.parquet", lambda row: _set(row, "question", None)),
+              r"harm-00000-of-00001\.parquet, row 0, field 'question': missing or empty"),
+}
+
+
+@pytest.mark.parametrize("name", list(MISSING_IMAGE))
+def test_every_listed_image_that_is_missing_is_named(name, tmp_path):
+    """imagefolder finds its images by listing the class folders, so none can be listed and missing."""
+    root = bf.WRITERS[name](tmp_path / "src")
+    remove, message = MISSING_IMAGE[name]
+    remove(root)
+    with pytest.raises(InputError, match=message):
+        read_benchmark(name, root, **({"image_dir": tmp_path / "imgs"} if "image_dir" in FORMATS[name].options else {}))
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_a_malformed_row_names_file_row_and_field_in_every_format(name, tmp_path):
+    """Together with test_malformed_rows_name_file_row_field, every format that reads rows (imagefolder has none)."""
+    root = bf.WRITERS[name](tmp_path / "src")
+    spoil, message = MALFORMED[name]
+    spoil(root)
+    with pytest.raises(InputError, match=message) as caught:
+        read_benchmark(name, root, **({"image_dir": tmp_path / "imgs"} if "image_dir" in FORMATS[name].options else {}))
+    assert "\n" not in str(caught.value)
 
 
 def test_unknown_format_layout_option(tmp_path):

@@ -69,12 +69,14 @@ def string_field(obj: dict, key: str, where: str, required: bool = True) -> str 
     return value
 
 
-def load_pairs(path: str | Path, check_images: bool = True, require_caption: bool = True) -> list[Pair]:
+def load_pairs(path: str | Path, check_images: bool = True, require_caption: bool = True,
+               require_text_query: bool = False) -> list[Pair]:
     """Read and validate a pairs JSONL file; images are resolved relative to it.
 
     Every problem raises InputError naming the file and line number. With ``check_images``
     every image is opened once up front, so a bad image fails before any model work. With
-    ``require_caption=False`` a line without ``caption`` is accepted (its caption is None).
+    ``require_caption=False`` a line without ``caption`` is accepted (its caption is None); with
+    ``require_text_query`` a line without ``text_query`` is not (what ``--text-run query`` sends).
     """
     path = Path(path)
     if not path.is_file():
@@ -94,6 +96,9 @@ def load_pairs(path: str | Path, check_images: bool = True, require_caption: boo
         if require_caption and obj.get("caption") is None:
             raise InputError(f"{where}: missing field 'caption' "
                              "(captions can be generated with `safety-probe caption --merge`)")
+        if require_text_query and obj.get("text_query") is None:
+            raise InputError(f"{where}: missing field 'text_query' (--text-run query sends it as the text run; "
+                             "use --text-run caption with captions instead)")
         caption = string_field(obj, "caption", where, required=False)
         instruction = string_field(obj, "instruction", where, required=False) or DEFAULT_INSTRUCTION
         label = string_field(obj, "label", where, required=False)

@@ -18,7 +18,13 @@ from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
 from safety_probe.layers import check_range
 from safety_probe.models.processor import load_processor
-from safety_probe.prompts import check_text_template, image_messages, text_messages, text_prompt_body
+from safety_probe.prompts import (
+    check_text_run,
+    check_text_template,
+    image_messages,
+    text_prompt_body,
+    user_text_messages,
+)
 
 # model_type -> readable family name; these are the families tested on every release.
 SUPPORTED_FAMILIES: dict[str, str] = {
@@ -44,7 +50,8 @@ class EncodedBatch:
 
     ``inputs``: keyword arguments of the model's forward (``input_ids`` ``[B, T]``, ``attention_mask``
     ``[B, T]``, pixel tensors for the image run). ``image_mask`` / ``caption_mask``: ``[B, T]`` bool, True at
-    image-token / caption-token positions (all False where the run has none). ``last_index``: ``[B]``
+    image-token / caption-token positions (all False where the run has none; under the ``query`` text run the
+    "caption" tokens are the text query's). ``last_index``: ``[B]``
     position of the last real prompt token (padding-aware).
     """
 
@@ -83,6 +90,7 @@ class VLM:
         # Hugging Face module names of the blocks, e.g. "model.language_model.layers.3".
         self.layer_module_names: list[str] = [names[id(layer)] for layer in self.layers]
         self._text_template = "caption"
+        self._text_run = "caption"
 
     @property
     def text_template(self) -> str:
@@ -92,6 +100,16 @@ class VLM:
     @text_template.setter
     def text_template(self, template: str) -> None:
         self._text_template = check_text_template(template)
+
+    @property
+    def text_run(self) -> str:
+        """What the text run sends, one of :data:`~safety_probe.prompts.TEXT_RUNS`: ``caption`` (caption +
+        instruction in :attr:`text_template`) or ``query`` (the pair's ``text_query`` alone)."""
+        return self._text_run
+
+    @text_run.setter
+    def text_run(self, run: str) -> None:
+        self._text_run = check_text_run(run)
 
     @property
     def device(self) -> torch.device:
@@ -122,11 +140,25 @@ class VLM:
     def _render(self, messages: list[dict]) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def text_body(self, pair: Pair) -> tuple[str, str]:
+        """The text run's user text for ``pair`` and the span of it that probing pools: the caption in the
+        caption + instruction body, or under the ``query`` text run the whole ``text_query``. A pair without the
+        field the text run needs is an InputError naming the pair."""
+        if self.text_run == "query":
+            if not pair.text_query:
+                raise InputError(f"pair {pair.source_id or pair.image}: no text_query for the query text run "
+                                 "(--text-run query sends the benchmark's text-only query)")
+            return pair.text_query, pair.text_query
+        if not pair.caption:
+            raise InputError(f"pair {pair.source_id or pair.image}: no caption for the caption text run "
+                             "(add captions, or --text-run query where the pairs have text_query)")
+        return text_prompt_body(pair.caption, pair.instruction, self.text_template), pair.caption
+
     def prompt(self, pair: Pair, run: Run, system_prompt: str | None = None) -> str:
         """The chat-templated prompt of one run of a pair (generation prompt added)."""
         if run == "image":
             return self._render(image_messages(pair.instruction, system_prompt))
-        return self._render(text_messages(pair.caption, pair.instruction, system_prompt, self.text_template))
+        return self._render(user_text_messages(self.text_body(pair)[0], system_prompt))
 
     def adds_special_tokens(self, prompt: str) -> bool:
         """Whether tokenising a rendered ``prompt`` adds special tokens: as the processor's own
@@ -168,7 +200,8 @@ class VLM:
         return EncodedBatch(inputs, image_mask.to(self.device), caption_mask.to(self.device), last_index.to(self.device), prompts)
 
     def _caption_mask(self, pairs: list[Pair], prompts: list[str], input_ids: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        """Caption-token positions from the fast tokenizer's character offsets."""
+        """Positions of the text run's pooled span (:meth:`text_body`: the caption, or the text query) from the
+        fast tokenizer's character offsets."""
         if not self.tokenizer.is_fast:
             raise InputError(f"{self.name}: caption spans need a fast tokenizer (offsets); this one is slow")
         enc = self.tokenizer(prompts, return_offsets_mapping=True, **kwargs)
@@ -177,15 +210,15 @@ class VLM:
         offsets = enc["offset_mapping"]  # [B, T, 2] character spans, (0, 0) for special tokens
         mask = torch.zeros(input_ids.shape, dtype=torch.bool)
         for i, (pair, prompt) in enumerate(zip(pairs, prompts)):
-            body_text = text_prompt_body(pair.caption, pair.instruction, self.text_template)
+            body_text, span = self.text_body(pair)
             body = prompt.rfind(body_text)
             if body < 0:
-                raise InputError(f"{self.name}: the chat template altered the caption text of {pair.image.name}")
-            start = body + body_text.rfind(pair.caption)
-            end = start + len(pair.caption)
+                raise InputError(f"{self.name}: the chat template altered the text-run text of {pair.image.name}")
+            start = body + body_text.rfind(span)
+            end = start + len(span)
             mask[i] = span_mask(offsets[i], start, end) & enc["attention_mask"][i].bool()
             if not mask[i].any():
-                raise InputError(f"{self.name}: no caption tokens found for {pair.image.name}")
+                raise InputError(f"{self.name}: no {self.text_run} tokens found for {pair.image.name}")
         return mask
 
 

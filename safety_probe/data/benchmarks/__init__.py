@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,7 +49,8 @@ class Reader:
         return tuple(p for p in inspect.signature(self.read).parameters if p not in ("root", "split"))
 
     def __call__(self, root: str | Path, split: str | None = None, **options: Any) -> list[Pair]:
-        """Read the local copy at ``root``; unknown options are an InputError."""
+        """Read the local copy at ``root``; every pair's ``extra["benchmark"]`` names the format (what evaluation
+        groups by). Unknown options are an InputError."""
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise InputError(f"{self.name}: unknown option {unknown[0]!r}; "
@@ -57,7 +58,7 @@ class Reader:
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
             raise InputError(f"{self.name}: benchmark folder not found: {root}")
-        return self.read(root, split, **options)
+        return [replace(p, extra={**p.extra, "benchmark": self.name}) for p in self.read(root, split, **options)]
 
 
 def _reader(module: ModuleType) -> Reader:
