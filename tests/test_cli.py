@@ -55,7 +55,8 @@ def test_tga_baselines_need_their_data(tiny_model_dir, tmp_path, capsys):
 
 
 def test_tga_on_the_organism_defaults_to_the_documented_recipe():
-    from safety_probe.cli import TGACommand, _parse
+    from safety_probe.cli import _parse
+    from safety_probe.cli.tga import TGACommand
     from safety_probe.organism.preset import TGA_RECIPE
 
     cfg = _parse(TGACommand, "safety-probe tga", ["--model", "organism", "--max-steps", "7"])
@@ -84,7 +85,9 @@ def test_python_dash_m_runs_every_command():
 
 
 def test_positional_arguments(tmp_path):
-    from safety_probe.cli import DataConfig, FiguresConfig, _parse
+    from safety_probe.cli import _parse
+    from safety_probe.cli.data import DataConfig
+    from safety_probe.cli.figures import FiguresConfig
 
     assert _parse(DataConfig, "safety-probe data", ["organism", "--n", "3"]).world == "organism"
     assert _parse(FiguresConfig, "safety-probe figures", [str(tmp_path)]).run == str(tmp_path)

@@ -1,6 +1,6 @@
 """The organism's presets: what general code takes as arguments, filled in for the shipped organism.
 
-``cli.py`` applies them when ``--model organism`` is given, and records that it did; no general module
+``safety_probe.cli`` applies them when ``--model organism`` is given, and records that it did; no general module
 imports this one. They are the organism's default pairs (:func:`safety_probe.organism.world.write_pairs`), its
 caption prompt, TGA data writer, the filter's vocabulary, the retrieval corpus and CLIP, and the TGA recipe of
 docs/tga.md.

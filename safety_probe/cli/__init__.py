@@ -1,0 +1,77 @@
+"""Command line: `probe-layers` (= `safety-probe probe`) and `safety-probe data | eval | caption | tga | figures`.
+
+One module per command; each command's options are the fields of a dataclass config whose docstrings are the
+--help text, and the resolved config is saved with the results (run.json, compare.json), so config, docs and
+CLI are one object. This package is the only part of the pipeline that knows the shipped organism:
+``--model organism`` resolves to its folder in :mod:`safety_probe.cli.options`, and its presets (default pairs,
+caption prompt, TGA data and recipe, CLIP, filter vocabulary) are applied by the commands and recorded in the
+outputs. A command's module is imported only when that command runs, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from importlib import import_module
+
+from simple_parsing import ArgumentParser
+
+from safety_probe.errors import InputError
+
+#: command -> (module of safety_probe.cli, its config dataclass, the function that runs it)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "probe": ("probe", "ProbeConfig", "probe_layers"),
+    "data": ("data", "DataConfig", "make_data"),
+    "eval": ("evaluate", "EvalConfig", "run_eval"),
+    "caption": ("caption", "CaptionConfig", "run_caption"),
+    "tga": ("tga", "TGACommand", "run_tga_command"),
+    "figures": ("figures", "FiguresConfig", "redraw"),
+}
+
+
+def command(name: str) -> tuple[type, Callable]:
+    """The config dataclass and run function of command ``name``."""
+    module, config, run = COMMANDS[name]
+    mod = import_module(f"safety_probe.cli.{module}")
+    return getattr(mod, config), getattr(mod, run)
+
+
+def _parse(config_type: type, prog: str, argv: list[str]):
+    # a command module may start from a preset config (e.g. `tga --model organism`); options given still win
+    initial = getattr(import_module(config_type.__module__), "initial_config", None)
+    parser = ArgumentParser(prog=prog, description=config_type.__doc__, add_option_string_dash_variants=True)
+    parser.add_arguments(config_type, dest="cfg", default=initial(argv) if initial else None)
+    return parser.parse_args(argv).cfg
+
+
+def _guard(fn: Callable[[], object]) -> int:
+    """Run a command; bad input ends with one line on stderr and exit code 2."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars say what runs; errors stay one line
+    try:
+        fn()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def probe_layers_main(argv: list[str] | None = None) -> int:
+    """Entry point of `probe-layers` (the same command as `safety-probe probe`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    config_type, run = command("probe")
+    cfg = _parse(config_type, "probe-layers", argv)
+    return _guard(lambda: run(cfg))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `safety-probe COMMAND ...` and `python -m safety_probe COMMAND ...`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        names = " | ".join(COMMANDS)
+        print(f"usage: safety-probe {{{names}}} [options]  (each command takes --help)", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    config_type, run = command(argv[0])
+    cfg = _parse(config_type, f"safety-probe {argv[0]}", argv[1:])
+    return _guard(lambda: run(cfg))

@@ -1,0 +1,76 @@
+"""`safety-probe caption`: one-sentence captions of images by a VLM, resumable, merged into pairs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from safety_probe.cli.options import ModelOptions, is_organism, load_model
+from safety_probe.errors import InputError
+
+
+@dataclass
+class CaptionConfig(ModelOptions):
+    """safety-probe caption: one-sentence captions of images (greedy, batched, resumable), optionally merged into
+    a pairs file (docs/caption.md)."""
+
+    images: str = ""
+    """A folder of images (searched recursively, sorted by path, hidden files skipped) or a pairs JSONL file."""
+    out: str = "captions.jsonl"
+    """Captions JSONL, one row per image (config in OUT.run.json); a rerun with the same model and prompt captions
+    only the images it lacks."""
+    prompt: str | None = None
+    """Caption prompt. Default: LLaVA-1.5's "Provide a one-sentence caption for the provided image."; with the
+    organism, the instruction it was trained to answer with a description, "Describe this image."."""
+    batch_size: int = 8
+    """Images per generation batch."""
+    max_new_tokens: int = 48
+    """Generation length (a sentence); the caption is the generation's first sentence."""
+    overwrite: bool = False
+    """Replace an --out written with another model or prompt (or redo one with the same)."""
+    merge: str | None = None
+    """Write the --images pairs file with the captions filled in to this path (pairs input only)."""
+    replace_captions: bool = False
+    """--merge: replace the captions the pairs already have (default: keep them)."""
+
+
+def run_caption(cfg: CaptionConfig) -> Path:
+    """Run `safety-probe caption`; returns the captions file."""
+    from safety_probe.caption import DEFAULT_PROMPT, CaptionFile, caption_images, merge_captions, read_source
+    from safety_probe.data.pairs import write_pairs
+    from safety_probe.io import write_json
+    from safety_probe.runinfo import run_info
+
+    started = time.time()
+    if not cfg.images:
+        raise InputError("--images is required: a folder of images or a pairs JSONL file")
+    if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
+        raise InputError("--batch-size and --max-new-tokens must be >= 1")
+    if cfg.merge and Path(cfg.merge).is_dir():
+        raise InputError(f"--merge {cfg.merge} is a folder: give the pairs file to write")
+    note = None
+    if cfg.prompt is None and is_organism(cfg.model):
+        from safety_probe.organism import preset
+
+        cfg, note = replace(cfg, prompt=preset.CAPTION_PROMPT), "preset: organism (caption prompt)"
+    cfg = replace(cfg, prompt=cfg.prompt or DEFAULT_PROMPT)
+    source = read_source(cfg.images)
+    if cfg.merge and source.pairs is None:
+        raise InputError("--merge needs a pairs file as --images (a folder has no pairs to fill)")
+    store = CaptionFile(cfg.out, cfg.model, cfg.prompt, cfg.overwrite)  # a mismatched --out stops before loading
+    run = caption_images(load_model(cfg), source, store, cfg.batch_size, cfg.max_new_tokens)
+    for warning in run.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"captioned {run.generated} images ({run.skipped} already done) -> {cfg.out}")
+    merged = None
+    if cfg.merge:
+        pairs = merge_captions(source, store.rows, cfg.replace_captions)
+        merged = {"path": str(write_pairs(pairs, cfg.merge)), "uncaptioned": sum(p.caption is None for p in pairs)}
+        if merged["uncaptioned"]:
+            print(f"warning: {merged['uncaptioned']} of {len(pairs)} merged pairs have no caption", file=sys.stderr)
+        print(f"pairs with captions -> {cfg.merge}")
+    write_json(f"{cfg.out}.run.json", run_info(cfg, started, note=note, n_images=len(run.rows), generated=run.generated,
+                                               skipped=run.skipped, empty=run.empty, refused=run.refused, merge=merged))
+    return Path(cfg.out)

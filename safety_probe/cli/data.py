@@ -1,0 +1,60 @@
+"""`safety-probe data organism | convert`: pairs from the organism's world or from a benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from simple_parsing import field as option
+
+from safety_probe.cli.options import ORGANISM
+from safety_probe.errors import InputError
+
+
+@dataclass
+class DataConfig:
+    """safety-probe data organism | convert: render the organism's held-out pairs, or convert a benchmark to pairs."""
+
+    world: str = option(default=ORGANISM, positional=True, nargs="?")
+    """What to do: organism (render pairs of its synthetic world) or convert (a benchmark to a pairs file)."""
+    seed: int = 1234
+    """organism: random seed; seeds the organism was trained on are listed in docs/organism.md."""
+    n: int = 400
+    """organism: number of pairs."""
+    out: str = "data/organism"
+    """organism: output folder (images/ and pairs.jsonl). convert: the pairs file to write."""
+    harmful_share: float = 0.5
+    """organism: share of harmful pairs."""
+    format: str = "auto"
+    """convert: the benchmark's format (mmsafetybench, figstep, vlguard, hades, jailbreakv, mossbench, siuo,
+    spavl, imagefolder) or auto (recognised from its layout); docs/datasets/."""
+    root: str = ""
+    """convert: the benchmark's local folder, in its published layout."""
+    split: str | None = None
+    """convert: the benchmark's split or subset, where it has several (docs/datasets/<format>.md)."""
+    harmful_classes: list[str] | None = None
+    """convert, imagefolder: the class folders that are harmful (default: all but benign/normal/safe/...)."""
+
+
+def make_data(cfg: DataConfig) -> Path:
+    """Run `safety-probe data`; returns the pairs file."""
+    if cfg.world == "convert":
+        from safety_probe.data.benchmarks import convert
+
+        if not cfg.root:
+            raise InputError("--root is required: the benchmark's local folder")
+        if not Path(cfg.root).is_dir():
+            raise InputError(f"--root {cfg.root} is not a folder")
+        options = {"harmful_classes": cfg.harmful_classes} if cfg.harmful_classes else {}
+        path = convert(cfg.format, cfg.root, cfg.out, cfg.split, **options)
+        print(f"wrote {sum(1 for line in path.read_text().splitlines() if line.strip())} pairs -> {path}")
+        return path
+    if cfg.world != ORGANISM:
+        raise InputError(f"unknown data command {cfg.world!r}: use 'organism' or 'convert'")
+    if cfg.n < 1 or not 0.0 <= cfg.harmful_share <= 1.0:
+        raise InputError("--n must be >= 1 and --harmful-share in [0, 1]")
+    from safety_probe.organism import world
+
+    path = world.write_pairs(seed=cfg.seed, n=cfg.n, out_dir=Path(cfg.out), harmful_share=cfg.harmful_share)
+    print(f"wrote {cfg.n} pairs -> {path}")
+    return path

@@ -1,0 +1,94 @@
+"""`safety-probe tga`: TGA and its baselines through the comparison harness; the organism's preset."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from safety_probe.cli.options import ORGANISM, is_organism, model_path
+from safety_probe.compare import CompareConfig
+
+
+@dataclass
+class TGACommand(CompareConfig):
+    """safety-probe tga: Text-Guided Alignment (paper §4) and its baselines, trained and compared before/after.
+
+    With --model organism, the documented recipe of docs/tga.md is the default (every option still wins) and
+    the organism supplies what a real model must be given: --data, --eval-pairs, --safety-ft-data, --clip and
+    the filter's vocabulary.
+    """
+
+    train_n: int = 2000
+    """Organism only: training examples to generate when --data is not given."""
+    toxic_share: float = 0.0
+    """Organism only: share of toxic images (answered by their description, never refused) in generated data."""
+    retrieval: str = "auto"
+    """Organism only: how generated data gets R: clip, world (one attribute changed) or auto (clip if built)."""
+    eval_n: int = 200
+    """Organism only: held-out pairs to generate when --eval-pairs is not given."""
+    eval_seed: int = 1234
+    """Organism only: world seed of the generated held-out pairs (distinct from training seeds)."""
+    safety_ft_n: int = 14
+    """Organism only: refused toxic images generated for the safety_ft baseline."""
+
+
+def organism_tga_defaults() -> TGACommand:
+    """The defaults of `safety-probe tga --model organism`: the recipe of docs/tga.md, the organism's CLIP and
+    the filter's vocabulary (every option given on the command line wins)."""
+    from safety_probe.organism import CLIP_DIR, preset
+
+    toxic, benign, templates = preset.filter_vocabulary()
+    return TGACommand(model=ORGANISM, clip=str(CLIP_DIR), filter_toxic=toxic, filter_benign=benign,
+                      filter_templates=templates, **preset.TGA_RECIPE)
+
+
+def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
+    """``cfg`` with the organism's folder, data, held-out pairs and safety_ft data filled in where not given."""
+    from accelerate import PartialState
+
+    from safety_probe.io import check_out_dir
+    from safety_probe.layers import resolve_layers
+    from safety_probe.models.vlm import n_layers_of
+    from safety_probe.organism import preset, world
+
+    path = model_path(ORGANISM)
+    resolve_layers(cfg.layers, n_layers_of(path))  # a bad --layers stops before any data is written
+    out = check_out_dir(cfg.out)
+    baselines = [b for b in cfg.baselines if b.strip()]
+    with PartialState(cpu=cfg.device == "cpu").main_process_first():  # the main process writes, the others read
+        data = cfg.data or str(preset.write_tga_data(cfg.seed, cfg.train_n, out / "data", toxic_share=cfg.toxic_share,
+                                                     retrieval=cfg.retrieval, clip=cfg.clip))
+        eval_pairs = cfg.eval_pairs
+        if eval_pairs is None and cfg.evaluate:
+            eval_pairs = str(world.write_pairs(seed=cfg.eval_seed, n=cfg.eval_n, out_dir=out / "eval_pairs"))
+        safety = cfg.safety_ft_data
+        if safety is None and "safety_ft" in baselines:
+            safety = str(preset.write_tga_data(cfg.seed + 1, cfg.safety_ft_n, out / "baselines" / "safety_ft" / "data",
+                                               retrieval="world", kind="safety"))
+    filled = replace(cfg, model=path, data=data, eval_pairs=eval_pairs, safety_ft_data=safety)
+    return filled, "preset: organism (the recipe of docs/tga.md; the organism's data, held-out pairs, CLIP and filter vocabulary)"
+
+
+def run_tga_command(cfg: TGACommand) -> Path:
+    """Run `safety-probe tga` (Text-Guided Alignment and its baselines; see docs/tga.md)."""
+    from safety_probe.compare import run_compare
+    from safety_probe.plots import draw_tga
+
+    note = None
+    if is_organism(cfg.model):
+        cfg, note = _organism_tga(cfg)
+    record = run_compare(cfg, note=note)
+    out = Path(cfg.out)
+    if "before" in record["rows"] and record["eval_pairs"]:
+        draw_tga(record, out / "figures")
+    print(f"aligned model -> {out / 'model'}; before/after -> {out / 'compare.json'}")
+    return out
+
+
+def initial_config(argv: list[str]) -> TGACommand | None:
+    """The organism's preset as the starting config of `tga --model organism` (options given still win)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default=None)
+    model = pre.parse_known_args(argv)[0].model
+    return organism_tga_defaults() if model is not None and is_organism(model) else None
