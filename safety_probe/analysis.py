@@ -32,7 +32,6 @@ from safety_probe.locate import (
     MIN_SUPPORT,
     SAFETY_LAYER_RULES,
     LensStats,
-    RefusalTokens,
     attention_mass_scores,
     choose_safety_layers,
     code_start_end,
@@ -43,13 +42,12 @@ from safety_probe.locate import (
     patching_gain_scores,
     refusal_direction,
     refusal_prob_scores,
-    refusal_token_ids,
-    refusal_tokens_from_responses,
 )
 from safety_probe.models.vlm import VLM, generate_with_ids
 from safety_probe.patching import patch_caption_into_image
 from safety_probe.probe import PairStates
 from safety_probe.prompts import REFUSAL, TEXT_SPANS, is_refusal
+from safety_probe.refusal_tokens import RefusalTokens, refusal_token_ids, refusal_tokens_from_responses
 from safety_probe.scores import LayerScores, scores_frame, share_with_interval
 from safety_probe.shift import semantic_shift
 

@@ -19,7 +19,7 @@ STAGES: dict[str, int] = {
     **dict.fromkeys(("errors", "io", "prompts", "layers", "hooks", "runinfo", "scores", "schedule"), 0),
     **dict.fromkeys(("models", "data", "retrieve"), 1),
     **dict.fromkeys(("probe", "lens", "patching", "caption"), 2),
-    **dict.fromkeys(("locate", "shift"), 3),
+    **dict.fromkeys(("locate", "shift", "refusal_tokens"), 3),
     "analysis": 4,
     **dict.fromkeys(("evaluation", "evaluation_suite"), 5),
     "tga": 6,

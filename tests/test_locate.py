@@ -17,9 +17,8 @@ from safety_probe.locate import (
     patching_gain_scores,
     refusal_direction,
     refusal_prob_scores,
-    refusal_token_ids,
-    refusal_tokens_from_responses,
 )
+from safety_probe.refusal_tokens import refusal_token_ids, refusal_tokens_from_responses
 from safety_probe.scores import LayerScores, bootstrap_mean_band, scores_frame
 
 REFUSAL = 7
