@@ -32,6 +32,7 @@ from safety_probe.shards import batch_share, gather_shards, shard_path
 
 if TYPE_CHECKING:
     from accelerate import PartialState
+    from transformer_lens.model_bridge import TransformerBridge
 
 STATE_NAMES = ("image_mean", "caption_mean", "image_last", "caption_last")
 
@@ -86,27 +87,31 @@ def pool_weights(mask: torch.Tensor, last_index: torch.Tensor, dtype: torch.dtyp
     return torch.stack([mask, last], dim=1).to(dtype)
 
 
-def pool_block_output(hidden: torch.Tensor, weights: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """A block's output ``[B, T, d]`` reduced to ``[B, 2, d]`` float32: (mean over the span, last prompt position).
-
-    ``weights``: :func:`pool_weights`; ``count``: ``[B, 1]`` span lengths. The one pooling code of every recording
-    backend (it also runs on nnsight's values): one batched matmul per block, on the block's own device.
-    """
-    # 0/1 weights make the span sum exact in the model's dtype and the last position an exact copy
-    pooled = torch.bmm(weights.to(hidden.device, hidden.dtype), hidden).float()
-    pooled[:, 0] /= count.to(pooled.device)
-    return pooled
+def pool_block_output(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A block's output ``[B, T, d]`` reduced to ``[B, 2, d]`` (sum over the span, last prompt position) in its dtype,
+    by one batched matmul on the block's own device; ``weights``: :func:`pool_weights`. With :func:`pooled_states`,
+    the one pooling code of every recording backend (it also runs on nnsight's values)."""
+    # 0/1 weights: the span sum is the model dtype's own sum, the last position an exact copy
+    return torch.bmm(weights.to(hidden.device, hidden.dtype), hidden)
 
 
-def boot_bridge(vlm: VLM):
+def pooled_states(pooled: list[torch.Tensor], count: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The :func:`pool_block_output` of each requested block (``[B, 2, d]``, on one device) and the span lengths
+    ``count`` ``[B]`` -> ``mean`` and ``last``, each ``[B, L, d]`` float32 on the CPU."""
+    stats = rearrange(torch.stack(pooled).float(), "layer batch stat d -> stat batch layer d")
+    return {"mean": (stats[0] / count[:, None, None]).cpu(), "last": stats[1].cpu()}
+
+
+def boot_bridge(vlm: VLM) -> TransformerBridge:
     """TransformerLens' ``TransformerBridge`` around a weight-sharing copy of ``vlm``'s model (the bridge patches the
     modules it wraps; ``vlm.model`` stays untouched). A family the bridge cannot run is a one-line InputError."""
     from transformer_lens.model_bridge import TransformerBridge
 
     twin = vlm.shared_copy()
+    device = None if getattr(vlm.model, "hf_device_map", None) else str(vlm.device)  # a device map stays as placed
     try:
-        return TransformerBridge.boot_transformers(str(vlm.model.name_or_path), device=str(vlm.device),
-                                                   dtype=vlm.dtype, hf_model=twin.model, tokenizer=vlm.tokenizer)
+        return TransformerBridge.boot_transformers(str(vlm.model.name_or_path), device=device, dtype=vlm.dtype,
+                                                   hf_model=twin.model, tokenizer=vlm.tokenizer)
     except Exception as e:  # noqa: BLE001 - any refusal of the bridge is the same answer: this family is not run
         raise InputError(f"--backend transformerlens: TransformerLens' bridge cannot run {vlm.family} "
                          f"({type(e).__name__}: {str(e).split('. ')[0].splitlines()[0][:120]}); use --backend hooks") from None
@@ -118,9 +123,9 @@ class Recorder:
         >>> rec = Recorder(vlm, layers=[0, 4, 8])
         >>> pooled = rec(vlm.encode(pairs, run="image"), span="image")   # {"mean": [B, 3, d], "last": [B, 3, d]}
 
-    Every backend of :data:`BACKENDS` pools with :func:`pool_block_output` as each block finishes and stops the
-    forward after the deepest requested block. Under a device map each block pools on its own device; the pooled
-    states are gathered to the CPU.
+    Every backend of :data:`BACKENDS` pools with :func:`pool_block_output` as each block finishes (and
+    :func:`pooled_states` at the end) and stops the forward after the deepest requested block. Under a device map
+    each block pools on its own device; the pooled states are gathered to the CPU.
     """
 
     def __init__(self, vlm: VLM, layers: list[int], backend: str = DEFAULT_BACKEND):
@@ -145,11 +150,10 @@ class Recorder:
         """Pooled outputs of the requested blocks: ``mean`` over the span and ``last`` prompt position, each ``[B, L, d]``."""
         mask = batch.image_mask if span == "image" else batch.caption_mask
         weights = pool_weights(mask, batch.last_index, self.vlm.dtype)
-        count = mask.sum(dim=1, keepdim=True).clamp(min=1)
         pooled: list[torch.Tensor] = []  # per block [B, 2, d], on the input device
 
         def pool(hidden: torch.Tensor) -> None:
-            pooled.append(pool_block_output(hidden, weights, count).to(weights.device))
+            pooled.append(pool_block_output(hidden, weights).to(weights.device))
 
         if self.backend == "hooks":
             with Trace(self.vlm.layers, self.layers, retain=False, edit_output=lambda _, h: pool(h), stop=True):
@@ -159,12 +163,11 @@ class Recorder:
                 for layer in self.layers:
                     hidden = self.blocks[layer].output
                     hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-                    pooled.append(pool_block_output(hidden, weights, count).to(weights.device).save())
+                    pooled.append(pool_block_output(hidden, weights).to(weights.device).save())
                 tracer.stop()  # nothing past the deepest requested block is needed
         else:
             self._run_bridge(batch, pool)
-        stats = rearrange(torch.stack(pooled), "layer batch stat d -> stat batch layer d").cpu()
-        return {"mean": stats[0], "last": stats[1]}
+        return pooled_states(pooled, mask.sum(dim=1).clamp(min=1))
 
     def _run_bridge(self, batch: EncodedBatch, pool) -> None:
         """One forward of the bridge with a pooling hook on ``blocks.{l}.hook_resid_post`` of every requested block."""

@@ -57,7 +57,7 @@ def _gpu_index(device: object, path: Path, name: str) -> int | None:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError(f"--device-map {path}: {name!r} -> {device!r} is not a device (a GPU index, cpu, disk, ...)")
+        raise InputError(f"--device-map {path}: {name!r} -> {device!r} is not a device (a GPU index, cpu, disk, ...)") from None
     return (parsed.index or 0) if parsed.type == "cuda" else None
 
 
