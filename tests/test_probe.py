@@ -11,10 +11,9 @@ from safety_probe.layers import parse_layers
 from safety_probe.models import SUPPORTED_FAMILIES, load_vlm
 from safety_probe.probe import BACKENDS, PairStates, record
 from safety_probe.prompts import TEXT_TEMPLATES, text_prompt_body
+from safety_probe.testing.tiny import BRIDGE_FAMILIES
 
 FAMILIES = list(SUPPORTED_FAMILIES)
-# the families the installed TransformerLens bridge boots (Qwen2-VL: no adapter; Qwen2.5-VL: needs torchvision)
-BRIDGE_FAMILIES = ("llava", "llava_next", "idefics3", "gemma3")
 
 
 def reference_states(vlm, pairs) -> dict[str, torch.Tensor]:
