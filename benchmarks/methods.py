@@ -5,18 +5,20 @@ that record return ``{"mean": [B, L, d], "last": [B, L, d]}`` float32 like :clas
 
 - ``forward``: ``model(**inputs)`` — the bare forward, the reference of every ratio.
 - ``trunk``: ``model.model(**inputs)`` — the forward without the LM head (the recorder stops before it).
-- ``record``: ``Recorder(vlm, all_layers)(batch, span)`` — ours (nnsight, pooled in the trace, early stop).
-- ``record_hooks``: :class:`benchmarks.hook_recorder.HookRecorder`, a plain-torch-hook prototype of the same.
+- ``record``: ``Recorder(vlm, all_layers)(batch, span)`` — ours, the default backend (plain hooks, pooled as each
+  block finishes, early stop); ``record_nnsight`` / ``record_transformerlens``: the same with the other backends.
 - ``hidden_states``: ``model(**inputs, output_hidden_states=True)`` then pooling of every block.
 - ``tl_resid``: TransformerLens ``TransformerBridge.run_with_cache`` of every ``blocks.{l}.hook_resid_post``
   (full ``[B, T, d]``), then pooling; ``tl_all``: ``run_with_cache`` of every hook point (its default).
 - ``hook_cache``: the fallback when the bridge cannot run a model: forward hooks keep every block's full
   ``[B, T, d]`` output, then pooling.
+
+:func:`pool` is written independently of the library's pooling on purpose: it is the reference the recorders are
+checked against before they are timed.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -27,17 +29,6 @@ from safety_probe.models.vlm import VLM, EncodedBatch
 from safety_probe.probe import Recorder
 
 Pooled = dict[str, torch.Tensor]
-
-
-def shared_copy(vlm: VLM, name: str | None = None) -> VLM:
-    """A second :class:`VLM` whose module tree is a copy but whose parameters and buffers are the same tensors.
-
-    nnsight and the TransformerLens bridge both patch the modules they wrap; a copy keeps the reference
-    model pristine without a second set of weights in memory.
-    """
-    memo = {id(t): t for t in (*vlm.model.parameters(), *vlm.model.buffers())}
-    model = copy.deepcopy(vlm.model, memo)
-    return VLM(model, vlm.processor, name=name or vlm.name)
 
 
 def span_mask(batch: EncodedBatch, span: str) -> torch.Tensor:
@@ -85,16 +76,6 @@ def make_hidden_states(vlm: VLM, batch: EncodedBatch, span: str) -> Callable[[],
             return pool(list(hs[1 : vlm.n_layers + 1]), batch, span)
 
     return run
-
-
-def boot_bridge(path: str, vlm: VLM, device: str, dtype: torch.dtype):
-    """TransformerLens' bridge around a weight-sharing copy of ``vlm``'s model (nothing is re-loaded)."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    clone = shared_copy(vlm)
-    return TransformerBridge.boot_transformers(
-        path, device=device, dtype=dtype, hf_model=clone.model, tokenizer=vlm.tokenizer
-    )
 
 
 def make_tl(bridge, vlm: VLM, batch: EncodedBatch, span: str, every_hook: bool) -> Callable[[], Pooled]:

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -35,6 +35,10 @@ from safety_probe.errors import InputError
 from safety_probe.io import write_jsonl
 from safety_probe.models.vlm import DTYPES, VLM, Run, generate
 from safety_probe.prompts import REFUSAL, STANDARD_REFUSAL_PREFIXES, is_refusal, text_prompt_body
+from safety_probe.shards import batch_share, gather_shards, shard_path
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
 
 #: How a guard model is prompted and read: its first generated word -> harmful.
 GUARD_VERDICTS: dict[str, dict[str, bool]] = {
@@ -250,7 +254,8 @@ class EvalResult:
 
 def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, system_prompt: str | None = None,
              batch_size: int = 16, max_new_tokens: int = 32, partial: str | Path | None = None,
-             progress: bool = True, harm_judge: HarmJudge | None = None) -> EvalResult:
+             progress: bool = True, harm_judge: HarmJudge | None = None,
+             processes: PartialState | None = None) -> EvalResult:
     """Generate both runs of every pair greedily, judge them, and compute DSR, over-refusal and task accuracy.
 
     The text run sends what ``vlm.text_run`` says (caption + instruction, or the pair's ``text_query``).
@@ -258,15 +263,40 @@ def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, sys
     ``judge`` decides refusal (default: the keyword judge with the project's refusal sentence); ``harm_judge``,
     when given, decides harm from the request in words (:func:`guard_request`) and the response. With
     ``partial``, judged rows are appended there as batches finish and a rerun with the same judges resumes after them.
+    With ``processes`` (accelerate's state under ``accelerate launch``), each process judges its share of whole
+    batches into its own shard beside ``partial`` (required then); every process returns all rows, in pair order.
     """
     judge = judge or KeywordJudge(model_phrases=(REFUSAL,))
+    if processes is not None and partial is None:
+        raise InputError("evaluate() across several processes needs partial= (its shards are written beside it)")
+    start, stop = batch_share(len(pairs), batch_size, processes)
+    path = partial if processes is None else shard_path(partial, processes.process_index, processes.num_processes)
+    rows = _evaluate_share(vlm, pairs[start:stop], judge, system_prompt, batch_size, max_new_tokens, path,
+                           progress and (processes is None or processes.is_main_process), harm_judge)
+    if processes is not None:
+        write_jsonl(path, rows)  # also an empty share: every shard exists
+        rows = [row for part in gather_shards(processes, partial, _read_rows) for row in part]
+    elif partial:
+        Path(partial).unlink(missing_ok=True)
+    return EvalResult(rows, metrics_of(rows, judge.name, system_prompt, harm_judge.name if harm_judge else None))
+
+
+def _read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _evaluate_share(vlm: VLM, pairs: list[Pair], judge: RefusalJudge, system_prompt: str | None, batch_size: int,
+                    max_new_tokens: int, partial: str | Path | None, progress: bool,
+                    harm_judge: HarmJudge | None) -> list[dict]:
+    """:func:`evaluate`'s loop over ``pairs`` (possibly none): judged rows, saved to ``partial`` after every batch
+    and resumed from it."""
     harm_name = harm_judge.name if harm_judge else None
     rows: list[dict] = []
     if partial and Path(partial).is_file():
-        rows = [json.loads(line) for line in Path(partial).read_text().splitlines() if line.strip()]
+        rows = _read_rows(Path(partial))
         same = all(r["image"] == str(p.image) and r["judge"] == judge.name and r.get("harm_judge") == harm_name
                    and r.get("text_run", "caption") == vlm.text_run for r, p in zip(rows, pairs))
-        rows = rows if same else []
+        rows = rows if same and len(rows) <= len(pairs) else []
     bar = tqdm(total=len(pairs), initial=len(rows), desc="evaluate", unit="pair", disable=not progress)
     for i in range(len(rows), len(pairs), batch_size):
         chunk = pairs[i:i + batch_size]
@@ -289,7 +319,4 @@ def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, sys
             write_jsonl(partial, rows)
         bar.update(len(chunk))
     bar.close()
-    metrics = metrics_of(rows, judge.name, system_prompt, harm_name)
-    if partial:
-        Path(partial).unlink(missing_ok=True)
-    return EvalResult(rows, metrics)
+    return rows

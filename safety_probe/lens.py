@@ -18,7 +18,7 @@ from safety_probe.models.vlm import VLM
 @torch.no_grad()
 def lens_logprobs(vlm: VLM, hidden: torch.Tensor) -> torch.Tensor:
     """Log-softmax of the logit lens ``[n, L, vocab]`` of block outputs ``[n, L, d_model]``."""
-    return torch.log_softmax(vlm.logit_lens(hidden.to(vlm.device)), dim=-1).cpu()
+    return torch.log_softmax(vlm.logit_lens(hidden), dim=-1).cpu()
 
 
 def iter_lens_logprobs(vlm: VLM, hidden: torch.Tensor, chunk: int = 8) -> Iterator[torch.Tensor]:
@@ -46,11 +46,16 @@ def caption_attention_mass(vlm: VLM, pairs: list[Pair], system_prompt: str | Non
         for i in tqdm(range(0, len(pairs), batch_size), desc="attention", disable=not progress):
             batch = vlm.encode(pairs[i:i + batch_size], "text", system_prompt)
             attentions = vlm.model(**batch.inputs, output_attentions=True).attentions  # L x [B, H, T, T]
-            rows = torch.arange(len(batch.last_index), device=batch.last_index.device)
-            caption = batch.caption_mask.float()
-            per_layer = [(a[rows, :, batch.last_index, :].float() * caption[:, None, :]).sum(-1).mean(-1)
-                         for a in attentions]
-            masses.append(torch.stack(per_layer, dim=1).cpu())
+            per_layer = [_attention_on(a, batch.caption_mask, batch.last_index) for a in attentions]
+            masses.append(torch.stack(per_layer, dim=1))
     finally:
         vlm.model.set_attn_implementation(previous)
     return torch.cat(masses)
+
+
+def _attention_on(attention: torch.Tensor, span: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+    """``[B]`` on the CPU: the last prompt token's attention ``[B, H, T, T]`` on the ``span`` ``[B, T]``, mean over
+    heads, computed where the block ran (under a device map, not where the inputs are)."""
+    span, last_index = span.to(attention.device), last_index.to(attention.device)
+    rows = torch.arange(len(last_index), device=attention.device)
+    return (attention[rows, :, last_index, :].float() * span.float()[:, None, :]).sum(-1).mean(-1).cpu()

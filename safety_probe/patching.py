@@ -42,12 +42,14 @@ def patch_caption_into_image(
     steps = range(0, len(pairs), batch_size)
     for i in tqdm(steps, desc="patching", disable=not progress):
         batch = vlm.encode(pairs[i:i + batch_size], "image", system_prompt)
-        rows = torch.arange(len(batch.last_index), device=vlm.device)
         mask = batch.image_mask.unsqueeze(-1)
         count = mask.sum(dim=1).clamp(min=1)
         caption = caption_mean[i:i + batch_size].to(vlm.device, vlm.dtype)
 
-        def refusal(logits: torch.Tensor, rows=rows, last=batch.last_index) -> torch.Tensor:
+        def refusal(logits: torch.Tensor, last=batch.last_index) -> torch.Tensor:
+            # under a device map the logits come from the unembedding's device
+            last = last.to(logits.device)
+            rows = torch.arange(len(last), device=logits.device)
             return torch.softmax(logits[rows, last].float(), -1)[:, refusal_ids].sum(-1).cpu()
 
         base.append(refusal(vlm.model(**batch.inputs).logits))
@@ -56,6 +58,8 @@ def patch_caption_into_image(
             target = caption[:, layer].unsqueeze(1)  # [B, 1, d]
 
             def patch(_: int, hidden: torch.Tensor, target=target, mask=mask, count=count) -> torch.Tensor:
+                # the patched block may sit on another device than the inputs (a device map)
+                target, mask, count = (t.to(hidden.device) for t in (target, mask, count))
                 if mode == "shift":
                     image_mean = (hidden * mask).sum(dim=1, keepdim=True) / count.unsqueeze(1)
                     return hidden + mask * (target - image_mean)

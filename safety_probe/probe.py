@@ -1,4 +1,4 @@
-"""Record each pair's per-layer hidden states with nnsight, pooled inside the traced forward.
+"""Record each pair's per-layer hidden states, pooled inside the forward (plain hooks, nnsight or TransformerLens).
 
     >>> vlm = load_vlm("llava-hf/llava-1.5-7b-hf")
     >>> states = record(vlm, load_pairs("pairs.jsonl"), layers=parse_layers("all", vlm.n_layers))
@@ -6,7 +6,8 @@
 
 Stored size does not grow with sequence length: each block's output is reduced to a mean over a token
 span and the last prompt position while the forward runs, and the forward stops after the deepest
-requested block.
+requested block. Under ``accelerate launch`` the pairs are split between the processes (``processes=``) and
+the merged states equal a single-process run's bit for bit.
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from nnsight import NNsight
+from einops import rearrange
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
-from safety_probe.hooks import Trace
+from safety_probe.hooks import StopForward, Trace
 from safety_probe.io import write_atomic
 from safety_probe.models.vlm import VLM, EncodedBatch
+from safety_probe.shards import batch_share, gather_shards, shard_path
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
+    from transformer_lens.model_bridge import TransformerBridge
 
 STATE_NAMES = ("image_mean", "caption_mean", "image_last", "caption_last")
 
@@ -69,15 +75,46 @@ class PairStates:
         return cls(**load_file(str(path)), layers=layers)
 
 
-BACKENDS = ("nnsight", "hooks")
+#: Recording backends: plain forward hooks (the default: the fastest), an nnsight trace (the path that also serves
+#: remote execution and interventions), TransformerLens' ``TransformerBridge`` hooks ``blocks.{l}.hook_resid_post``.
+BACKENDS = ("hooks", "nnsight", "transformerlens")
+DEFAULT_BACKEND = "hooks"
 
 
-def pool_block_output(hidden: torch.Tensor, mask: torch.Tensor, count: torch.Tensor, rows: torch.Tensor,
-                      last_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A block's output ``[B, T, d]`` reduced to (mean over the span ``mask`` ``[B, T, 1]``, last prompt position),
-    each ``[B, d]`` float32; the one pooling code of every recording backend (it also runs on nnsight proxies)."""
-    mean = (hidden * mask).sum(dim=1).div(count).float()
-    return mean, hidden[rows, last_index].float()
+def pool_weights(mask: torch.Tensor, last_index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, 2, T]`` 0/1 weights in ``dtype``: row 0 the span ``mask`` ``[B, T]``, row 1 one-hot at ``last_index`` ``[B]``."""
+    last = torch.nn.functional.one_hot(last_index, mask.shape[1]).bool()
+    return torch.stack([mask, last], dim=1).to(dtype)
+
+
+def pool_block_output(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A block's output ``[B, T, d]`` reduced to ``[B, 2, d]`` (sum over the span, last prompt position) in its dtype,
+    by one batched matmul on the block's own device; ``weights``: :func:`pool_weights`. With :func:`pooled_states`,
+    the one pooling code of every recording backend (it also runs on nnsight's values)."""
+    # 0/1 weights: the span sum is the model dtype's own sum, the last position an exact copy
+    return torch.bmm(weights.to(hidden.device, hidden.dtype), hidden)
+
+
+def pooled_states(pooled: list[torch.Tensor], count: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The :func:`pool_block_output` of each requested block (``[B, 2, d]``, on one device) and the span lengths
+    ``count`` ``[B]`` -> ``mean`` and ``last``, each ``[B, L, d]`` float32 on the CPU."""
+    stats = rearrange(torch.stack(pooled).float(), "layer batch stat d -> stat batch layer d")
+    return {"mean": (stats[0] / count[:, None, None]).cpu(), "last": stats[1].cpu()}
+
+
+def boot_bridge(vlm: VLM) -> TransformerBridge:
+    """TransformerLens' ``TransformerBridge`` around a weight-sharing copy of ``vlm``'s model (the bridge patches the
+    modules it wraps; ``vlm.model`` stays untouched). A family the bridge cannot run is a one-line InputError."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    twin = vlm.shared_copy()
+    device = None if getattr(vlm.model, "hf_device_map", None) else str(vlm.device)  # a device map stays as placed
+    try:
+        return TransformerBridge.boot_transformers(str(vlm.model.name_or_path), device=device, dtype=vlm.dtype,
+                                                   hf_model=twin.model, tokenizer=vlm.tokenizer)
+    except Exception as e:  # noqa: BLE001 - any refusal of the bridge is the same answer: this family is not run
+        raise InputError(f"--backend transformerlens: TransformerLens' bridge cannot run {vlm.family} "
+                         f"({type(e).__name__}: {str(e).split('. ')[0].splitlines()[0][:120]}); use --backend hooks") from None
 
 
 class Recorder:
@@ -86,49 +123,70 @@ class Recorder:
         >>> rec = Recorder(vlm, layers=[0, 4, 8])
         >>> pooled = rec(vlm.encode(pairs, run="image"), span="image")   # {"mean": [B, 3, d], "last": [B, 3, d]}
 
-    ``backend="nnsight"`` traces the model with nnsight (the path that also serves remote execution and
-    interventions); ``"hooks"`` uses plain forward hooks (:class:`~safety_probe.hooks.Trace`). Both pool with
-    :func:`pool_block_output` and stop after the deepest requested block.
+    Every backend of :data:`BACKENDS` pools with :func:`pool_block_output` as each block finishes (and
+    :func:`pooled_states` at the end) and stops the forward after the deepest requested block. Under a device map
+    each block pools on its own device; the pooled states are gathered to the CPU.
     """
 
-    def __init__(self, vlm: VLM, layers: list[int], backend: str = "nnsight"):
+    def __init__(self, vlm: VLM, layers: list[int], backend: str = DEFAULT_BACKEND):
         if backend not in BACKENDS:
             raise InputError(f"unknown recording backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.vlm = vlm
         self.layers = vlm.check_layers(layers)
         self.backend = backend
         if backend == "nnsight":
+            from nnsight import NNsight
+
             self.traced = NNsight(vlm.model)
             parent = self.traced
             for part in vlm.layer_module_names[0].split(".")[:-1]:
                 parent = getattr(parent, part)
             self.blocks = parent  # envoy of the decoder's ModuleList
+        elif backend == "transformerlens":
+            self.bridge = boot_bridge(vlm)
 
     @torch.no_grad()
     def __call__(self, batch: EncodedBatch, span: Literal["image", "caption"]) -> dict[str, torch.Tensor]:
         """Pooled outputs of the requested blocks: ``mean`` over the span and ``last`` prompt position, each ``[B, L, d]``."""
-        mask = (batch.image_mask if span == "image" else batch.caption_mask).unsqueeze(-1)
-        count = mask.sum(dim=1).clamp(min=1)
-        rows = torch.arange(mask.shape[0], device=mask.device)
-        means, lasts = [], []
-        if self.backend == "hooks":
-            def pool(layer: int, hidden: torch.Tensor) -> None:
-                mean, last = pool_block_output(hidden, mask, count, rows, batch.last_index)
-                means.append(mean)
-                lasts.append(last)
+        mask = batch.image_mask if span == "image" else batch.caption_mask
+        weights = pool_weights(mask, batch.last_index, self.vlm.dtype)
+        pooled: list[torch.Tensor] = []  # per block [B, 2, d], on the input device
 
-            with Trace(self.vlm.layers, self.layers, retain=False, edit_output=pool, stop=True):
+        def pool(hidden: torch.Tensor) -> None:
+            pooled.append(pool_block_output(hidden, weights).to(weights.device))
+
+        if self.backend == "hooks":
+            with Trace(self.vlm.layers, self.layers, retain=False, edit_output=lambda _, h: pool(h), stop=True):
                 self.vlm.model(**batch.inputs, use_cache=False)
-        else:
+        elif self.backend == "nnsight":
             with self.traced.trace(**batch.inputs) as tracer:
                 for layer in self.layers:
                     hidden = self.blocks[layer].output
                     hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-                    mean, last = pool_block_output(hidden, mask, count, rows, batch.last_index)
-                    means.append(mean.save())
-                    lasts.append(last.save())
+                    pooled.append(pool_block_output(hidden, weights).to(weights.device).save())
                 tracer.stop()  # nothing past the deepest requested block is needed
-        return {"mean": torch.stack(means, dim=1).cpu(), "last": torch.stack(lasts, dim=1).cpu()}
+        else:
+            self._run_bridge(batch, pool)
+        return pooled_states(pooled, mask.sum(dim=1).clamp(min=1))
+
+    def _run_bridge(self, batch: EncodedBatch, pool) -> None:
+        """One forward of the bridge with a pooling hook on ``blocks.{l}.hook_resid_post`` of every requested block."""
+        deepest = self.layers[-1]
+
+        def hook_for(layer: int):
+            def hook(tensor: torch.Tensor, *, hook) -> None:
+                pool(tensor)
+                if layer == deepest:
+                    raise StopForward(layer)
+            return hook
+
+        inputs = dict(batch.inputs)
+        input_ids = inputs.pop("input_ids")
+        with self.bridge.hooks(fwd_hooks=[(self.vlm.hook_name(l), hook_for(l)) for l in self.layers]):
+            try:
+                self.bridge(input_ids, return_type=None, use_cache=False, **inputs)
+            except StopForward:
+                pass
 
 
 def _run_key(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: str | None, padding_side: str) -> str:
@@ -146,19 +204,40 @@ def record(
     padding_side: Literal["left", "right"] = "left",
     checkpoint: str | Path | None = None,
     progress: bool = True,
-    backend: str = "nnsight",
+    backend: str = DEFAULT_BACKEND,
+    processes: PartialState | None = None,
 ) -> PairStates:
     """Record pooled image-run and text-run states of every pair at ``layers`` (default: all blocks).
 
     With ``checkpoint``, finished batches are saved there as they complete and a later call with the same
-    inputs resumes after them; the file is removed when the run ends.
+    inputs resumes after them; the file is removed when the run ends. With ``processes`` (accelerate's state
+    under ``accelerate launch``), each process records its share of whole batches into its own shard beside
+    ``checkpoint`` (required then) and every process returns the merged states, in pair order.
     """
     layers = vlm.check_layers(list(range(vlm.n_layers)) if layers is None else layers)
     if not pairs:
         raise InputError("no pairs to record")
+    if processes is not None and checkpoint is None:
+        raise InputError("record() across several processes needs checkpoint= (its shards are written beside it)")
     recorder = Recorder(vlm, layers, backend)
+    start, stop = batch_share(len(pairs), batch_size, processes)
+    path = checkpoint if processes is None else shard_path(checkpoint, processes.process_index, processes.num_processes)
+    share = _record_share(vlm, recorder, pairs[start:stop], batch_size, system_prompt, padding_side, path,
+                          progress and (processes is None or processes.is_main_process))
+    if processes is None:
+        if checkpoint:
+            Path(checkpoint).unlink(missing_ok=True)
+        return share
+    parts = gather_shards(processes, checkpoint, lambda shard: load_file(str(shard)))
+    return PairStates(**{name: torch.cat([part[name] for part in parts]) for name in STATE_NAMES}, layers=layers)
+
+
+def _record_share(vlm: VLM, recorder: Recorder, pairs: list[Pair], batch_size: int, system_prompt: str | None,
+                  padding_side: Literal["left", "right"], checkpoint: str | Path | None, progress: bool) -> PairStates:
+    """:func:`record`'s loop over ``pairs`` (possibly none), checkpointed after every batch and resumed from it."""
+    layers = recorder.layers
     key = _run_key(vlm, pairs, layers, system_prompt, padding_side)
-    done: dict[str, list[torch.Tensor]] = {name: [] for name in STATE_NAMES}
+    done: dict[str, list[torch.Tensor]] = {name: [torch.zeros(0, len(layers), vlm.d_model)] for name in STATE_NAMES}
     start = 0
     if checkpoint and Path(checkpoint).is_file():
         from safetensors import safe_open
@@ -167,7 +246,12 @@ def record(
             if f.metadata().get("run_key") == key:
                 for name in STATE_NAMES:
                     done[name].append(f.get_tensor(name))
-                start = done["image_mean"][0].shape[0]
+                start = done["image_mean"][-1].shape[0]
+
+    def save() -> None:
+        partial = {name: torch.cat(done[name]) for name in STATE_NAMES}
+        write_atomic(checkpoint, lambda p: save_file(partial, str(p), metadata={"run_key": key}))
+
     bar = tqdm(total=len(pairs), initial=start, desc="record", unit="pair", disable=not progress)
     for i in range(start, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
@@ -176,11 +260,9 @@ def record(
         for name, value in zip(STATE_NAMES, (image["mean"], text["mean"], image["last"], text["last"])):
             done[name].append(value)
         if checkpoint:
-            partial = {name: torch.cat(done[name]) for name in STATE_NAMES}
-            write_atomic(checkpoint, lambda p, partial=partial: save_file(partial, str(p), metadata={"run_key": key}))
+            save()
         bar.update(len(chunk))
     bar.close()
-    states = PairStates(**{name: torch.cat(done[name]) for name in STATE_NAMES}, layers=layers)
-    if checkpoint:
-        Path(checkpoint).unlink(missing_ok=True)
-    return states
+    if checkpoint and start >= len(pairs):
+        save()  # nothing ran (an empty share, or all resumed): the file still holds every finished pair
+    return PairStates(**{name: torch.cat(done[name]) for name in STATE_NAMES}, layers=layers)

@@ -38,18 +38,22 @@ def test_quick_benchmark_writes_results(tmp_path, tiny_model_dir):
     assert set(data["models"]) == {"organism", "small"}
     for name, res in data["models"].items():
         assert res["record_over_forward"] > 0 and isinstance(res["meets_target"], bool), name
+        by_backend = res["record_over_forward_by_backend"]
+        assert set(by_backend) == {"hooks", "nnsight", "transformerlens"} and res["default_backend"] == "hooks"
+        assert by_backend["hooks"] == res["record_over_forward"]
         assert res["tl_mode"] == "bridge" or res["tl_mode"].startswith("hook_cache fallback"), res["tl_mode"]
         assert res["cases"], name
         for case in res["cases"]:
             ratios = case["ratio_to_forward"]
             assert ratios["forward"] == pytest.approx(1.0)
-            assert {"trunk", "record", "hidden_states"} <= set(ratios)
+            assert {"trunk", "record", "record_nnsight", "record_transformerlens", "hidden_states"} <= set(ratios)
             assert ({"tl_resid", "tl_all"} <= set(ratios)) or "hook_cache" in ratios
             assert set(case["median_ms"]) == set(ratios) == set(case["peak_mb"])
             assert all(v > 0 for v in case["median_ms"].values())
             assert all(v >= 0 for v in case["peak_mb"].values())
-            # our recording is exact: pooled block outputs equal an independent full-output hook cache
-            assert case["max_rel_err_vs_hook_cache"]["record"] < 1e-4
+            # every backend records exactly: pooled block outputs equal an independent full-output hook cache
+            errs = case["max_rel_err_vs_hook_cache"]
+            assert set(errs) == {"record", "record_nnsight", "record_transformerlens"} and max(errs.values()) < 1e-4
             assert case["rounds"] >= 2 and case["seq_len"] > 0
         leak = res["leak"]
         assert leak["batches"] == len(leak["series_mb"]) > 0

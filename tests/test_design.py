@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "safety_probe"
 
 # Pipeline order: a module may import its own stage or an earlier one, never a later one.
 STAGES: dict[str, int] = {
-    **dict.fromkeys(("errors", "io", "prompts", "layers", "hooks", "runinfo", "scores", "schedule"), 0),
+    **dict.fromkeys(("errors", "io", "prompts", "layers", "hooks", "runinfo", "scores", "schedule", "shards"), 0),
     **dict.fromkeys(("models", "data", "retrieve"), 1),
     **dict.fromkeys(("probe", "lens", "patching", "caption"), 2),
     **dict.fromkeys(("locate", "shift", "refusal_tokens"), 3),

@@ -11,6 +11,7 @@ from safety_probe.layers import parse_layers
 from safety_probe.models import SUPPORTED_FAMILIES, load_vlm
 from safety_probe.probe import BACKENDS, PairStates, record
 from safety_probe.prompts import TEXT_TEMPLATES, text_prompt_body
+from safety_probe.testing.tiny import BRIDGE_FAMILIES
 
 FAMILIES = list(SUPPORTED_FAMILIES)
 
@@ -49,6 +50,10 @@ def family_vlm(request, tiny_model_dir):
 def test_recorded_states_equal_transformers_block_outputs(family_vlm, pairs_file, backend):
     family, vlm = family_vlm
     pairs = load_pairs(pairs_file)
+    if backend == "transformerlens" and family not in BRIDGE_FAMILIES:
+        with pytest.raises(InputError, match=f"bridge cannot run {family} .*; use --backend hooks$"):
+            record(vlm, pairs, progress=False, backend=backend)
+        return
     states = record(vlm, pairs, batch_size=1, progress=False, backend=backend)
     ref = reference_states(vlm, pairs)
     for name, tensor in states.tensors().items():
@@ -57,11 +62,18 @@ def test_recorded_states_equal_transformers_block_outputs(family_vlm, pairs_file
 
 
 def test_backends_give_the_same_states_in_padded_batches(family_vlm, pairs_file):
+    """hooks and nnsight run the same forward and pooling: bit-identical. The bridge runs its own wrapped modules:
+    equal to 2e-6 relative (measured: at most 6e-7, Gemma 3)."""
     family, vlm = family_vlm
     pairs = load_pairs(pairs_file)
-    hooks, traced = (record(vlm, pairs, batch_size=3, progress=False, backend=b) for b in ("hooks", "nnsight"))
-    for name, tensor in hooks.tensors().items():
-        assert torch.allclose(tensor, getattr(traced, name), atol=1e-6, rtol=0), (family, name)
+    backends = BACKENDS if family in BRIDGE_FAMILIES else ("hooks", "nnsight")
+    hooks, *others = (record(vlm, pairs, batch_size=3, progress=False, backend=b) for b in backends)
+    for backend, states in zip(backends[1:], others):
+        for name, tensor in hooks.tensors().items():
+            if backend == "nnsight":
+                assert torch.equal(tensor, getattr(states, name)), (family, name)
+            else:
+                assert rel_err(getattr(states, name), tensor) < 2e-6, (family, backend, name)
 
 
 @pytest.mark.parametrize("template", TEXT_TEMPLATES)

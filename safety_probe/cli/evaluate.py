@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from safety_probe.cli.options import ModelOptions, device_of, load_model
+from safety_probe.cli.options import ModelOptions, launched_processes, load_model, process_device
 from safety_probe.errors import InputError
 from safety_probe.prompts import REFUSAL
 
@@ -61,11 +61,16 @@ def run_eval(cfg: EvalConfig) -> Path:
     out = Path(cfg.out)
     pairs = load_pairs(cfg.pairs, require_caption=check_text_run(cfg.text_run) == "caption",
                        require_text_query=cfg.text_run == "query")
-    guard = GuardJudge(cfg.judge_model, cfg.judge_format, device_of(cfg.device), cfg.dtype) if cfg.judge_model else None
-    vlm = load_model(cfg)
+    processes = launched_processes(cfg.device)
+    device = process_device(cfg.device, processes)
+    guard = GuardJudge(cfg.judge_model, cfg.judge_format, device, cfg.dtype) if cfg.judge_model else None
+    vlm = load_model(cfg, processes)
     vlm.text_run = cfg.text_run
     result = evaluate(vlm, pairs, KeywordJudge((cfg.refusal_phrase,)), cfg.system_prompt, cfg.batch_size,
-                      cfg.max_new_tokens, partial=out / ".responses.partial.jsonl", harm_judge=guard)
+                      cfg.max_new_tokens, partial=out / ".responses.partial.jsonl", harm_judge=guard,
+                      processes=processes)
+    if processes is not None and not processes.is_main_process:
+        return out  # the main process writes the merged results
     metrics = {**result.metrics, "benchmarks": benchmark_table(result.rows)}
     write_jsonl(out / "responses.jsonl", result.rows)
     write_json(out / "metrics.json", metrics)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safety_probe.errors import InputError
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
 
 ORGANISM = "organism"
 
@@ -22,6 +27,12 @@ class ModelOptions:
     """Weights dtype: float32, bfloat16 or float16."""
     trust_remote_code: bool = False
     """Run the model repository's own Python code (off unless you trust it)."""
+    device_map: str | None = None
+    """Shard the model over this machine's devices with accelerate (instead of --device): auto or balanced
+    (spread over the GPUs, then CPU RAM, then disk), or a JSON file {module name: device} (a GPU index, cpu, disk).
+    Default: the whole model on --device."""
+    offload_folder: str | None = None
+    """Where weights that --device-map puts on disk are kept (default: a temporary folder, removed at exit)."""
 
 
 def is_organism(model: str) -> bool:
@@ -51,11 +62,38 @@ def device_of(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(cfg: ModelOptions):
-    """Load the model ``cfg`` names (the organism by name), on its device and dtype."""
-    from safety_probe.models import load_vlm
+def launched_processes(device: str) -> PartialState | None:
+    """accelerate's process state when this process is one of several (``accelerate launch``, ``torchrun``), else
+    None: the commands then split their pairs between the processes."""
+    from accelerate import PartialState
 
-    vlm = load_vlm(model_path(cfg.model), device=device_of(cfg.device), dtype=cfg.dtype,
-                   trust_remote_code=cfg.trust_remote_code)
+    state = PartialState(cpu=device_of(device) == "cpu")  # without cpu=True a GPU-less machine counts one process
+    return state if state.num_processes > 1 else None
+
+
+def process_device(device: str, processes: PartialState | None) -> str:
+    """The device a model of this process goes to: ``--device``, or under several processes with ``--device auto``
+    the process's own (one GPU per process)."""
+    return str(processes.device) if processes is not None and device == "auto" else device_of(device)
+
+
+def main_first(processes: PartialState | None) -> AbstractContextManager:
+    """Under several processes, the main process runs the block first (it writes, the others then read)."""
+    return processes.main_process_first() if processes is not None else nullcontext()
+
+
+def load_model(cfg: ModelOptions, processes: PartialState | None = None):
+    """Load the model ``cfg`` names (the organism by name): on its device and dtype, or placed by ``--device-map``."""
+    from safety_probe.models import load_vlm
+    from safety_probe.models.placement import parse_device_map
+
+    device_map = parse_device_map(cfg.device_map) if cfg.device_map else None
+    if device_map is not None and cfg.device != "auto":
+        raise InputError(f"--device-map places the model itself: drop --device {cfg.device}")
+    if device_map is not None and processes is not None:
+        raise InputError("--device-map shards one model over this machine; under accelerate launch every process "
+                         "holds a whole model: use one process for a sharded model")
+    vlm = load_vlm(model_path(cfg.model), device=process_device(cfg.device, processes), dtype=cfg.dtype,
+                   trust_remote_code=cfg.trust_remote_code, device_map=device_map, offload_folder=cfg.offload_folder)
     vlm.name = cfg.model
     return vlm

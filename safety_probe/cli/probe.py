@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safety_probe.cli.figures import draw_figures
-from safety_probe.cli.options import ModelOptions, is_organism, load_model
+from safety_probe.cli.options import ModelOptions, is_organism, launched_processes, load_model, main_first
 from safety_probe.errors import InputError
 from safety_probe.prompts import REFUSAL
 
@@ -58,8 +58,9 @@ class ProbeConfig(ModelOptions):
     """Harmful pairs used for activation patching (one forward per pair and block); 0 turns it off."""
     patch_mode: str = "shift"
     """Patching: shift (move image tokens so their mean equals the caption's) or replace (set them to it)."""
-    backend: str = "nnsight"
-    """Recording backend: nnsight (traced; also serves remote execution) or hooks (plain forward hooks)."""
+    backend: str = "hooks"
+    """Recording backend: hooks (plain forward hooks, the fastest), nnsight (a traced forward) or transformerlens
+    (TransformerLens' bridge, blocks.{l}.hook_resid_post; LLaVA, LLaVA-NeXT, Idefics3, Gemma 3). All pool alike."""
     figures: bool = True
     """Draw the figures (PDF, PNG, HTML) into OUT/figures."""
 
@@ -88,17 +89,21 @@ def probe_layers(cfg: ProbeConfig) -> Path:
     if cfg.padding_side not in ("left", "right"):
         raise InputError(f"--padding-side must be left or right, got {cfg.padding_side!r}")
     out = Path(cfg.out)
-    pairs_path = _probe_pairs(cfg, out)
+    processes = launched_processes(cfg.device)
+    with main_first(processes):  # the organism's default pairs are written once
+        pairs_path = _probe_pairs(cfg, out)
     pairs = load_pairs(pairs_path, require_caption=check_text_run(cfg.text_run) == "caption",
                        require_text_query=cfg.text_run == "query")
     if not 0.0 < cfg.band_share <= 1.0 or cfg.min_support < 1 or cfg.candidates < 0:
         raise InputError("--band-share must be in (0, 1], --min-support >= 1 and --candidates >= 0")
-    vlm = load_model(cfg)
+    vlm = load_model(cfg, processes)
     vlm.text_template, vlm.text_run = cfg.text_template, cfg.text_run
     layers = parse_layers(cfg.layers, vlm.n_layers)
     override = parse_layers(cfg.safety_layers, vlm.n_layers) if cfg.safety_layers else None
     states = record(vlm, pairs, layers, cfg.batch_size, cfg.system_prompt, cfg.padding_side,
-                    checkpoint=out / ".states.partial.safetensors", backend=cfg.backend)
+                    checkpoint=out / ".states.partial.safetensors", backend=cfg.backend, processes=processes)
+    if processes is not None and not processes.is_main_process:
+        return out  # the main process analyses the merged states and writes every result
     states.save(out / "states.safetensors", metadata={"model": cfg.model, "pairs": str(pairs_path)})
     result = analyze(vlm, pairs, states, cfg.system_prompt, (cfg.refusal_phrase,), cfg.rule, override,
                      cfg.patch_pairs, cfg.patch_mode, cfg.batch_size, candidates=cfg.candidates,

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import copy
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +19,7 @@ from torch import nn
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
 from safety_probe.layers import check_range
+from safety_probe.models.placement import DeviceMap, execution_device
 from safety_probe.models.processor import load_processor
 from safety_probe.prompts import (
     check_text_run,
@@ -89,6 +92,9 @@ class VLM:
         names = {id(m): n for n, m in model.named_modules()}
         # Hugging Face module names of the blocks, e.g. "model.language_model.layers.3".
         self.layer_module_names: list[str] = [names[id(layer)] for layer in self.layers]
+        self.embed: nn.Module = model.get_input_embeddings()
+        #: the temporary folder of weights offloaded to disk by a device map (kept alive with the model)
+        self.offload_dir: tempfile.TemporaryDirectory | None = None
         self._text_template = "caption"
         self._text_run = "caption"
 
@@ -113,7 +119,8 @@ class VLM:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's execution device (under a device map, not a parameter's)."""
+        return execution_device(self.model, self.embed)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -130,10 +137,20 @@ class VLM:
 
     def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits ``[..., vocab]`` read from block outputs ``[..., d_model]`` with the model's final norm and unembedding."""
-        logits = self.unembed(self.final_norm(hidden.to(self.dtype)))
+        # under a device map the final norm and the unembedding may sit on other devices than the blocks
+        normed = self.final_norm(hidden.to(execution_device(self.model, self.final_norm), self.dtype))
+        logits = self.unembed(normed.to(execution_device(self.model, self.unembed)))
         if self.logit_softcap:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return logits.float()
+
+    def shared_copy(self) -> VLM:
+        """A second :class:`VLM` whose module tree is a copy but whose parameters and buffers are the same tensors
+        (for wrappers that patch the modules they wrap, without a second set of weights in memory)."""
+        memo = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
+        twin = VLM(copy.deepcopy(self.model, memo), self.processor, name=self.name)
+        twin.text_template, twin.text_run = self.text_template, self.text_run
+        return twin
 
     # Prompts
 
@@ -288,10 +305,15 @@ def load_vlm(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    device_map: DeviceMap | None = None,
+    offload_folder: str | Path | None = None,
 ) -> VLM:
     """Load a vision-language model (a local Hugging Face folder or a hub name) with its processor.
 
-    Weights load from safetensors only. A text-only or unsupported model raises InputError naming it.
+    Weights load from safetensors only. A text-only or unsupported model raises InputError naming it. With
+    ``device_map`` (a strategy such as ``"auto"`` or a ``{module: device}`` dict, see
+    :func:`~safety_probe.models.placement.parse_device_map`) accelerate places the modules instead of ``device``;
+    weights mapped to ``"disk"`` go to ``offload_folder`` (default: a temporary folder kept while the VLM lives).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -310,7 +332,18 @@ def load_vlm(
         raise InputError(f"{name_or_path} ({model_type}) is {kind}; supported: {_supported_list()}")
     processor = load_processor(path, trust_remote_code=trust_remote_code)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True, **extra
-    ).to(device)
-    return VLM(model, processor, name=str(name_or_path))
+    offload = None
+    if device_map is not None:
+        if offload_folder is None:
+            offload = tempfile.TemporaryDirectory(prefix="safety-probe-offload-")
+        extra.update(device_map=device_map, offload_folder=str(offload_folder or offload.name))
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True, **extra)
+    except (ValueError, RuntimeError) as e:  # a device map accelerate cannot place (a module left out, no such GPU)
+        if device_map is None:
+            raise
+        raise InputError(f"--device-map for {name_or_path}: {str(e).splitlines()[0]}") from None
+    vlm = VLM(model if device_map is not None else model.to(device), processor, name=str(name_or_path))
+    vlm.offload_dir = offload  # removed with the VLM: the offloaded weights are read from it during every forward
+    return vlm

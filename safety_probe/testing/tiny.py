@@ -29,9 +29,12 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerF
 
 from safety_probe.models.processor import without_video
 
-__all__ = ["TEXT_OVERRIDES", "TINY_FAMILIES", "build_tiny_guard", "build_tiny_text_lm", "build_tiny_vlm"]
+__all__ = ["BRIDGE_FAMILIES", "TEXT_OVERRIDES", "TINY_FAMILIES", "build_tiny_guard", "build_tiny_text_lm", "build_tiny_vlm"]
 
 TINY_FAMILIES: tuple[str, ...] = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "gemma3")
+#: The families whose tiny models TransformerLens 4.3's bridge boots (Qwen2-VL: no adapter; Qwen2.5-VL: its
+#: adapter needs torchvision).
+BRIDGE_FAMILIES: tuple[str, ...] = ("llava", "llava_next", "idefics3", "gemma3")
 
 #: Keys of ``overrides`` applied to the text (language-model) config of every family.
 TEXT_OVERRIDES: tuple[str, ...] = (
