@@ -1,4 +1,5 @@
-"""Command line: `probe-layers` (= `safety-probe probe`) and `safety-probe data | eval | caption | tga | figures`.
+"""Command line: `probe-layers` (= `safety-probe probe`) and
+`safety-probe data | eval | caption | tga | defend | figures`.
 
 Each command's options are the fields of a dataclass config; their docstrings are the --help text, and the
 resolved config is saved with the results (run.json, compare.json), so config, docs and CLI are one object.
@@ -20,6 +21,7 @@ from simple_parsing import ArgumentParser
 from simple_parsing import field as option
 
 from safety_probe.compare import CompareConfig
+from safety_probe.defenses.base import DefenseOptions
 from safety_probe.errors import InputError
 from safety_probe.prompts import REFUSAL
 
@@ -403,6 +405,10 @@ class TGACommand(CompareConfig):
     """Organism only: world seed of the generated held-out pairs (distinct from training seeds)."""
     safety_ft_n: int = 14
     """Organism only: refused toxic images generated for the safety_ft baseline."""
+    defense_calibration_n: int = 400
+    """Organism only: calibration pairs generated for --defenses when --defense-calibration is not given."""
+    defense_calibration_seed: int = 777
+    """Organism only: world seed of those calibration pairs (held out, distinct from --eval-seed)."""
 
 
 def organism_tga_defaults() -> TGACommand:
@@ -438,6 +444,7 @@ def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
         if safety is None and "safety_ft" in baselines:
             safety = str(preset.write_tga_data(cfg.seed + 1, cfg.safety_ft_n, out / "baselines" / "safety_ft" / "data",
                                                retrieval="world", kind="safety"))
+        cfg = _organism_defenses(cfg, out)
     filled = replace(cfg, model=path, data=data, eval_pairs=eval_pairs, safety_ft_data=safety)
     return filled, "preset: organism (the recipe of docs/tga.md; the organism's data, held-out pairs, CLIP and filter vocabulary)"
 
@@ -458,12 +465,108 @@ def run_tga_command(cfg: TGACommand) -> Path:
     return out
 
 
+# ---- safety-probe defend: inference-time defenses (one block, so it can move with the CLI's split) ----
+
+
+@dataclass
+class DefendConfig(ModelOptions, DefenseOptions):
+    """safety-probe defend: calibrate one inference-time defense on --calibrate pairs, evaluate it on --pairs beside
+    the undefended model, with its inference cost (docs/defenses.md)."""
+
+    method: str = ""
+    """Defense: refusal_steering[:add|ablate], shift_correction[:cmrm|shiftdc], hidden_detect[:cosine|logprob] or
+    self_check (the first mode is the default)."""
+    calibrate: str = ""
+    """Calibration pairs JSONL (labelled harmful/benign): everything the defense fits comes from these alone; never
+    the --pairs file."""
+    pairs: str = ""
+    """Test pairs JSONL, evaluated undefended and defended."""
+    layers: str = ""
+    """The layers the defense works at: a layers.json (its safety_layers, from probe-layers) or a spec like 4-6."""
+    out: str = "defend-out"
+    """Output folder: metrics.json (defended), metrics_plain.json (undefended), responses.jsonl, state/, run.json."""
+    state: str | None = None
+    """A state/ folder saved by an earlier run: load the defense from it instead of calibrating (--calibrate is then
+    only recorded)."""
+    repeats: int = 3
+    """Timing: plain and defended evaluations are repeated this often, interleaved; the cost compares the fastest."""
+
+
+def run_defend(cfg: DefendConfig) -> Path:
+    """Run `safety-probe defend`; returns the output folder."""
+    from safety_probe.data.pairs import load_pairs
+    from safety_probe.defenses import calibrate, load_defense, method_name
+    from safety_probe.defenses.base import check_calibration, check_options
+    from safety_probe.defenses.run import evaluate_defense
+    from safety_probe.io import check_out_dir, write_json, write_jsonl
+    from safety_probe.layers import resolve_layers
+    from safety_probe.models.vlm import n_layers_of
+    from safety_probe.runinfo import run_info
+
+    started = time.time()
+    if not cfg.method:
+        raise InputError("--method is required: refusal_steering, shift_correction, hidden_detect or self_check")
+    method = method_name(cfg.method)
+    check_options(cfg)
+    if not cfg.pairs:
+        raise InputError("--pairs is required: the test pairs file")
+    if not cfg.layers:
+        raise InputError("--layers is required: a layers.json from probe-layers or a spec like 4-6")
+    if cfg.repeats < 1:
+        raise InputError(f"--repeats must be >= 1, got {cfg.repeats}")
+    calibration = check_calibration(cfg.calibrate, cfg.pairs) if cfg.state is None else None
+    out = check_out_dir(cfg.out)
+    layers = resolve_layers(cfg.layers, n_layers_of(model_path(cfg.model), cfg.trust_remote_code))
+    note = None
+    if is_organism(cfg.model) and cfg.caption_prompt == DefenseOptions.caption_prompt:
+        from safety_probe.organism import preset
+
+        cfg, note = replace(cfg, caption_prompt=preset.CAPTION_PROMPT), "preset: organism (self_check caption prompt)"
+    pairs = load_pairs(cfg.pairs)
+    vlm = _load(cfg)
+    if cfg.state is None:
+        defense = calibrate(method, vlm, load_pairs(calibration), layers, cfg)
+        defense.state().save(out / "state", calibration=str(calibration))
+    else:
+        defense = load_defense(cfg.state)
+        if method_name(defense.name) != method:
+            raise InputError(f"--state {cfg.state} holds {defense.name}, not --method {method}")
+    result = evaluate_defense(vlm, pairs, defense, cfg, repeats=cfg.repeats)
+    write_jsonl(out / "responses.jsonl", result.rows)
+    write_json(out / "metrics_plain.json", result.plain.metrics)
+    write_json(out / "metrics.json", result.metrics)
+    write_json(out / "run.json", run_info(cfg, started, note=note, n_pairs=len(pairs), layers=layers,
+                                          calibration=str(calibration or cfg.state)))
+    _print_metrics(result.metrics)
+    cost = result.metrics["cost"]
+    print(f"{method}: inference cost {cost['ratio']:.2f}x plain ({cost['defended_seconds']:.1f} s / "
+          f"{cost['plain_seconds']:.1f} s); results -> {out}")
+    return out
+
+
+def _organism_defenses(cfg: TGACommand, out: Path) -> TGACommand:
+    """``cfg`` with the organism's defense calibration pairs and caption prompt where defenses are asked for."""
+    from safety_probe.organism import preset, world
+
+    if not [d for d in cfg.defenses if d.strip()]:
+        return cfg
+    calibration = cfg.defense_calibration or str(world.write_pairs(seed=cfg.defense_calibration_seed,
+                                                                   n=cfg.defense_calibration_n,
+                                                                   out_dir=out / "defense_calibration"))
+    return replace(cfg, defense_calibration=calibration,
+                   defense_caption_prompt=cfg.defense_caption_prompt or preset.CAPTION_PROMPT)
+
+
+# ---- end of safety-probe defend ----
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "probe": (ProbeConfig, probe_layers),
     "data": (DataConfig, make_data),
     "eval": (EvalConfig, run_eval),
     "caption": (CaptionConfig, run_caption),
     "tga": (TGACommand, run_tga_command),
+    "defend": (DefendConfig, run_defend),
     "figures": (FiguresConfig, redraw),
 }
 
