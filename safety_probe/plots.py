@@ -198,8 +198,10 @@ def plot_tga_dsr(compare: Mapping, backend: Backend = "matplotlib") -> Figure | 
         fig.update_layout(barmode="group", title="Image DSR per scene", yaxis_title="image DSR",
                           yaxis_range=[0, 1.05], template="simple_white")
         return fig
+    ncol = min(len(names), 4)  # the legend wraps above the axes, one line per four rows of compare.json
+    legend_lines = -(-len(names) // ncol)
     with figure_style():
-        fig = Figure(figsize=(2 * COLUMN_WIDTH_IN, 2.2), layout="constrained")
+        fig = Figure(figsize=(2 * COLUMN_WIDTH_IN, 2.0 + 0.2 * legend_lines), layout="constrained")
         ax = fig.subplots()
         width = 0.8 / len(names)
         x = np.arange(len(groups))
@@ -209,7 +211,7 @@ def plot_tga_dsr(compare: Mapping, backend: Backend = "matplotlib") -> Figure | 
         ax.set_xticks(x, [g.replace("_", " ") for g in groups], rotation=20, ha="right")
         ax.set_ylabel("image DSR")
         ax.set_ylim(0, 1.05)
-        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(names), borderaxespad=0.2)
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=ncol, borderaxespad=0.2)
     return fig
 
 

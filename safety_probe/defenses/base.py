@@ -187,7 +187,11 @@ def step_mask(prompt: torch.Tensor, generated: torch.Tensor, hidden: torch.Tenso
 
 def add_vectors(vectors: dict[int, torch.Tensor], prompt: torch.Tensor, generated: torch.Tensor) -> Edit:
     """An edit adding ``vectors[l]`` ``[d]`` to block l's output where the masks select (``[B, T]``, ``[B]``)."""
-    def edit(layer: int, hidden: torch.Tensor) -> torch.Tensor:
+    edits_generated = bool(generated.any())
+
+    def edit(layer: int, hidden: torch.Tensor) -> torch.Tensor | None:
+        if not edits_generated and hidden.shape[1] != prompt.shape[1]:
+            return None  # a generated token, and none is edited (image positions): leave the forward as it is
         return hidden + step_mask(prompt, generated, hidden) * vectors[layer].to(hidden.device, hidden.dtype)
     return edit
 
