@@ -107,7 +107,7 @@ def check_calibration(calibration: str | None, test: str | None, option: str = "
 
 @dataclass
 class DefenseState:
-    """A calibrated defense: ``method`` (``name:mode``), ``layers`` (0-based blocks), ``tensors`` (name → float32
+    """A calibrated defense: ``method`` (``name`` or ``name:mode``), ``layers`` (0-based blocks), ``tensors`` (name → float32
     tensor, e.g. ``directions`` ``[len(layers), d_model]``) and ``settings`` (knobs and calibration summary, JSON)."""
 
     method: str
@@ -141,13 +141,13 @@ class Defense:
     """A calibrated inference-time defense; calling it answers one run of a batch (an evaluation ``Responder``)."""
 
     def __init__(self, state: DefenseState):
-        self.state_ = state
+        self._state = state
         self.name = state.method
         self.layers = state.layers
 
     def state(self) -> DefenseState:
         """What :meth:`from_state` rebuilds this defense from."""
-        return self.state_
+        return self._state
 
     @classmethod
     def from_state(cls, state: DefenseState) -> Defense:
@@ -156,6 +156,7 @@ class Defense:
 
     def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None,
                  max_new_tokens: int) -> list[tuple[str, dict]]:
+        """One (response, info) per pair of one run, answered under the defense (info: JSON, what it did there)."""
         raise NotImplementedError
 
     def report(self, rows: list[dict]) -> dict:

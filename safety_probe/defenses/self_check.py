@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from safety_probe.caption import first_sentence
 from safety_probe.data.pairs import Pair
-from safety_probe.defenses.base import Defense, DefenseOptions, DefenseState, settings_of
+from safety_probe.defenses.base import Defense, DefenseOptions, DefenseState, no_info, settings_of
 from safety_probe.errors import InputError
 from safety_probe.models.vlm import VLM, Run, generate
 from safety_probe.prompts import is_refusal
@@ -61,7 +61,7 @@ class SelfCheck(Defense):
                  max_new_tokens: int) -> list[tuple[str, dict]]:
         answers = generate(vlm, pairs, run, system_prompt, max_new_tokens)
         if run == "text":
-            return [(a, {}) for a in answers]
+            return no_info(answers)
         unsafe = self.unsafe(vlm, pairs, answers, system_prompt, max_new_tokens)
         infos = [{"unsafe": u, "first_answer": a} for u, a in zip(unsafe, answers)]
         flagged = [i for i, u in enumerate(unsafe) if u]
