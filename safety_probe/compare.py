@@ -8,23 +8,28 @@
 
 Writes ``out/model`` (the TGA-aligned model, a Hugging Face folder ``load_vlm`` reads), ``out/compare.json``
 (rows: method → metrics, each with the semantic shift at every block, measured by :mod:`safety_probe.shift`
-exactly as ``probe-layers`` measures it), ``out/responses*.jsonl`` (judged responses) and
-``out/baselines/<name>/model``. Everything it needs comes in through the config: the training data, the
+exactly as ``probe-layers`` measures it), ``out/responses*.jsonl`` (judged responses),
+``out/baselines/<name>/model`` and, for the inference-time defenses (``defenses``, :mod:`safety_probe.defenses`,
+rows with their cost instead of a shift), ``out/defenses/<name>/state`` and ``responses.jsonl``. Everything it needs comes in through the config: the training data, the
 held-out pairs, the CLIP and the filter's vocabulary; nothing has a built-in default.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from safety_probe.data.pairs import Pair, load_image, load_pairs
+from safety_probe.defenses import calibrate, method_name, parse_method
+from safety_probe.defenses.base import DefenseOptions, check_calibration, parse_strength
+from safety_probe.defenses.run import evaluate_defense
 from safety_probe.errors import InputError
 from safety_probe.evaluation import evaluate, metrics_of
-from safety_probe.io import check_out_dir, write_json
+from safety_probe.io import check_out_dir, write_json, write_jsonl
 from safety_probe.layers import resolve_layers
 from safety_probe.models.vlm import VLM, load_vlm
 from safety_probe.probe import record
@@ -91,10 +96,25 @@ class CompareConfig(TGAConfig):
     evaluate: bool = True
     """Evaluate before/after on --eval-pairs and record the shift (compare.json)."""
 
+    defenses: list[str] = field(default_factory=list)
+    """Inference-time defenses of the model before alignment, evaluated as rows beside TGA on --eval-pairs, each with
+    its inference cost: refusal_steering[:add|ablate], shift_correction[:cmrm|shiftdc], hidden_detect[:cosine|logprob],
+    self_check (docs/defenses.md); they are calibrated on --defense-calibration at the safety layers. Empty: none."""
+
+    defense_calibration: str | None = None
+    """Calibration pairs.jsonl of the defenses (labelled harmful/benign), distinct from --eval-pairs."""
+
+    defense_strength: str = "auto"
+    """Strength of refusal_steering and shift_correction: a number > 0, or auto (chosen on --defense-calibration)."""
+
+    defense_caption_prompt: str | None = None
+    """self_check's caption prompt (default: ECSO's query-aware one, docs/defenses.md)."""
+
 
 # compare.json resumes only into a run whose weights-changing settings are the same
 COMPARE_NEUTRAL = RUN_NEUTRAL | {"evaluate", "baselines", "eval_batch_size", "max_new_tokens", "eval_pairs",
-                                 "filter_threshold", "filter_toxic", "filter_benign", "filter_templates", "out"}
+                                 "filter_threshold", "filter_toxic", "filter_benign", "filter_templates", "out",
+                                 "defenses", "defense_calibration", "defense_strength", "defense_caption_prompt"}
 
 
 def check_config(cfg: CompareConfig) -> list[str]:
@@ -114,7 +134,17 @@ def check_config(cfg: CompareConfig) -> list[str]:
             raise InputError("--baselines filter needs --clip (a CLIPModel folder)")
         if not cfg.filter_toxic or not cfg.filter_benign:
             raise InputError("--baselines filter needs --filter-toxic and --filter-benign (descriptor words)")
+    for spec in defense_specs(cfg):
+        parse_method(spec)
+    if defense_specs(cfg):
+        check_calibration(cfg.defense_calibration, cfg.eval_pairs, "--defense-calibration")
+        parse_strength(cfg.defense_strength)
     return baselines
+
+
+def defense_specs(cfg: CompareConfig) -> list[str]:
+    """The canonical names of the defenses asked for (blank entries dropped)."""
+    return list(dict.fromkeys(method_name(d) for d in cfg.defenses if d.strip()))
 
 
 def fill_retrieved(examples: list[TGAExample], clip: str | Retriever | None, corpus: list[str] | None = None
@@ -198,6 +228,27 @@ def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: CompareConfig,
     return metrics, result.rows
 
 
+def defense_rows(cfg: CompareConfig, pairs: list[Pair], layers: list[int], rows: dict, save: Callable[[], dict],
+                 out: Path) -> None:
+    """Calibrate each defense of ``cfg`` on the model before alignment and add its row (metrics, cost, state)."""
+    specs = [s for s in defense_specs(cfg) if s not in rows]
+    if not specs:
+        return
+    vlm = load_vlm(cfg.model, dtype=cfg.dtype)
+    calibration = load_pairs(cfg.defense_calibration)
+    prompt = {"caption_prompt": cfg.defense_caption_prompt} if cfg.defense_caption_prompt else {}
+    options = DefenseOptions(strength=cfg.defense_strength, system_prompt=cfg.system_prompt,
+                             batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens, **prompt)
+    for spec in specs:
+        folder = out / "defenses" / spec.replace(":", "-")
+        defense = calibrate(spec, vlm, calibration, layers, options)
+        defense.state().save(folder / "state", calibration=str(cfg.defense_calibration))
+        result = evaluate_defense(vlm, pairs, defense, options)
+        write_jsonl(folder / "responses.jsonl", result.rows)
+        rows[spec] = {"model": f"{cfg.model} + {spec}", "state": str(folder / "state"), **result.metrics}
+        save()
+
+
 def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
     """Train TGA (and the baselines), evaluate each against the model before, write and return ``compare.json``.
 
@@ -227,6 +278,8 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
         if "filter" in baselines:
             notes.append("filter baseline skipped: it is an evaluation of the base model")
             baselines.remove("filter")
+        if defense_specs(cfg):
+            notes.append("defenses skipped: they are evaluations of the base model")
     out.mkdir(parents=True, exist_ok=True)
     if not main:
         pairs = None  # measurements run on the main process only
@@ -284,4 +337,6 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
                              cfg.filter_threshold)
         rows["filter"] = {"model": f"{cfg.model} + CLIP zero-shot input filter",
                           **filtered_metrics(base_rows, flags, cfg.system_prompt)}
+    if pairs is not None:
+        defense_rows(cfg, pairs, layers, rows, save, out)
     return save()

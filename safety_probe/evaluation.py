@@ -56,6 +56,16 @@ class RefusalJudge(Protocol):
     def __call__(self, prompt: str, response: str) -> bool: ...
 
 
+class Responder(Protocol):
+    """Answers one run of a batch of pairs in place of plain greedy generation (a defense): one (response, info)
+    per pair, ``info`` a JSON-able dict of what the defense did there (kept in the row as ``{run}_defense``)."""
+
+    name: str
+
+    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None,
+                 max_new_tokens: int) -> list[tuple[str, dict]]: ...
+
+
 class HarmJudge(Protocol):
     """Decides whether responses to requests are harmful: True, False, or None where no verdict could be read."""
 
@@ -255,16 +265,18 @@ class EvalResult:
 def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, system_prompt: str | None = None,
              batch_size: int = 16, max_new_tokens: int = 32, partial: str | Path | None = None,
              progress: bool = True, harm_judge: HarmJudge | None = None,
-             processes: PartialState | None = None) -> EvalResult:
+             processes: PartialState | None = None, responder: Responder | None = None) -> EvalResult:
     """Generate both runs of every pair greedily, judge them, and compute DSR, over-refusal and task accuracy.
 
     The text run sends what ``vlm.text_run`` says (caption + instruction, or the pair's ``text_query``).
 
     ``judge`` decides refusal (default: the keyword judge with the project's refusal sentence); ``harm_judge``,
-    when given, decides harm from the request in words (:func:`guard_request`) and the response. With
-    ``partial``, judged rows are appended there as batches finish and a rerun with the same judges resumes after them.
-    With ``processes`` (accelerate's state under ``accelerate launch``), each process judges its share of whole
-    batches into its own shard beside ``partial`` (required then); every process returns all rows, in pair order.
+    when given, decides harm from the request in words (:func:`guard_request`) and the response; ``responder``
+    (a defense) answers in place of plain generation, and its name is kept in each row (``defense``). With
+    ``partial``, judged rows are appended there as batches finish and a rerun with the same judges and responder
+    resumes after them. With ``processes`` (accelerate's state under ``accelerate launch``), each process judges
+    its share of whole batches into its own shard beside ``partial`` (required then); every process returns all
+    rows, in pair order.
     """
     judge = judge or KeywordJudge(model_phrases=(REFUSAL,))
     if processes is not None and partial is None:
@@ -272,7 +284,7 @@ def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, sys
     start, stop = batch_share(len(pairs), batch_size, processes)
     path = partial if processes is None else shard_path(partial, processes.process_index, processes.num_processes)
     rows = _evaluate_share(vlm, pairs[start:stop], judge, system_prompt, batch_size, max_new_tokens, path,
-                           progress and (processes is None or processes.is_main_process), harm_judge)
+                           progress and (processes is None or processes.is_main_process), harm_judge, responder)
     if processes is not None:
         write_jsonl(path, rows)  # also an empty share: every shard exists
         rows = [row for part in gather_shards(processes, partial, _read_rows) for row in part]
@@ -287,26 +299,33 @@ def _read_rows(path: Path) -> list[dict]:
 
 def _evaluate_share(vlm: VLM, pairs: list[Pair], judge: RefusalJudge, system_prompt: str | None, batch_size: int,
                     max_new_tokens: int, partial: str | Path | None, progress: bool,
-                    harm_judge: HarmJudge | None) -> list[dict]:
+                    harm_judge: HarmJudge | None, responder: Responder | None) -> list[dict]:
     """:func:`evaluate`'s loop over ``pairs`` (possibly none): judged rows, saved to ``partial`` after every batch
     and resumed from it."""
     harm_name = harm_judge.name if harm_judge else None
+    defense = responder.name if responder else None
     rows: list[dict] = []
     if partial and Path(partial).is_file():
         rows = _read_rows(Path(partial))
         same = all(r["image"] == str(p.image) and r["judge"] == judge.name and r.get("harm_judge") == harm_name
-                   and r.get("text_run", "caption") == vlm.text_run for r, p in zip(rows, pairs))
+                   and r.get("text_run", "caption") == vlm.text_run and r.get("defense") == defense
+                   for r, p in zip(rows, pairs))
         rows = rows if same and len(rows) <= len(pairs) else []
     bar = tqdm(total=len(pairs), initial=len(rows), desc="evaluate", unit="pair", disable=not progress)
     for i in range(len(rows), len(pairs), batch_size):
         chunk = pairs[i:i + batch_size]
-        responses = {run: generate(vlm, chunk, run, system_prompt, max_new_tokens) for run in ("image", "text")}
+        replies = {run: responder(vlm, chunk, run, system_prompt, max_new_tokens) if responder
+                   else [(text, {}) for text in generate(vlm, chunk, run, system_prompt, max_new_tokens)]
+                   for run in ("image", "text")}
+        responses = {run: [text for text, _ in replies[run]] for run in replies}
         harmful = {run: harm_judge([guard_request(vlm, p, run) for p in chunk], responses[run]) if harm_judge
                    else [None] * len(chunk) for run in ("image", "text")}
         for j, pair in enumerate(chunk):
             row = {"image": str(pair.image), "caption": pair.caption, "instruction": pair.instruction,
                    "label": pair.label, "scene": pair.scene, "text_query": pair.text_query, "source_id": pair.source_id,
                    **pair.extra, "judge": judge.name, "harm_judge": harm_name, "text_run": vlm.text_run}
+            if defense:
+                row["defense"] = defense
             for run in ("image", "text"):
                 prompt = vlm.prompt(pair, run, system_prompt)
                 response = responses[run][j]
@@ -314,6 +333,8 @@ def _evaluate_share(vlm: VLM, pairs: list[Pair], judge: RefusalJudge, system_pro
                 row[f"{run}_prompt"], row[f"{run}_response"], row[f"{run}_refused"] = prompt, response, refused
                 row[f"{run}_harmful"] = harmful[run][j]
                 row[f"{run}_correct"] = (not refused) and names_expected(response, pair.extra.get("expected") or [])
+                if defense:
+                    row[f"{run}_defense"] = replies[run][j][1]
             rows.append(row)
         if partial:
             write_jsonl(partial, rows)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from safety_probe.layers import check_range
-from safety_probe.scores import BOOT_SEED, LayerScores, as_numpy, column_layers
+from safety_probe.scores import BOOT_SEED, LayerScores, as_numpy, auroc_band, auroc_wins, column_layers
 
 #: Algorithm 1 takes the argmax of D_j over the lens' ``ALG1_CANDIDATES`` most probable tokens at layer j: a
 #: floor at the k-th largest probability, which adapts to vocabularies of 800 to 256k tokens and to flat
@@ -210,9 +210,6 @@ def refusal_direction(
     layers = column_layers(layers, n_layers, "refusal_direction")
     gen = torch.Generator().manual_seed(seed)
     folds_h, folds_b = torch.randperm(n_h, generator=gen) % 2, torch.randperm(n_b, generator=gen) % 2
-    rng = np.random.default_rng(seed)
-    counts_h = rng.multinomial(n_h, np.full(n_h, 1.0 / n_h), size=n_boot).astype(np.float64)
-    counts_b = rng.multinomial(n_b, np.full(n_b, 1.0 / n_b), size=n_boot).astype(np.float64)
     mean, lower, upper = (np.empty(n_layers) for _ in range(3))
     directions = torch.empty(n_layers, h.shape[2])
     for layer in range(n_layers):  # one layer at a time keeps float64 copies to [n, d]
@@ -223,11 +220,8 @@ def refusal_direction(
             r = hl[folds_h != f].mean(0) - bl[folds_b != f].mean(0)  # fitted on the other fold
             r_hat = r / r.norm().clamp_min(1e-12)
             ph[folds_h == f], pb[folds_b == f] = hl[folds_h == f] @ r_hat, bl[folds_b == f] @ r_hat
-        # Mann–Whitney form of the AUROC; ties count one half.
-        wins = ((ph[:, None] > pb[None, :]) + 0.5 * (ph[:, None] == pb[None, :])).numpy()
-        mean[layer] = wins.mean()
-        boot = ((counts_h @ wins) * counts_b).sum(1) / (n_h * n_b)
-        lower[layer], upper[layer] = np.percentile(boot, [2.5, 97.5])
+        # The same seeded resamples at every layer, so the bands of layers are comparable.
+        mean[layer], lower[layer], upper[layer] = auroc_band(auroc_wins(ph.numpy(), pb.numpy()), n_boot, seed)
     scores = LayerScores(
         "refusal_direction_auroc",
         layers,

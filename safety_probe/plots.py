@@ -161,7 +161,12 @@ def plot_last_token(
 
 
 METHOD_COLORS = {"before": COLORS["grey"], "tga": COLORS["blue"], "ce": COLORS["orange"],
-                 "safety_ft": COLORS["green"], "filter": COLORS["purple"]}
+                 "safety_ft": COLORS["green"], "filter": COLORS["purple"],
+                 # inference-time defenses (safety_probe.defenses), by their canonical names
+                 "refusal_steering:add": COLORS["sky"], "refusal_steering:ablate": COLORS["black"],
+                 "shift_correction:cmrm": COLORS["red"], "shift_correction:shiftdc": COLORS["wine"],
+                 "hidden_detect:cosine": COLORS["teal"], "hidden_detect:logprob": COLORS["indigo"],
+                 "self_check": COLORS["olive"]}
 
 
 def plot_tga_shift(compare: Mapping, backend: Backend = "matplotlib") -> Figure | go.Figure:

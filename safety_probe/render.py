@@ -59,6 +59,12 @@ COLORS = {
     "sky": "#56B4E9",
     "grey": "#7F7F7F",
     "band": "#F0E442",  # Okabe–Ito yellow: the safety band stays distinct from the grey baseline
+    # Beyond Okabe–Ito's eight, for the defense rows: Paul Tol's muted scheme.
+    "indigo": "#332288",
+    "teal": "#44AA99",
+    "olive": "#999933",
+    "wine": "#882255",
+    "black": "#000000",
 }
 
 Backend = Literal["matplotlib", "plotly"]

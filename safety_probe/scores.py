@@ -105,6 +105,39 @@ def bootstrap_mean_band(
     return lower, upper
 
 
+def auroc_wins(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """``[n_pos, n_neg]`` Mann–Whitney wins of each positive score over each negative one (ties count one half);
+    their mean is the AUROC."""
+    pos, neg = np.asarray(positive, dtype=np.float64)[:, None], np.asarray(negative, dtype=np.float64)[None, :]
+    return (pos > neg) + 0.5 * (pos == neg)
+
+
+def auroc_band(wins: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float, float]:
+    """AUROC of :func:`auroc_wins` ``[n_pos, n_neg]`` with a stratified percentile-bootstrap 95% interval
+    (each class resampled on its own) → (auroc, lower, upper)."""
+    n_pos, n_neg = wins.shape
+    rng = np.random.default_rng(seed)
+    # Resampled pairs enter as multinomial counts per class, so each bootstrap AUROC is one weighted sum.
+    counts_pos = rng.multinomial(n_pos, np.full(n_pos, 1.0 / n_pos), size=n_boot).astype(np.float64)
+    counts_neg = rng.multinomial(n_neg, np.full(n_neg, 1.0 / n_neg), size=n_boot).astype(np.float64)
+    boot = ((counts_pos @ wins) * counts_neg).sum(1) / (n_pos * n_neg)
+    lower, upper = np.percentile(boot, [2.5, 97.5])
+    return float(wins.mean()), float(lower), float(upper)
+
+
+def auroc_with_interval(positive: np.ndarray, negative: np.ndarray, n_boot: int = N_BOOT,
+                        seed: int = BOOT_SEED) -> dict[str, float | int | None]:
+    """AUROC of scores ``[n_pos]`` against ``[n_neg]`` (higher = positive) with its 95% bootstrap interval:
+    ``{"auroc", "lower", "upper", "n_positive", "n_negative"}`` (None values when a class is empty)."""
+    pos, neg = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
+    out: dict[str, float | int | None] = {"auroc": None, "lower": None, "upper": None,
+                                          "n_positive": int(pos.size), "n_negative": int(neg.size)}
+    if pos.size and neg.size:
+        auroc, lower, upper = auroc_band(auroc_wins(pos, neg), n_boot, seed)
+        out.update(auroc=round(auroc, 4), lower=round(lower, 4), upper=round(upper, 4))
+    return out
+
+
 def share_with_interval(k: int, n: int) -> dict[str, float | int | None]:
     """A proportion k/n with its 95% Wilson score interval: ``{"k", "n", "share", "lower", "upper"}`` (None when n = 0)."""
     if n == 0:

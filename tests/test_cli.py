@@ -79,7 +79,7 @@ def test_probe_is_probe_layers(tiny_model_dir, pairs_file, tmp_path):
 
 
 def test_python_dash_m_runs_every_command():
-    for command in ("probe", "data", "eval", "tga", "figures"):
+    for command in ("probe", "data", "eval", "tga", "defend", "figures"):
         done = subprocess.run([sys.executable, "-m", "safety_probe", command, "--help"], capture_output=True, text=True)
         assert done.returncode == 0 and "usage:" in done.stdout, (command, done.stderr[-500:])
 

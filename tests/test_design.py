@@ -22,7 +22,7 @@ STAGES: dict[str, int] = {
     **dict.fromkeys(("locate", "shift", "refusal_tokens"), 3),
     "analysis": 4,
     **dict.fromkeys(("evaluation", "evaluation_suite"), 5),
-    "tga": 6,
+    **dict.fromkeys(("tga", "defenses"), 6),
     "compare": 7,
     **dict.fromkeys(("plots", "render", "render_bars"), 8),
     **dict.fromkeys(("cli", "__main__"), 9),

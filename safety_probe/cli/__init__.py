@@ -1,4 +1,4 @@
-"""Command line: `probe-layers` (= `safety-probe probe`) and `safety-probe data | eval | caption | tga | figures`.
+"""Command line: `probe-layers` (= `safety-probe probe`) and `safety-probe data | eval | caption | tga | defend | figures`.
 
 One module per command; each command's options are the fields of a dataclass config whose docstrings are the
 --help text, and the resolved config is saved with the results (run.json, compare.json), so config, docs and
@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("evaluate", "EvalConfig", "run_eval"),
     "caption": ("caption", "CaptionConfig", "run_caption"),
     "tga": ("tga", "TGACommand", "run_tga_command"),
+    "defend": ("defend", "DefendConfig", "run_defend"),
     "figures": ("figures", "FiguresConfig", "redraw"),
 }
 

@@ -78,11 +78,11 @@ def run_eval(cfg: EvalConfig) -> Path:
     if cfg.figures:
         draw_eval(metrics, out / "figures")
     write_json(out / "run.json", run_info(cfg, started, n_pairs=len(pairs)))
-    _print_metrics(metrics)
+    print_metrics(metrics)
     return out
 
 
-def _print_metrics(metrics: dict) -> None:
+def print_metrics(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 

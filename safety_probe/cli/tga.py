@@ -31,6 +31,10 @@ class TGACommand(CompareConfig):
     """Organism only: world seed of the generated held-out pairs (distinct from training seeds)."""
     safety_ft_n: int = 14
     """Organism only: refused toxic images generated for the safety_ft baseline."""
+    defense_calibration_n: int = 400
+    """Organism only: calibration pairs generated for --defenses when --defense-calibration is not given."""
+    defense_calibration_seed: int = 777
+    """Organism only: world seed of those calibration pairs (held out, distinct from --eval-seed)."""
 
 
 def organism_tga_defaults() -> TGACommand:
@@ -66,8 +70,22 @@ def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
         if safety is None and "safety_ft" in baselines:
             safety = str(preset.write_tga_data(cfg.seed + 1, cfg.safety_ft_n, out / "baselines" / "safety_ft" / "data",
                                                retrieval="world", kind="safety"))
+        cfg = _organism_defenses(cfg, out)
     filled = replace(cfg, model=path, data=data, eval_pairs=eval_pairs, safety_ft_data=safety)
     return filled, "preset: organism (the recipe of docs/tga.md; the organism's data, held-out pairs, CLIP and filter vocabulary)"
+
+
+def _organism_defenses(cfg: TGACommand, out: Path) -> TGACommand:
+    """``cfg`` with the organism's defense calibration pairs and caption prompt where defenses are asked for."""
+    from safety_probe.organism import preset, world
+
+    if not [d for d in cfg.defenses if d.strip()]:
+        return cfg
+    calibration = cfg.defense_calibration or str(world.write_pairs(seed=cfg.defense_calibration_seed,
+                                                                   n=cfg.defense_calibration_n,
+                                                                   out_dir=out / "defense_calibration"))
+    return replace(cfg, defense_calibration=calibration,
+                   defense_caption_prompt=cfg.defense_caption_prompt or preset.CAPTION_PROMPT)
 
 
 def run_tga_command(cfg: TGACommand) -> Path:

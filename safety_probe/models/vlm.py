@@ -250,7 +250,13 @@ def generate(vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None = 
 def generate_with_ids(vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None = None,
                       max_new_tokens: int = 32) -> list[tuple[str, list[int]]]:
     """Greedy responses of one run of ``pairs`` with their generated token ids (padding and EOS dropped)."""
-    batch = vlm.encode(pairs, run, system_prompt, padding_side="left")
+    return generate_encoded(vlm, vlm.encode(pairs, run, system_prompt, padding_side="left"), max_new_tokens)
+
+
+@torch.no_grad()
+def generate_encoded(vlm: VLM, batch: EncodedBatch, max_new_tokens: int = 32) -> list[tuple[str, list[int]]]:
+    """Greedy responses of an encoded, left-padded ``batch`` with their generated token ids (padding and EOS
+    dropped): what a caller that edits the forward needs, since its edits are built from ``batch``'s masks."""
     tok = vlm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out = vlm.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)

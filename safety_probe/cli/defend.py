@@ -1,0 +1,90 @@
+"""`safety-probe defend`: calibrate one inference-time defense and evaluate it beside the undefended model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from safety_probe.cli.evaluate import print_metrics
+from safety_probe.cli.options import ModelOptions, is_organism, load_model, model_path
+from safety_probe.defenses.base import DefenseOptions
+from safety_probe.errors import InputError
+
+
+@dataclass
+class DefendConfig(ModelOptions, DefenseOptions):
+    """safety-probe defend: calibrate one inference-time defense on --calibrate pairs, evaluate it on --pairs beside
+    the undefended model, with its inference cost (docs/defenses.md)."""
+
+    method: str = ""
+    """Defense: refusal_steering[:add|ablate], shift_correction[:cmrm|shiftdc], hidden_detect[:cosine|logprob] or
+    self_check (the first mode is the default)."""
+    calibrate: str = ""
+    """Calibration pairs JSONL (labelled harmful/benign): everything the defense fits comes from these alone; never
+    the --pairs file."""
+    pairs: str = ""
+    """Test pairs JSONL, evaluated undefended and defended."""
+    layers: str = ""
+    """The layers the defense works at: a layers.json (its safety_layers, from probe-layers) or a spec like 4-6."""
+    out: str = "defend-out"
+    """Output folder: metrics.json (defended), metrics_plain.json (undefended), responses.jsonl, state/, run.json."""
+    state: str | None = None
+    """A state/ folder saved by an earlier run: load the defense from it instead of calibrating (--calibrate is then
+    only recorded)."""
+    repeats: int = 3
+    """Timing: plain and defended evaluations are repeated this often, interleaved; the cost compares the fastest."""
+
+
+def run_defend(cfg: DefendConfig) -> Path:
+    """Run `safety-probe defend`; returns the output folder."""
+    from safety_probe.data.pairs import load_pairs
+    from safety_probe.defenses import calibrate, load_defense, method_name
+    from safety_probe.defenses.base import check_calibration, check_options
+    from safety_probe.defenses.run import evaluate_defense
+    from safety_probe.evaluation_suite import benchmark_table
+    from safety_probe.io import check_out_dir, write_json, write_jsonl
+    from safety_probe.layers import resolve_layers
+    from safety_probe.models.vlm import n_layers_of
+    from safety_probe.runinfo import run_info
+
+    started = time.time()
+    if not cfg.method:
+        raise InputError("--method is required: refusal_steering, shift_correction, hidden_detect or self_check")
+    method = method_name(cfg.method)
+    check_options(cfg)
+    if not cfg.pairs:
+        raise InputError("--pairs is required: the test pairs file")
+    if not cfg.layers:
+        raise InputError("--layers is required: a layers.json from probe-layers or a spec like 4-6")
+    if cfg.repeats < 1:
+        raise InputError(f"--repeats must be >= 1, got {cfg.repeats}")
+    calibration = check_calibration(cfg.calibrate, cfg.pairs) if cfg.state is None else None
+    out = check_out_dir(cfg.out)
+    layers = resolve_layers(cfg.layers, n_layers_of(model_path(cfg.model), cfg.trust_remote_code))
+    note = None
+    if is_organism(cfg.model) and cfg.caption_prompt == DefenseOptions.caption_prompt:
+        from safety_probe.organism import preset
+
+        cfg, note = replace(cfg, caption_prompt=preset.CAPTION_PROMPT), "preset: organism (self_check caption prompt)"
+    pairs = load_pairs(cfg.pairs)
+    vlm = load_model(cfg)
+    if cfg.state is None:
+        defense = calibrate(method, vlm, load_pairs(calibration), layers, cfg)
+        defense.state().save(out / "state", calibration=str(calibration))
+    else:
+        defense = load_defense(cfg.state)
+        if method_name(defense.name) != method:
+            raise InputError(f"--state {cfg.state} holds {defense.name}, not --method {method}")
+    result = evaluate_defense(vlm, pairs, defense, cfg, repeats=cfg.repeats)
+    write_jsonl(out / "responses.jsonl", result.rows)
+    metrics = {**result.metrics, "benchmarks": benchmark_table(result.rows)}
+    write_json(out / "metrics_plain.json", {**result.plain.metrics, "benchmarks": benchmark_table(result.plain.rows)})
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "run.json", run_info(cfg, started, note=note, n_pairs=len(pairs), layers=layers,
+                                          calibration=str(calibration or cfg.state)))
+    print_metrics(metrics)
+    cost = metrics["cost"]
+    print(f"{method}: inference cost {cost['ratio']:.2f}x plain ({cost['defended_seconds']:.1f} s / "
+          f"{cost['plain_seconds']:.1f} s); results -> {out}")
+    return out
