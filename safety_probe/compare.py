@@ -235,14 +235,14 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
     out = Path(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    examples = load_tga_data(cfg.data)  # every input is read and checked before the model loads
+    safety = load_tga_data(cfg.safety_ft_data) if "safety_ft" in baselines else []
+    pairs = load_pairs(cfg.eval_pairs) if cfg.evaluate and cfg.eval_pairs else None
     base = load_vlm(cfg.model, dtype=cfg.dtype)
     layers = resolve_layers(cfg.layers, base.n_layers)
-    examples = load_tga_data(cfg.data)
     notes = [note] if note else []
     if cfg.retrieved_in_context:  # TGA and the ce baseline put R in the prompt
         examples = fill_retrieved(examples, cfg.clip, read_corpus(cfg.corpus) if cfg.corpus else None)
-    safety = load_tga_data(cfg.safety_ft_data) if "safety_ft" in baselines else []
-    pairs = load_pairs(cfg.eval_pairs) if cfg.evaluate and cfg.eval_pairs else None
     if pairs is None:
         why = "--evaluate false" if not cfg.evaluate else "no --eval-pairs given"
         notes.append(f"evaluation skipped: {why} (the before/after comparison needs held-out pairs)")

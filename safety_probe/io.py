@@ -140,6 +140,14 @@ def check_input_path(path: str | Path, what: str, folder: bool = False) -> Path:
     return path
 
 
+def resolve(path: str | Path, what: str) -> Path:
+    """``path`` made absolute with its symlinks resolved; a symlink loop is an InputError naming ``what``."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError on a loop
+        raise InputError(f"{what} {path} is a symlink loop") from None
+
+
 def check_out_dir(path: str | Path, option: str = "--out") -> Path:
     """``path`` as an output folder: an existing folder or one that can be created, where files can be written."""
     path = Path(path)

@@ -314,6 +314,8 @@ def _read_layers_csv(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: empty (expected a header and one row per layer)")
     if not text.endswith("\n"):
         raise InputError(f"{path}: truncated (its last row is cut short)")
+    if "\x00" in text:
+        raise InputError(f"{path}: holds NUL bytes: not a CSV table (a binary file?)")
     try:
         rows = [row for row in csv.reader(StringIO(text)) if row]
     except csv.Error as e:

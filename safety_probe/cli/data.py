@@ -68,7 +68,7 @@ def make_data(cfg: DataConfig) -> Path:
         with output_lock(cfg.out, folder=False):
             options = {"harmful_classes": cfg.harmful_classes} if cfg.harmful_classes else {}
             path = convert(cfg.format, cfg.root, cfg.out, cfg.split, **options)
-        print(f"wrote {sum(1 for line in path.read_text().splitlines() if line.strip())} pairs -> {path}")
+        print(f"wrote {sum(1 for line in path.read_text(encoding='utf-8').splitlines() if line.strip())} pairs -> {path}")
         return path
     from safety_probe.organism import world
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from safety_probe.errors import InputError
-from safety_probe.io import check_input_path, read_text, write_jsonl
+from safety_probe.io import check_input_path, read_text, resolve, write_jsonl
 from safety_probe.prompts import DEFAULT_INSTRUCTION
 
 LABELS = ("harmful", "benign")
@@ -139,7 +139,7 @@ def load_pairs(path: str | Path, check_images: bool = True, require_caption: boo
         text_query = string_field(obj, "text_query", where, required=False)
         source_id = string_field(obj, "source_id", where, required=False)
         pair = Pair(
-            image=(path.parent / image).resolve(),
+            image=resolve(path.parent / image, f"{where}: image"),
             caption=caption,
             instruction=instruction,
             label=label,
