@@ -61,17 +61,24 @@ def _guard(fn: Callable[[], object]) -> int:
     try:
         fn()
     except InputError as e:
-        message = " ".join(str(e).splitlines())
-        print(f"error: {message}", file=sys.stderr)
+        _say("error: " + " ".join(str(e).splitlines()))
         return 2
     except OSError as e:  # the file system refused where no check of ours looked (permissions, a vanished file)
-        where = f": {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        _say(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
         return 2
     except KeyboardInterrupt:
-        print("interrupted: every output written so far is whole; rerun the same command to resume", file=sys.stderr)
+        _say("interrupted: every output written so far is whole; rerun the same command to resume")
         return 130
     return 0
+
+
+def _say(line: str) -> None:
+    """Print ``line`` on stderr on a line of its own: a progress bar an error cut short is closed first."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(line, file=sys.stderr)
 
 
 def _run(name: str, prog: str, argv: list[str]) -> int:

@@ -252,8 +252,10 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
     else:
         total = max(1, (cfg.epochs * len(examples)) // per_step)
     order = data_order(len(examples), cfg.seed, total * per_step)
+    # its own generator: starting an iteration draws a seed, which must not advance the RNG a checkpoint restores
     loader = torch.utils.data.DataLoader(_ListDataset(examples), batch_size=cfg.batch_size, sampler=_FixedOrder(order),
-                                         collate_fn=collator, num_workers=0)
+                                         collate_fn=collator, num_workers=0,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     vlm_model = accelerator.unwrap_model(model)
     vlm.model = vlm_model
@@ -289,8 +291,9 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
         save_checkpoint(ckpt_dir / f"step_{step}", accelerator, model, optimizer, names,
                         {"step": step, "total_steps": total, "trainable": len(names), "fingerprint": key,
                          "log": log})
-        if accelerator.is_main_process:
-            for old in checkpoints(ckpt_dir)[:-cfg.keep_checkpoints]:
+        if accelerator.is_main_process:  # older ones go, and any a kill left half-written or half-deleted
+            keep = set(checkpoints(ckpt_dir)[-cfg.keep_checkpoints:])
+            for old in [p for p in ckpt_dir.glob("step_*") if p not in keep]:
                 remove_checkpoint(old)
         accelerator.wait_for_everyone()
 
