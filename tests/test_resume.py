@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import PAIR_ROWS, write_pairs_file
 from safetensors import safe_open
 
 import safety_probe.io as spio
-from conftest import PAIR_ROWS, write_pairs_file
 from safety_probe.cli import main
 from safety_probe.errors import OutputError
 from safety_probe.organism.preset import write_tga_data

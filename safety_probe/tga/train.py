@@ -38,7 +38,6 @@ from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
 from safety_probe.tga.params import setup_trainable, trainable_names, weights_hash
 from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, remove_checkpoint, save_checkpoint
 
-
 # ---------------------------------------------------------------------------------------------------------
 # The loss of one batch
 # ---------------------------------------------------------------------------------------------------------
