@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from safety_probe.data.pairs import Pair, load_image, load_pairs
 from safety_probe.errors import InputError
-from safety_probe.io import append_jsonl, write_jsonl
+from safety_probe.io import append_jsonl, read_text, write_jsonl
 from safety_probe.models.vlm import VLM, generate
 from safety_probe.prompts import is_refusal
 
@@ -119,7 +119,7 @@ class CaptionFile:
 
 def _read_rows(path: Path) -> tuple[list[dict], bool]:
     """The rows of a captions file, and whether it must be rewritten (its last line unterminated)."""
-    text = path.read_text()
+    text = read_text(path, "captions file")
     lines = text.splitlines()
     torn = bool(text) and not text.endswith("\n")
     rows = []

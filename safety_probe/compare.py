@@ -16,7 +16,8 @@ held-out pairs, the CLIP and the filter's vocabulary; nothing has a built-in def
 
 from __future__ import annotations
 
-import json
+import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,11 +28,11 @@ from safety_probe.data.pairs import Pair, load_image, load_pairs
 from safety_probe.defenses import calibrate, method_name, parse_method
 from safety_probe.defenses.base import DefenseOptions, check_calibration, parse_strength
 from safety_probe.defenses.run import evaluate_defense
-from safety_probe.errors import InputError
+from safety_probe.errors import InputError, check_range, option_name
 from safety_probe.evaluation import evaluate, metrics_of
-from safety_probe.io import check_out_dir, write_json, write_jsonl
+from safety_probe.io import check_input_path, check_out_dir, read_json, write_json, write_jsonl
 from safety_probe.layers import resolve_layers
-from safety_probe.models.vlm import VLM, load_vlm
+from safety_probe.models.vlm import VLM, check_vlm, load_vlm, n_layers_of
 from safety_probe.probe import record
 from safety_probe.prompts import REFUSAL
 from safety_probe.retrieve import Retriever, read_corpus
@@ -111,35 +112,57 @@ class CompareConfig(TGAConfig):
     """self_check's caption prompt (default: ECSO's query-aware one, docs/defenses.md)."""
 
 
-# compare.json resumes only into a run whose weights-changing settings are the same
-COMPARE_NEUTRAL = RUN_NEUTRAL | {"evaluate", "baselines", "eval_batch_size", "max_new_tokens", "eval_pairs",
-                                 "filter_threshold", "filter_toxic", "filter_benign", "filter_templates", "out",
-                                 "defenses", "defense_calibration", "defense_strength", "defense_caption_prompt"}
+    def validate(self, generated: bool = False) -> None:
+        """Every option checked before any work: one-line InputError naming the option and what it allows.
+        ``generated``: the training data, held-out pairs and safety_ft data are made by the caller (the organism)."""
+        super().validate()
+        check_range(self, "filter_threshold", 0.0, 1.0)
+        check_range(self, "eval_batch_size", 1)
+        check_range(self, "max_new_tokens", 1)
+        if not self.model:
+            raise InputError("--model is required: a local Hugging Face folder or a hub name")
+        if not self.data and not generated:
+            raise InputError("--data is required: a TGA data file (LLaVA conversation JSON with image_caption; docs/tga.md)")
+        baselines = self.chosen_baselines()
+        unknown = sorted(set(baselines) - set(BASELINES))
+        if unknown:
+            raise InputError(f"unknown --baselines {unknown}: choose from {', '.join(BASELINES)}")
+        if "safety_ft" in baselines and not self.safety_ft_data and not generated:
+            raise InputError("--baselines safety_ft needs --safety-ft-data (TGA-format JSON of refused toxic images)")
+        if "filter" in baselines:
+            if not self.clip:
+                raise InputError("--baselines filter needs --clip (a CLIPModel folder)")
+            if not self.filter_toxic or not self.filter_benign:
+                raise InputError("--baselines filter needs --filter-toxic and --filter-benign (descriptor words)")
+        check_out_dir(self.out)
+        for name in ("data", "eval_pairs", "safety_ft_data", "corpus"):
+            if getattr(self, name):
+                check_input_path(getattr(self, name), f"{option_name(name)} file")
+        if self.clip:
+            check_input_path(self.clip, "--clip folder", folder=True)
+        for spec in defense_specs(self):
+            parse_method(spec)
+        if defense_specs(self):
+            if not generated or self.defense_calibration:
+                check_calibration(self.defense_calibration, self.eval_pairs, "--defense-calibration")
+            parse_strength(self.defense_strength)
+        check_vlm(self.model)
+        try:
+            resolve_layers(self.layers, n_layers_of(self.model))
+        except InputError as e:
+            raise InputError(f"--layers: {e}") from None
+
+    def chosen_baselines(self) -> list[str]:
+        """The baselines named by ``--baselines`` (blank entries dropped)."""
+        return [b for b in self.baselines if b.strip()]
 
 
-def check_config(cfg: CompareConfig) -> list[str]:
-    """Options validated before any work: one-line InputErrors naming the option; returns the baselines to run."""
-    if not cfg.model:
-        raise InputError("--model is required: a local Hugging Face folder or a hub name")
-    if not cfg.data:
-        raise InputError("--data is required: a TGA data file (LLaVA conversation JSON with image_caption; docs/tga.md)")
-    baselines = [b for b in cfg.baselines if b.strip()]
-    unknown = sorted(set(baselines) - set(BASELINES))
-    if unknown:
-        raise InputError(f"unknown --baselines {unknown}: choose from {', '.join(BASELINES)}")
-    if "safety_ft" in baselines and not cfg.safety_ft_data:
-        raise InputError("--baselines safety_ft needs --safety-ft-data (TGA-format JSON of refused toxic images)")
-    if "filter" in baselines:
-        if not cfg.clip:
-            raise InputError("--baselines filter needs --clip (a CLIPModel folder)")
-        if not cfg.filter_toxic or not cfg.filter_benign:
-            raise InputError("--baselines filter needs --filter-toxic and --filter-benign (descriptor words)")
-    for spec in defense_specs(cfg):
-        parse_method(spec)
-    if defense_specs(cfg):
-        check_calibration(cfg.defense_calibration, cfg.eval_pairs, "--defense-calibration")
-        parse_strength(cfg.defense_strength)
-    return baselines
+# compare.json resumes only into a run with the same settings: adding a baseline keeps what was done
+COMPARE_NEUTRAL = RUN_NEUTRAL | {"baselines", "out", "defenses"}
+
+
+def _file_digest(path: str | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else None
 
 
 def defense_specs(cfg: CompareConfig) -> list[str]:
@@ -255,22 +278,23 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
     Evaluation runs when ``cfg.evaluate`` and ``cfg.eval_pairs`` is given; otherwise only the models are
     trained and compare.json says why. ``note`` is recorded in compare.json (e.g. the preset applied).
     """
-    baselines = check_config(cfg)
+    cfg.validate()
+    baselines = cfg.chosen_baselines()
     from accelerate import PartialState
 
     state = PartialState(cpu=cfg.device == "cpu")  # under `accelerate launch`: one per process, shared with train()
     main = state.is_main_process
-    out = check_out_dir(cfg.out)
+    out = Path(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    examples = load_tga_data(cfg.data)  # every input is read and checked before the model loads
+    safety = load_tga_data(cfg.safety_ft_data) if "safety_ft" in baselines else []
+    pairs = load_pairs(cfg.eval_pairs) if cfg.evaluate and cfg.eval_pairs else None
     base = load_vlm(cfg.model, dtype=cfg.dtype)
     layers = resolve_layers(cfg.layers, base.n_layers)
-    examples = load_tga_data(cfg.data)
     notes = [note] if note else []
     if cfg.retrieved_in_context:  # TGA and the ce baseline put R in the prompt
         examples = fill_retrieved(examples, cfg.clip, read_corpus(cfg.corpus) if cfg.corpus else None)
-    safety = load_tga_data(cfg.safety_ft_data) if "safety_ft" in baselines else []
-    pairs = load_pairs(cfg.eval_pairs) if cfg.evaluate and cfg.eval_pairs else None
     if pairs is None:
         why = "--evaluate false" if not cfg.evaluate else "no --eval-pairs given"
         notes.append(f"evaluation skipped: {why} (the before/after comparison needs held-out pairs)")
@@ -285,10 +309,12 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
         pairs = None  # measurements run on the main process only
     compare_path = out / "compare.json"
     settings = {k: v for k, v in asdict(cfg).items() if k not in COMPARE_NEUTRAL}
-    fingerprint = run_fingerprint(settings)
-    compare = json.loads(compare_path.read_text()) if compare_path.is_file() and cfg.resume else {}
-    if compare and compare.get("fingerprint") != fingerprint:
-        raise InputError(f"{compare_path} comes from a run with other settings; use a new --out or --resume false")
+    fingerprint = run_fingerprint(settings, weights=base.weights, layers=layers, data=_file_digest(cfg.data),
+                                  eval_pairs=_file_digest(cfg.eval_pairs), safety_ft=_file_digest(cfg.safety_ft_data))
+    compare = read_json(compare_path, "compare.json") if compare_path.is_file() and cfg.resume else {}
+    if compare and (not isinstance(compare, dict) or compare.get("fingerprint") != fingerprint):
+        state.print(f"note: {compare_path} comes from a run with other settings: starting afresh", file=sys.stderr)
+        compare = {}
     rows: dict = compare.get("rows", {})
 
     def save() -> dict:

@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
-from safety_probe.io import write_jsonl
+from safety_probe.io import fingerprint, read_text, write_jsonl
+from safety_probe.models.folder import weights_identity
 from safety_probe.models.vlm import DTYPES, VLM, Run, generate
 from safety_probe.prompts import REFUSAL, STANDARD_REFUSAL_PREFIXES, is_refusal, text_prompt_body
 from safety_probe.shards import batch_share, gather_shards, shard_path
@@ -88,6 +90,11 @@ class KeywordJudge:
 
     def __call__(self, prompt: str, response: str) -> bool:
         return is_refusal(response, self.model_phrases, self.prefixes)
+
+    @property
+    def settings(self) -> dict:
+        """Everything that decides its verdicts (part of the resume key)."""
+        return asdict(self)
 
 
 def check_guard_format(fmt: str) -> None:
@@ -152,6 +159,9 @@ class GuardJudge:
         self.format = fmt
         self.max_new_tokens = max_new_tokens
         self.name = f"{fmt}:{Path(path).name}"
+        self.settings = {"name": self.name, "weights": weights_identity(path), "dtype": dtype,
+                         "device": self.model.device.type, "max_new_tokens": max_new_tokens}
+        """Everything that decides its verdicts (part of the resume key)."""
 
     def render(self, request: str, response: str) -> str:
         """The guard's prompt for one request and response, in its chat template (generation prompt added)."""
@@ -254,12 +264,42 @@ class EvalResult:
 
     rows: list[dict]
     metrics: dict
+    run_key: str | None = None
+    """:func:`eval_key` of the settings that produced the rows (each row carries it as ``run_key``)."""
 
     def frame(self):
         """Responses as a pandas DataFrame."""
         import pandas as pd
 
         return pd.DataFrame(self.rows)
+
+
+def eval_key(vlm: VLM, pairs: list[Pair], judge: RefusalJudge, system_prompt: str | None, batch_size: int,
+             max_new_tokens: int, harm_judge: HarmJudge | None = None, responder: Responder | None = None) -> str:
+    """The key of an evaluation: every setting that changes a judged row (model, weights, dtype, device, templates,
+    system prompt, batching, generation length, both judges, the defense) and the pairs; rows resume only into the
+    same key."""
+    def judge_settings(j: Any) -> Any:
+        return getattr(j, "settings", getattr(j, "name", None)) if j is not None else None
+
+    return fingerprint([vlm.run_settings(), system_prompt, batch_size, max_new_tokens, judge_settings(judge),
+                        judge_settings(harm_judge), judge_settings(responder), [(str(p.image), p.caption, p.instruction, p.label, p.scene,
+                                                      p.text_query, p.source_id, p.extra) for p in pairs]])
+
+
+def _resumed_rows(partial: Path, key: str) -> list[dict]:
+    """The judged rows of an earlier run of ``key`` in ``partial``; none when absent, unreadable or of other settings."""
+    if not partial.is_file():
+        return []
+    try:
+        rows = [json.loads(line) for line in read_text(partial, "judged responses").splitlines() if line.strip()]
+    except (InputError, ValueError):
+        print(f"note: {partial} is unreadable: generating afresh", file=sys.stderr)
+        return []
+    if not all(isinstance(r, dict) and r.get("run_key") == key for r in rows):
+        print(f"note: {partial} holds responses made with other settings: generating afresh", file=sys.stderr)
+        return []
+    return rows
 
 
 def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, system_prompt: str | None = None,
@@ -273,44 +313,38 @@ def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, sys
     ``judge`` decides refusal (default: the keyword judge with the project's refusal sentence); ``harm_judge``,
     when given, decides harm from the request in words (:func:`guard_request`) and the response; ``responder``
     (a defense) answers in place of plain generation, and its name is kept in each row (``defense``). With
-    ``partial``, judged rows are appended there as batches finish and a rerun with the same judges and responder
-    resumes after them. With ``processes`` (accelerate's state under ``accelerate launch``), each process judges
-    its share of whole batches into its own shard beside ``partial`` (required then); every process returns all
-    rows, in pair order.
+    ``partial``, judged rows are written there (atomically) as batches finish, and a rerun whose settings have the
+    same :func:`eval_key` resumes after them; the caller removes it when done. With ``processes`` (accelerate's
+    state under ``accelerate launch``), each process judges its share of whole batches into its own shard beside
+    ``partial`` (required then); every process returns all rows, in pair order.
     """
     judge = judge or KeywordJudge(model_phrases=(REFUSAL,))
     if processes is not None and partial is None:
         raise InputError("evaluate() across several processes needs partial= (its shards are written beside it)")
     start, stop = batch_share(len(pairs), batch_size, processes)
     path = partial if processes is None else shard_path(partial, processes.process_index, processes.num_processes)
+    # one key over all pairs: a shard's rows carry the run's key, and its file (rank r of N) fixes its share
+    key = eval_key(vlm, pairs, judge, system_prompt, batch_size, max_new_tokens, harm_judge, responder)
     rows = _evaluate_share(vlm, pairs[start:stop], judge, system_prompt, batch_size, max_new_tokens, path,
-                           progress and (processes is None or processes.is_main_process), harm_judge, responder)
+                           progress and (processes is None or processes.is_main_process), harm_judge, responder, key)
     if processes is not None:
         write_jsonl(path, rows)  # also an empty share: every shard exists
         rows = [row for part in gather_shards(processes, partial, _read_rows) for row in part]
-    elif partial:
-        Path(partial).unlink(missing_ok=True)
-    return EvalResult(rows, metrics_of(rows, judge.name, system_prompt, harm_judge.name if harm_judge else None))
+    return EvalResult(rows, metrics_of(rows, judge.name, system_prompt, harm_judge.name if harm_judge else None), key)
 
 
 def _read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in read_text(path, "judged responses").splitlines() if line.strip()]
 
 
 def _evaluate_share(vlm: VLM, pairs: list[Pair], judge: RefusalJudge, system_prompt: str | None, batch_size: int,
                     max_new_tokens: int, partial: str | Path | None, progress: bool,
-                    harm_judge: HarmJudge | None, responder: Responder | None) -> list[dict]:
+                    harm_judge: HarmJudge | None, responder: Responder | None, key: str) -> list[dict]:
     """:func:`evaluate`'s loop over ``pairs`` (possibly none): judged rows, saved to ``partial`` after every batch
     and resumed from it."""
     harm_name = harm_judge.name if harm_judge else None
     defense = responder.name if responder else None
-    rows: list[dict] = []
-    if partial and Path(partial).is_file():
-        rows = _read_rows(Path(partial))
-        same = all(r["image"] == str(p.image) and r["judge"] == judge.name and r.get("harm_judge") == harm_name
-                   and r.get("text_run", "caption") == vlm.text_run and r.get("defense") == defense
-                   for r, p in zip(rows, pairs))
-        rows = rows if same and len(rows) <= len(pairs) else []
+    rows: list[dict] = _resumed_rows(Path(partial), key) if partial else []
     bar = tqdm(total=len(pairs), initial=len(rows), desc="evaluate", unit="pair", disable=not progress)
     for i in range(len(rows), len(pairs), batch_size):
         chunk = pairs[i:i + batch_size]
@@ -335,6 +369,7 @@ def _evaluate_share(vlm: VLM, pairs: list[Pair], judge: RefusalJudge, system_pro
                 row[f"{run}_correct"] = (not refused) and names_expected(response, pair.extra.get("expected") or [])
                 if defense:
                     row[f"{run}_defense"] = replies[run][j][1]
+            row["run_key"] = key
             rows.append(row)
         if partial:
             write_jsonl(partial, rows)

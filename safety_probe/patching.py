@@ -12,10 +12,12 @@ import torch
 from tqdm.auto import tqdm
 
 from safety_probe.data.pairs import Pair
+from safety_probe.errors import InputError
 from safety_probe.hooks import Trace
 from safety_probe.models.vlm import VLM
 
 Mode = Literal["shift", "replace"]
+PATCH_MODES = ("shift", "replace")
 
 
 @torch.no_grad()
@@ -37,6 +39,8 @@ def patch_caption_into_image(
     token-level detail stays; ``"replace"`` sets every image token to the caption mean. The refusal
     probability is the next-token probability of the refusal tokens at the last prompt position.
     """
+    if mode not in PATCH_MODES:
+        raise InputError(f"unknown patch mode {mode!r}: choose one of {', '.join(PATCH_MODES)}")
     layers = list(layers)
     base, patched = [], []
     steps = range(0, len(pairs), batch_size)

@@ -14,8 +14,9 @@ data. :func:`draw_all` redraws everything from the saved per-layer table (``laye
 
 from __future__ import annotations
 
-import json
+import csv
 from collections.abc import Callable, Mapping, Sequence
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
+from safety_probe.errors import InputError
 from safety_probe.evaluation_suite import ALL, RUNS
+from safety_probe.io import read_json, read_text
 from safety_probe.render import (
     COLORS,
     Backend,
@@ -240,40 +243,109 @@ def plot_eval(metrics: Mapping, backend: Backend = "matplotlib") -> Figure | go.
     return render_bars(BarSpec(title, panels), backend)
 
 
-def draw_eval(metrics: Mapping, out_dir: str | Path) -> list[Path]:
-    """Write ``eval_dsr`` as PDF, PNG and HTML into ``out_dir`` (nothing when no pair is labelled); returns the paths."""
+Drawn = tuple[str, Figure, go.Figure]
+"""A figure built in both backends before anything is written: (file stem, matplotlib figure, plotly figure)."""
+
+
+def save_drawn(figures: list[Drawn], out_dir: str | Path) -> list[Path]:
+    """Write each built figure as PDF, PNG and HTML into ``out_dir``; returns the paths."""
+    paths: list[Path] = []
+    for stem, fig, html in figures:
+        paths += save_figure(fig, out_dir, stem)
+        paths.append(save_html(html, out_dir, stem))
+    return paths
+
+
+def eval_figures(metrics: Mapping) -> list[Drawn]:
+    """``eval_dsr`` of a ``metrics.json``, built (none when no pair is labelled)."""
     if not eval_panels(metrics["benchmarks"]):
         return []
-    return [*save_figure(plot_eval(metrics), out_dir, "eval_dsr"),
-            save_html(plot_eval(metrics, backend="plotly"), out_dir, "eval_dsr")]
+    return [("eval_dsr", plot_eval(metrics), plot_eval(metrics, backend="plotly"))]
+
+
+def draw_eval(metrics: Mapping, out_dir: str | Path) -> list[Path]:
+    """Write ``eval_dsr`` as PDF, PNG and HTML into ``out_dir`` (nothing when no pair is labelled); returns the paths."""
+    return save_drawn(eval_figures(metrics), out_dir)
 
 
 def draw_tga(compare: Mapping, out_dir: str | Path) -> list[Path]:
     """Write ``tga_dsr`` and ``tga_shift`` as PDF, PNG and HTML into ``out_dir``; returns the paths."""
-    paths: list[Path] = []
-    for stem, fn in (("tga_dsr", plot_tga_dsr), ("tga_shift", plot_tga_shift)):
-        paths += save_figure(fn(compare), out_dir, stem)
-        paths.append(save_html(fn(compare, backend="plotly"), out_dir, stem))
-    return paths
+    return save_drawn([(stem, fn(compare), fn(compare, backend="plotly"))
+                       for stem, fn in (("tga_dsr", plot_tga_dsr), ("tga_shift", plot_tga_shift))], out_dir)
 
 
 def load_layer_results(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Read ``layers.csv`` and ``layers.json`` from a run directory (the inputs of :func:`draw_all`)."""
+    """Read and check ``layers.csv`` and ``layers.json`` of a run directory (the inputs of :func:`draw_all`); a
+    missing, empty, truncated or malformed file is an InputError naming it and the row or key at fault."""
     run_dir = Path(run_dir)
-    frame = pd.read_csv(run_dir / "layers.csv")
-    meta_path = run_dir / "layers.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    json_path, csv_path = run_dir / "layers.json", run_dir / "layers.csv"
+    meta = read_json(json_path, "layers.json (the safety layers beside layers.csv)")
+    _check_layers_meta(meta, json_path)
+    frame = _read_layers_csv(csv_path)
+    if isinstance(meta.get("n_layers"), int) and len(frame) != meta["n_layers"]:
+        raise InputError(f"{csv_path}: {len(frame)} layer rows, but {json_path.name} says n_layers {meta['n_layers']} "
+                         "(truncated?)")
     return frame, meta
 
 
-def draw_all(frame: pd.DataFrame, meta: Mapping[str, object], out_dir: str | Path) -> list[Path]:
-    """Draw every figure the saved results support, each as PDF, PNG and HTML; returns the written paths.
+def _check_layers_meta(meta: object, path: Path) -> None:
+    def fail(what: str) -> None:
+        raise InputError(f"{path}: {what}")
 
-    ``frame``: per-layer table (``layer`` plus ``{score}_mean/_lower/_upper`` for scores among
-    cos_matched, cos_mismatched, cos_centred, cka, cos_last, refusal_prob, attention_mass,
-    refusal_direction_auroc, patching_gain). ``meta``: ``safety_layers`` (list of blocks) and
-    ``histogram`` (``{"counts": [L], "n_none": int}``), both optional.
-    """
+    def ints(value: object) -> bool:
+        return isinstance(value, list) and all(type(v) is int for v in value)
+
+    if not isinstance(meta, dict):
+        fail("expected a JSON object")
+    if not ints(meta.get("safety_layers")):
+        fail(f"'safety_layers' must be a list of 0-based block indices, got {meta.get('safety_layers')!r}")
+    n = meta.get("n_layers")
+    if n is not None and (type(n) is not int or n < 1):
+        fail(f"'n_layers' must be a positive integer, got {n!r}")
+    if n is not None and any(not 0 <= v < n for v in meta["safety_layers"]):
+        fail(f"'safety_layers' {meta['safety_layers']} lie outside 0..{n - 1}")
+    histogram = meta.get("histogram")
+    if histogram is not None and not (isinstance(histogram, dict) and ints(histogram.get("counts"))
+                                      and type(histogram.get("n_none")) is int):
+        fail("'histogram' must be {\"counts\": [integers per layer], \"n_none\": integer}")
+    support = meta.get("support")
+    if support is not None and not (isinstance(support, dict) and type(support.get("harmful", 0)) is int):
+        fail("'support' must be an object with integer counts ('harmful', 'benign', 'refusing')")
+
+
+def _read_layers_csv(path: Path) -> pd.DataFrame:
+    text = read_text(path, "layers table")
+    if not text.strip():
+        raise InputError(f"{path}: empty (expected a header and one row per layer)")
+    if not text.endswith("\n"):
+        raise InputError(f"{path}: truncated (its last row is cut short)")
+    if "\x00" in text:
+        raise InputError(f"{path}: holds NUL bytes: not a CSV table (a binary file?)")
+    try:
+        rows = [row for row in csv.reader(StringIO(text)) if row]
+    except csv.Error as e:
+        raise InputError(f"{path}: not a CSV table ({e})") from None
+    header = rows[0]
+    if "layer" not in header:
+        raise InputError(f"{path}: no 'layer' column in its header (is it a probe-layers layers.csv?)")
+    for i, row in enumerate(rows[1:], start=1):
+        if len(row) != len(header):
+            raise InputError(f"{path}: row {i} has {len(row)} fields, the header {len(header)} (truncated?)")
+    frame = pd.read_csv(StringIO(text))
+    if frame["layer"].tolist() != list(range(len(frame))):
+        raise InputError(f"{path}: column 'layer' must count 0, 1, 2, ... (one row per block)")
+    for column in [c for c in frame.columns if c.endswith(("_mean", "_lower", "_upper"))]:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & numbers.isna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0]) + 1
+            raise InputError(f"{path}: row {row}, column {column!r}: {frame[column].iloc[row - 1]!r} is not a number")
+        frame[column] = numbers
+    return frame
+
+
+def layer_figures(frame: pd.DataFrame, meta: Mapping[str, object]) -> list[Drawn]:
+    """Every figure the saved results support, built (see :func:`draw_all`)."""
     columns = set(frame.columns)
     names = {c[: -len("_mean")] for c in columns if c.endswith("_mean")}
     names = {n for n in names if {f"{n}_lower", f"{n}_upper"} <= columns}  # skip other *_mean columns
@@ -292,11 +364,18 @@ def draw_all(frame: pd.DataFrame, meta: Mapping[str, object], out_dir: str | Pat
         figures.append(("locators", lambda **kw: plot_locators(scores, histogram, n_pairs=n_harmful, **kw)))
     if "cos_last" in scores:
         figures.append(("last_token", lambda **kw: plot_last_token(scores["cos_last"], n_pairs=n_harmful, **kw)))
-    paths: list[Path] = []
-    for stem, draw in figures:
-        paths += save_figure(draw(safety_layers=safety), out_dir, stem)
-        paths.append(save_html(draw(safety_layers=safety, backend="plotly"), out_dir, stem))
-    return paths
+    return [(stem, draw(safety_layers=safety), draw(safety_layers=safety, backend="plotly")) for stem, draw in figures]
+
+
+def draw_all(frame: pd.DataFrame, meta: Mapping[str, object], out_dir: str | Path) -> list[Path]:
+    """Draw every figure the saved results support, each as PDF, PNG and HTML; returns the written paths.
+
+    ``frame``: per-layer table (``layer`` plus ``{score}_mean/_lower/_upper`` for scores among
+    cos_matched, cos_mismatched, cos_centred, cka, cos_last, refusal_prob, attention_mass,
+    refusal_direction_auroc, patching_gain). ``meta``: ``safety_layers`` (list of blocks) and
+    ``histogram`` (``{"counts": [L], "n_none": int}``), both optional.
+    """
+    return save_drawn(layer_figures(frame, meta), out_dir)
 
 
 def _n_note(n_pairs: int | None) -> str:

@@ -12,21 +12,20 @@ the merged states equal a single-process run's bit for bit.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
 from safety_probe.hooks import StopForward, Trace
-from safety_probe.io import write_atomic
+from safety_probe.io import fingerprint, read_tensors, write_tensors
 from safety_probe.models.vlm import VLM, EncodedBatch
 from safety_probe.shards import batch_share, gather_shards, shard_path
 
@@ -58,21 +57,44 @@ class PairStates:
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         """Write the four tensors to a safetensors file atomically; ``layers`` goes in its metadata."""
-        meta = {"layers": json.dumps(self.layers), **(metadata or {})}
-        tensors = {k: v.contiguous() for k, v in self.tensors().items()}
-        return write_atomic(path, lambda p: save_file(tensors, str(p), metadata=meta))
+        return write_tensors(path, self.tensors(), {"layers": json.dumps(self.layers), **(metadata or {})})
 
     @classmethod
     def load(cls, path: str | Path) -> PairStates:
-        """Read states written by :meth:`save`."""
-        from safetensors import safe_open
+        """Read states written by :meth:`save`; a file that is not one is an InputError naming it."""
+        return cls._read(path)[0]
 
+    @classmethod
+    def _read(cls, path: str | Path) -> tuple[PairStates, dict[str, str]]:
+        tensors, metadata = read_tensors(path, "states file")
+        missing = [name for name in STATE_NAMES if name not in tensors]
+        try:
+            layers = json.loads(metadata.get("layers", ""))
+        except ValueError:
+            layers = None
+        if missing or not isinstance(layers, list):
+            raise InputError(f"{path}: not a states file (needs tensors {', '.join(STATE_NAMES)} and 'layers' metadata)")
+        shapes = {tuple(tensors[name].shape) for name in STATE_NAMES}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[1] != len(layers):
+            raise InputError(f"{path}: states tensors must share one shape [n_pairs, {len(layers)} layers, d_model]")
+        return cls(**{name: tensors[name] for name in STATE_NAMES}, layers=layers), metadata
+
+    @classmethod
+    def resume(cls, path: str | Path, key: str) -> PairStates | None:
+        """The states at ``path`` if they were recorded by the run ``key`` names (:func:`run_key`), else None (the
+        file absent, unreadable, or of other settings: then said in one line)."""
         path = Path(path)
         if not path.is_file():
-            raise InputError(f"states file not found: {path}")
-        with safe_open(str(path), "pt") as f:
-            layers = json.loads(f.metadata()["layers"])
-        return cls(**load_file(str(path)), layers=layers)
+            return None
+        try:
+            states, metadata = cls._read(path)
+        except InputError as e:
+            print(f"note: {e}: recording afresh", file=sys.stderr)
+            return None
+        if metadata.get("run_key") != key:
+            print(f"note: {path} was recorded with other settings: recording afresh", file=sys.stderr)
+            return None
+        return states
 
 
 #: Recording backends: plain forward hooks (the default: the fastest), an nnsight trace (the path that also serves
@@ -189,10 +211,27 @@ class Recorder:
                 pass
 
 
-def _run_key(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: str | None, padding_side: str) -> str:
-    desc = json.dumps([vlm.name, vlm.text_template, vlm.text_run, layers, system_prompt, padding_side,
-                       [(str(p.image), p.caption, p.instruction, p.text_query) for p in pairs]])
-    return hashlib.sha256(desc.encode()).hexdigest()[:16]
+def run_key(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: str | None, padding_side: str,
+            batch_size: int, backend: str) -> str:
+    """The key of a recording: every setting that changes the states (model, weights, dtype, device, templates,
+    layers, prompts, batching, backend) and the pairs; states and checkpoints resume only into the same key."""
+    return fingerprint([vlm.run_settings(), layers, system_prompt, padding_side, batch_size, backend,
+                        [(str(p.image), p.caption, p.instruction, p.text_query) for p in pairs]])
+
+
+def _resume_checkpoint(checkpoint: Path, key: str) -> dict[str, list[torch.Tensor]]:
+    """The finished batches of a checkpoint of run ``key``; none when absent, unreadable or of another run (said)."""
+    if not checkpoint.is_file():
+        return {name: [] for name in STATE_NAMES}
+    try:
+        tensors, metadata = read_tensors(checkpoint, "states checkpoint")
+    except InputError as e:
+        print(f"note: {e}: recording afresh", file=sys.stderr)
+        return {name: [] for name in STATE_NAMES}
+    if metadata.get("run_key") != key or any(name not in tensors for name in STATE_NAMES):
+        print(f"note: {checkpoint} comes from a run with other settings: recording afresh", file=sys.stderr)
+        return {name: [] for name in STATE_NAMES}
+    return {name: [tensors[name]] for name in STATE_NAMES}
 
 
 def record(
@@ -228,7 +267,7 @@ def record(
         if checkpoint:
             Path(checkpoint).unlink(missing_ok=True)
         return share
-    parts = gather_shards(processes, checkpoint, lambda shard: load_file(str(shard)))
+    parts = gather_shards(processes, checkpoint, lambda shard: read_tensors(shard, "states shard")[0])
     return PairStates(**{name: torch.cat([part[name] for part in parts]) for name in STATE_NAMES}, layers=layers)
 
 
@@ -236,21 +275,15 @@ def _record_share(vlm: VLM, recorder: Recorder, pairs: list[Pair], batch_size: i
                   padding_side: Literal["left", "right"], checkpoint: str | Path | None, progress: bool) -> PairStates:
     """:func:`record`'s loop over ``pairs`` (possibly none), checkpointed after every batch and resumed from it."""
     layers = recorder.layers
-    key = _run_key(vlm, pairs, layers, system_prompt, padding_side)
+    key = run_key(vlm, pairs, layers, system_prompt, padding_side, batch_size, recorder.backend)
     done: dict[str, list[torch.Tensor]] = {name: [torch.zeros(0, len(layers), vlm.d_model)] for name in STATE_NAMES}
-    start = 0
-    if checkpoint and Path(checkpoint).is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(checkpoint), "pt") as f:
-            if f.metadata().get("run_key") == key:
-                for name in STATE_NAMES:
-                    done[name].append(f.get_tensor(name))
-                start = done["image_mean"][-1].shape[0]
+    if checkpoint:
+        for name, parts in _resume_checkpoint(Path(checkpoint), key).items():
+            done[name] += parts
+    start = sum(t.shape[0] for t in done["image_mean"])
 
     def save() -> None:
-        partial = {name: torch.cat(done[name]) for name in STATE_NAMES}
-        write_atomic(checkpoint, lambda p: save_file(partial, str(p), metadata={"run_key": key}))
+        write_tensors(checkpoint, {name: torch.cat(done[name]) for name in STATE_NAMES}, {"run_key": key})
 
     bar = tqdm(total=len(pairs), initial=start, desc="record", unit="pair", disable=not progress)
     for i in range(start, len(pairs), batch_size):

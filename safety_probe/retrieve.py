@@ -19,17 +19,12 @@ from PIL import Image
 
 from safety_probe.data.pairs import normalise_text
 from safety_probe.errors import InputError
+from safety_probe.io import read_text
 
 
 def read_corpus(path: str | Path) -> list[str]:
     """A retrieval corpus: a UTF-8 text file, one text a line (blank lines skipped, duplicates kept once)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"corpus file not found: {path}")
-    try:
-        texts = [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    texts = [t.strip() for t in read_text(path, "corpus file").splitlines() if t.strip()]
     if len(texts) < 2:
         raise InputError(f"{path}: a retrieval corpus needs at least 2 texts")
     return list(dict.fromkeys(texts))

@@ -24,7 +24,7 @@ from safety_probe.evaluation import summarize  # noqa: E402
 from safety_probe.evaluation_suite import benchmark_table, table_frame  # noqa: E402
 from safety_probe.models import load_vlm  # noqa: E402
 from safety_probe.plots import draw_eval, plot_eval  # noqa: E402
-from safety_probe.probe import PairStates, _run_key, record  # noqa: E402
+from safety_probe.probe import PairStates, record, run_key  # noqa: E402
 from safety_probe.scores import share_with_interval  # noqa: E402
 
 # One text-only query per row of conftest.PAIR_ROWS.
@@ -56,9 +56,9 @@ def test_text_run_is_validated_and_keys_the_checkpoint(tiny_model_dir, query_pai
     with pytest.raises(InputError, match="unknown text run 'image': choose one of caption, query"):
         vlm.text_run = "image"
     pairs = load_pairs(query_pairs)
-    caption_key = _run_key(vlm, pairs, [0, 1], None, "left")
+    caption_key = run_key(vlm, pairs, [0, 1], None, "left", 8, "nnsight")
     vlm.text_run = "query"
-    assert _run_key(vlm, pairs, [0, 1], None, "left") != caption_key  # a resumed recording never mixes runs
+    assert run_key(vlm, pairs, [0, 1], None, "left", 8, "nnsight") != caption_key  # a resumed recording never mixes runs
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "gemma3"])
@@ -94,7 +94,7 @@ def test_a_pairs_file_without_text_query_is_one_line_error(tiny_model_dir, pairs
     _one_line_error(capsys, f"{pairs_file}:1: missing field 'text_query'")
     assert main(["eval", "--model", model, "--pairs", str(pairs_file), "--text-run", "image",
                  "--out", str(tmp_path / "e")]) == 2
-    _one_line_error(capsys, "unknown text run 'image'")
+    _one_line_error(capsys, "--text-run must be one of caption, query, got 'image'")
     assert not (tmp_path / "p").exists() and not (tmp_path / "e").exists()
 
 

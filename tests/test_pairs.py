@@ -72,3 +72,57 @@ def test_cli_bad_inputs_one_line_no_output(capsys, tmp_path, pairs_copy, tiny_mo
     _cli_fails(capsys, ["--model", str(text_lm), "--pairs", str(good)], tmp_path / "b", "text-only model")
     _cli_fails(capsys, ["--model", model, "--pairs", str(good), "--layers", "0,99"], tmp_path / "c", "layer 99 is out of range")
     _cli_fails(capsys, ["--model", str(tmp_path / "missing"), "--pairs", str(good)], tmp_path / "d", "no such model folder")
+
+
+def _modes_of(base):
+    """(name, image as saved, format, the RGB content it must load as)."""
+    import numpy as np
+    from PIL import Image
+
+    grey = base.convert("L")
+    rgba = base.convert("RGBA")
+    alpha = np.asarray(rgba).copy()
+    alpha[..., 3] = 0
+    alpha[:10, :, 3] = 255  # top rows opaque, the rest transparent: white where transparent
+    white = np.asarray(base).copy()
+    white[10:] = 255
+    g16 = np.asarray(grey).astype(np.uint16) * 257  # the same picture at 16 bits
+    return [
+        ("16-bit grey", Image.fromarray(g16), "png", grey.convert("RGB")),
+        ("palette", base.convert("P"), "png", base.convert("P").convert("RGB")),
+        ("cmyk", base.convert("CMYK"), "tiff", base.convert("CMYK").convert("RGB")),
+        ("rgba", Image.fromarray(alpha, "RGBA"), "png", Image.fromarray(white)),
+        ("la", grey.convert("LA"), "png", grey.convert("RGB")),
+        ("1-bit", base.convert("1"), "png", base.convert("1").convert("RGB")),
+    ]
+
+
+def test_every_image_mode_loads_as_its_content_in_rgb(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from safety_probe.data.pairs import load_image
+
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    for name, image, fmt, expected in _modes_of(base):
+        path = tmp_path / f"{name}.{fmt}"
+        image.save(path)
+        loaded = load_image(path)
+        assert loaded.mode == "RGB" and loaded.size == base.size, name
+        assert np.array_equal(np.asarray(loaded), np.asarray(expected)), name
+    frames = [base, Image.new("RGB", base.size, (255, 0, 0))]
+    frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:])
+    first = np.asarray(load_image(tmp_path / "animated.gif")).astype(int)
+    assert np.abs(first - np.asarray(base).astype(int)).mean() < 20  # the first frame (palette-quantised), not red
+
+
+def test_a_16_bit_image_is_not_seen_as_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from safety_probe.data.pairs import load_image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    pixels = np.asarray(load_image(tmp_path / "ramp16.png"))
+    assert (pixels == 255).mean() < 0.01 and abs(pixels.mean() - 127.5) < 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from importlib import import_module
+from typing import NoReturn
 
 from simple_parsing import ArgumentParser
 
@@ -37,33 +38,64 @@ def command(name: str) -> tuple[type, Callable]:
     return getattr(mod, config), getattr(mod, run)
 
 
+class _Parser(ArgumentParser):
+    """simple-parsing's parser, whose errors (an unknown option, a value of the wrong type) are one-line InputErrors."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
 def _parse(config_type: type, prog: str, argv: list[str]):
     # a command module may start from a preset config (e.g. `tga --model organism`); options given still win
     initial = getattr(import_module(config_type.__module__), "initial_config", None)
-    parser = ArgumentParser(prog=prog, description=config_type.__doc__, add_option_string_dash_variants=True)
+    parser = _Parser(prog=prog, description=config_type.__doc__, add_option_string_dash_variants=True)
     parser.add_arguments(config_type, dest="cfg", default=initial(argv) if initial else None)
     return parser.parse_args(argv).cfg
 
 
 def _guard(fn: Callable[[], object]) -> int:
-    """Run a command; bad input ends with one line on stderr and exit code 2."""
+    """Run a command: bad input or a failed write ends with one line on stderr and exit code 2, Ctrl-C with one line
+    and exit code 130 (every output so far is whole, and a rerun resumes)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars say what runs; errors stay one line
     try:
         fn()
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say("error: " + " ".join(str(e).splitlines()))
         return 2
+    except OSError as e:  # the file system refused where no check of ours looked (permissions, a vanished file)
+        _say(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        return 2
+    except KeyboardInterrupt:
+        _say("interrupted: every output written so far is whole; rerun the same command to resume")
+        return 130
     return 0
+
+
+def _say(line: str) -> None:
+    """Print ``line`` on stderr on a line of its own: a progress bar an error cut short is closed first."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(line, file=sys.stderr)
+
+
+def _run(name: str, prog: str, argv: list[str]) -> int:
+    config_type, run = command(name)
+
+    def parsed_and_checked() -> None:
+        cfg = _parse(config_type, prog, argv)
+        cfg.validate()  # every option checked before any work
+        run(cfg)
+
+    return _guard(parsed_and_checked)
 
 
 def probe_layers_main(argv: list[str] | None = None) -> int:
     """Entry point of `probe-layers` (the same command as `safety-probe probe`)."""
-    argv = sys.argv[1:] if argv is None else argv
-    config_type, run = command("probe")
-    cfg = _parse(config_type, "probe-layers", argv)
-    return _guard(lambda: run(cfg))
+    return _run("probe", "probe-layers", sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +105,4 @@ def main(argv: list[str] | None = None) -> int:
         names = " | ".join(COMMANDS)
         print(f"usage: safety-probe {{{names}}} [options]  (each command takes --help)", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    config_type, run = command(argv[0])
-    cfg = _parse(config_type, f"safety-probe {argv[0]}", argv[1:])
-    return _guard(lambda: run(cfg))
+    return _run(argv[0], f"safety-probe {argv[0]}", argv[1:])

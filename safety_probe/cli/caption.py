@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from safety_probe.cli.options import ModelOptions, is_organism, load_model
-from safety_probe.errors import InputError
+from safety_probe.errors import InputError, check_range, check_text
+from safety_probe.io import check_input_path
 
 
 @dataclass
@@ -35,21 +36,46 @@ class CaptionConfig(ModelOptions):
     replace_captions: bool = False
     """--merge: replace the captions the pairs already have (default: keep them)."""
 
+    def validate(self) -> None:
+        """Every option checked before any work: one line naming the option and what it allows."""
+        from safety_probe.io import check_out_file
+
+        if not self.images:
+            raise InputError("--images is required: a folder of images or a pairs JSONL file")
+        check_range(self, "batch_size", 1)
+        check_range(self, "max_new_tokens", 1)
+        check_text(self, "prompt")
+        check_text(self, "out", required=True)
+        check_out_file(self.out)
+        if self.merge is not None:
+            check_out_file(self.merge, "--merge")
+            if Path(self.merge).resolve() in (Path(self.images).resolve(), Path(self.out).resolve()):
+                raise InputError(f"--merge {self.merge} would overwrite --images or --out: give another file")
+        images = Path(self.images)
+        if not images.exists():
+            raise InputError(f"--images: no such folder or pairs file: {images}")
+        if self.merge and images.is_dir():
+            raise InputError("--merge needs a pairs file as --images (a folder has no pairs to fill)")
+        if not images.is_dir():
+            check_input_path(images, "--images")
+        super().validate()
+
 
 def run_caption(cfg: CaptionConfig) -> Path:
-    """Run `safety-probe caption`; returns the captions file."""
+    """Run `safety-probe caption` (holding the lock of its captions file); returns the captions file."""
+    from safety_probe.io import output_lock
+
+    with output_lock(cfg.out, folder=False):
+        return _run_caption(cfg)
+
+
+def _run_caption(cfg: CaptionConfig) -> Path:
     from safety_probe.caption import DEFAULT_PROMPT, CaptionFile, caption_images, merge_captions, read_source
     from safety_probe.data.pairs import write_pairs
     from safety_probe.io import write_json
     from safety_probe.runinfo import run_info
 
     started = time.time()
-    if not cfg.images:
-        raise InputError("--images is required: a folder of images or a pairs JSONL file")
-    if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
-        raise InputError("--batch-size and --max-new-tokens must be >= 1")
-    if cfg.merge and Path(cfg.merge).is_dir():
-        raise InputError(f"--merge {cfg.merge} is a folder: give the pairs file to write")
     note = None
     if cfg.prompt is None and is_organism(cfg.model):
         from safety_probe.organism import preset
@@ -57,8 +83,6 @@ def run_caption(cfg: CaptionConfig) -> Path:
         cfg, note = replace(cfg, prompt=preset.CAPTION_PROMPT), "preset: organism (caption prompt)"
     cfg = replace(cfg, prompt=cfg.prompt or DEFAULT_PROMPT)
     source = read_source(cfg.images)
-    if cfg.merge and source.pairs is None:
-        raise InputError("--merge needs a pairs file as --images (a folder has no pairs to fill)")
     store = CaptionFile(cfg.out, cfg.model, cfg.prompt, cfg.overwrite)  # a mismatched --out stops before loading
     run = caption_images(load_model(cfg), source, store, cfg.batch_size, cfg.max_new_tokens)
     for warning in run.warnings:

@@ -8,7 +8,7 @@ from pathlib import Path
 from simple_parsing import field as option
 
 from safety_probe.cli.options import ORGANISM
-from safety_probe.errors import InputError
+from safety_probe.errors import InputError, check_range, check_text
 
 
 @dataclass
@@ -36,25 +36,43 @@ class DataConfig:
     """convert, imagefolder: the class folders that are harmful (default: all but benign/normal/safe/...)."""
 
 
+    def validate(self) -> None:
+        """Every option checked before any work: one line naming the option and what it allows."""
+        from safety_probe.data.benchmarks import get_reader
+        from safety_probe.io import check_input_path, check_out_dir, check_out_file
+
+        if self.world not in (ORGANISM, "convert"):
+            raise InputError(f"unknown data command {self.world!r}: use 'organism' or 'convert'")
+        check_text(self, "out", required=True)
+        if self.world == "convert":
+            if self.format != "auto":
+                get_reader(self.format)  # an unknown name: one line listing the known ones
+            if not self.root:
+                raise InputError("--root is required: the benchmark's local folder")
+            check_input_path(self.root, "--root", folder=True)
+            check_out_file(self.out)
+            return
+        check_range(self, "seed", 0, 2**32 - 1)
+        check_range(self, "n", 1)
+        check_range(self, "harmful_share", 0.0, 1.0)
+        check_out_dir(self.out)
+
+
 def make_data(cfg: DataConfig) -> Path:
-    """Run `safety-probe data`; returns the pairs file."""
+    """Run `safety-probe data` (holding the lock of its output); returns the pairs file."""
+    from safety_probe.io import output_lock
+
     if cfg.world == "convert":
         from safety_probe.data.benchmarks import convert
 
-        if not cfg.root:
-            raise InputError("--root is required: the benchmark's local folder")
-        if not Path(cfg.root).is_dir():
-            raise InputError(f"--root {cfg.root} is not a folder")
-        options = {"harmful_classes": cfg.harmful_classes} if cfg.harmful_classes else {}
-        path = convert(cfg.format, cfg.root, cfg.out, cfg.split, **options)
-        print(f"wrote {sum(1 for line in path.read_text().splitlines() if line.strip())} pairs -> {path}")
+        with output_lock(cfg.out, folder=False):
+            options = {"harmful_classes": cfg.harmful_classes} if cfg.harmful_classes else {}
+            path = convert(cfg.format, cfg.root, cfg.out, cfg.split, **options)
+        print(f"wrote {sum(1 for line in path.read_text(encoding='utf-8').splitlines() if line.strip())} pairs -> {path}")
         return path
-    if cfg.world != ORGANISM:
-        raise InputError(f"unknown data command {cfg.world!r}: use 'organism' or 'convert'")
-    if cfg.n < 1 or not 0.0 <= cfg.harmful_share <= 1.0:
-        raise InputError("--n must be >= 1 and --harmful-share in [0, 1]")
     from safety_probe.organism import world
 
-    path = world.write_pairs(seed=cfg.seed, n=cfg.n, out_dir=Path(cfg.out), harmful_share=cfg.harmful_share)
+    with output_lock(cfg.out):
+        path = world.write_pairs(seed=cfg.seed, n=cfg.n, out_dir=Path(cfg.out), harmful_share=cfg.harmful_share)
     print(f"wrote {cfg.n} pairs -> {path}")
     return path

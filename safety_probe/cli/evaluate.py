@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safety_probe.cli.options import ModelOptions, launched_processes, load_model, process_device
-from safety_probe.errors import InputError
+from safety_probe.errors import InputError, check_choice, check_range, check_text
+from safety_probe.io import check_input_path, check_out_dir
 from safety_probe.prompts import REFUSAL
 
 
@@ -43,32 +44,53 @@ class EvalConfig(ModelOptions):
     figures: bool = True
     """Draw DSR per benchmark and scene, text vs image run (PDF, PNG, HTML) into OUT/figures."""
 
+    def validate(self) -> None:
+        """Every option checked before any work: one line naming the option and what it allows."""
+        from safety_probe.evaluation import GUARD_VERDICTS
+        from safety_probe.models.folder import check_model_files, is_hub_id, read_model_config
+        from safety_probe.prompts import TEXT_RUNS
+
+        if not self.pairs:
+            raise InputError("--pairs is required: a pairs JSONL file")
+        check_choice(self, "judge_format", GUARD_VERDICTS)
+        check_choice(self, "text_run", TEXT_RUNS)
+        check_range(self, "batch_size", 1)
+        check_range(self, "max_new_tokens", 1)
+        check_text(self, "refusal_phrase", required=True)
+        check_out_dir(self.out)
+        check_input_path(self.pairs, "--pairs file")
+        if self.judge_model is not None and not is_hub_id(self.judge_model):
+            read_model_config(self.judge_model, "--judge-model")
+            check_model_files(self.judge_model, processor=False)
+        super().validate()
+
 
 def run_eval(cfg: EvalConfig) -> Path:
-    """Run `safety-probe eval`; returns the output folder."""
+    """Run `safety-probe eval` (holding the lock of its output folder); returns the output folder."""
+    from safety_probe.io import output_lock
+
+    with output_lock(cfg.out):
+        return _run_eval(cfg, Path(cfg.out))
+
+
+def _run_eval(cfg: EvalConfig, out: Path) -> Path:
     from safety_probe.data.pairs import load_pairs
-    from safety_probe.evaluation import GuardJudge, KeywordJudge, check_guard_format, evaluate
+    from safety_probe.evaluation import GuardJudge, KeywordJudge, evaluate
     from safety_probe.evaluation_suite import benchmark_table, write_metrics_csv
     from safety_probe.io import write_json, write_jsonl
     from safety_probe.plots import draw_eval
-    from safety_probe.prompts import check_text_run
     from safety_probe.runinfo import run_info
 
     started = time.time()
-    if not cfg.pairs:
-        raise InputError("--pairs is required")
-    check_guard_format(cfg.judge_format)
-    out = Path(cfg.out)
-    pairs = load_pairs(cfg.pairs, require_caption=check_text_run(cfg.text_run) == "caption",
-                       require_text_query=cfg.text_run == "query")
+    pairs = load_pairs(cfg.pairs, require_caption=cfg.text_run == "caption", require_text_query=cfg.text_run == "query")
     processes = launched_processes(cfg.device)
     device = process_device(cfg.device, processes)
     guard = GuardJudge(cfg.judge_model, cfg.judge_format, device, cfg.dtype) if cfg.judge_model else None
     vlm = load_model(cfg, processes)
     vlm.text_run = cfg.text_run
+    partial = out / ".responses.partial.jsonl"
     result = evaluate(vlm, pairs, KeywordJudge((cfg.refusal_phrase,)), cfg.system_prompt, cfg.batch_size,
-                      cfg.max_new_tokens, partial=out / ".responses.partial.jsonl", harm_judge=guard,
-                      processes=processes)
+                      cfg.max_new_tokens, partial=partial, harm_judge=guard, processes=processes)
     if processes is not None and not processes.is_main_process:
         return out  # the main process writes the merged results
     metrics = {**result.metrics, "benchmarks": benchmark_table(result.rows)}
@@ -77,7 +99,8 @@ def run_eval(cfg: EvalConfig) -> Path:
     write_metrics_csv(metrics, out / "metrics.csv")
     if cfg.figures:
         draw_eval(metrics, out / "figures")
-    write_json(out / "run.json", run_info(cfg, started, n_pairs=len(pairs)))
+    write_json(out / "run.json", run_info(cfg, started, n_pairs=len(pairs), run_key=result.run_key))
+    partial.unlink(missing_ok=True)  # kept to the end: a rerun after a kill here generates nothing again
     print_metrics(metrics)
     return out
 

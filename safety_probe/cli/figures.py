@@ -17,26 +17,44 @@ class FiguresConfig:
     run: str = option(default="", positional=True, nargs="?")
     """A probe-layers output folder (holding layers.csv and layers.json) or a `safety-probe eval` one (metrics.json)."""
 
+    def validate(self) -> None:
+        """The run folder exists and holds results (their contents are checked when read)."""
+        from safety_probe.io import check_input_path, check_out_dir
+
+        if not self.run:
+            raise InputError("give the run folder: safety-probe figures RUN")
+        run = check_input_path(self.run, "run folder", folder=True)
+        if not (run / "layers.csv").exists() and not (run / "metrics.json").exists():
+            raise InputError(f"{run} holds no layers.csv and no metrics.json: is it a probe-layers or eval output folder?")
+        check_out_dir(run / "figures", "figures folder")
+
 
 def draw_figures(run: str | Path) -> list[Path]:
-    """Draw the figures of a probe-layers run (layers.csv) and of an evaluation (metrics.json) into RUN/figures."""
+    """Draw the figures of a probe-layers run (layers.csv) and of an evaluation (metrics.json) into RUN/figures.
+
+    Every input is read, checked and every figure built before the first file is written."""
     from safety_probe.io import read_json
-    from safety_probe.plots import draw_all, draw_eval, load_layer_results
+    from safety_probe.plots import eval_figures, layer_figures, load_layer_results, save_drawn
 
     run = Path(run)
-    if not (run / "layers.csv").is_file() and not (run / "metrics.json").is_file():
-        raise InputError(f"{run} holds no layers.csv and no metrics.json: is it a probe-layers or eval output folder?")
-    paths = draw_all(*load_layer_results(run), run / "figures") if (run / "layers.csv").is_file() else []
-    if (run / "metrics.json").is_file():
-        metrics = read_json(run / "metrics.json", "evaluation metrics")
-        if "benchmarks" not in metrics:
-            raise InputError(f"{run / 'metrics.json'} has no benchmarks table (an older eval): rerun safety-probe eval")
-        paths += draw_eval(metrics, run / "figures")
-    return paths
+    layers = load_layer_results(run) if (run / "layers.csv").exists() else None
+    metrics_path = run / "metrics.json"
+    metrics = read_json(metrics_path, "evaluation metrics") if metrics_path.exists() else None
+    if metrics is not None and not (isinstance(metrics, dict) and isinstance(metrics.get("benchmarks"), dict)):
+        raise InputError(f"{metrics_path} has no benchmarks table (an older eval?): rerun safety-probe eval")
+    drawn = layer_figures(*layers) if layers else []
+    try:
+        drawn += eval_figures(metrics) if metrics is not None else []
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a table not written by eval
+        raise InputError(f"{metrics_path}: malformed benchmarks table ({type(e).__name__}: {e})") from None
+    return save_drawn(drawn, run / "figures")
 
 
 def redraw(cfg: FiguresConfig) -> list[Path]:
-    """Run `safety-probe figures`."""
-    paths = draw_figures(cfg.run)
+    """Run `safety-probe figures` (holding the lock of the run folder)."""
+    from safety_probe.io import output_lock
+
+    with output_lock(cfg.run):
+        paths = draw_figures(cfg.run)
     print(f"{len(paths)} files -> {Path(cfg.run) / 'figures'}")
     return paths

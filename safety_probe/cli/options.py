@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safety_probe.errors import InputError
+from safety_probe.errors import InputError, check_choice, option_name
 
 if TYPE_CHECKING:
     from accelerate import PartialState
 
 ORGANISM = "organism"
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -34,6 +35,12 @@ class ModelOptions:
     offload_folder: str | None = None
     """Where weights that --device-map puts on disk are kept (default: a temporary folder, removed at exit)."""
 
+    def validate(self) -> None:
+        """Check the model options before any work (one-line InputError naming the option)."""
+        check_choice(self, "dtype", DTYPE_NAMES)
+        check_device(self.device)
+        check_model(self.model, self.trust_remote_code)
+
 
 def is_organism(model: str) -> bool:
     """Whether ``model`` names the shipped organism (by name or by its folder)."""
@@ -51,6 +58,50 @@ def model_path(model: str) -> str:
     if not (ORGANISM_DIR / "config.json").is_file():
         raise InputError(f"the organism is not built at {ORGANISM_DIR}: run `make organism`")
     return str(ORGANISM_DIR)
+
+
+def check_device(name: str | None, option: str = "--device") -> None:
+    """InputError naming ``option`` unless ``name`` is auto, cpu, or a cuda / mps device this machine has."""
+    import torch
+
+    if name in (None, "auto", "cpu"):
+        return
+    kind, _, index = name.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise InputError(f"{option} {name}: CUDA is not available here (use cpu or auto)")
+        if index and not (index.isdigit() and int(index) < count):
+            raise InputError(f"{option} {name}: this machine has cuda:0..cuda:{count - 1}")
+        return
+    if kind == "mps" and not index:
+        if not torch.backends.mps.is_available():
+            raise InputError(f"{option} mps: MPS is not available here (use cpu or auto)")
+        return
+    raise InputError(f"{option} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+
+
+def check_model(model: str, trust_remote_code: bool = False, option: str = "--model") -> None:
+    """Check ``--model`` before any work: the organism is built, a folder holds a loadable model, a hub id is cached."""
+    from safety_probe.models.vlm import check_vlm
+
+    if not model:
+        raise InputError(f"{option} is required: a local Hugging Face folder, a hub name, or organism")
+    check_vlm(model_path(model), trust_remote_code)
+
+
+def check_layers(cfg: object, field: str, n_layers: int, files: bool = False) -> None:
+    """Check the layer spec ``cfg.field`` (None: not given) against a model of ``n_layers`` blocks; with ``files`` it may
+    also name a layers.json. One line naming the option otherwise."""
+    from safety_probe.layers import parse_layers, resolve_layers
+
+    spec = getattr(cfg, field)
+    if spec is None:
+        return
+    try:
+        resolve_layers(spec, n_layers) if files else parse_layers(spec, n_layers)
+    except InputError as e:
+        raise InputError(f"{option_name(field)}: {e}") from None
 
 
 def device_of(name: str) -> str:

@@ -8,8 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safety_probe.cli.figures import draw_figures
-from safety_probe.cli.options import ModelOptions, is_organism, launched_processes, load_model, main_first
-from safety_probe.errors import InputError
+from safety_probe.cli.options import (
+    ModelOptions,
+    check_layers,
+    is_organism,
+    launched_processes,
+    load_model,
+    main_first,
+    model_path,
+)
+from safety_probe.errors import InputError, check_choice, check_range, check_text
+from safety_probe.io import check_input_path, check_out_dir
 from safety_probe.prompts import REFUSAL
 
 
@@ -64,47 +73,79 @@ class ProbeConfig(ModelOptions):
     figures: bool = True
     """Draw the figures (PDF, PNG, HTML) into OUT/figures."""
 
+    def validate(self) -> None:
+        """Every option checked before any work: one line naming the option and what it allows."""
+        from safety_probe.locate import SAFETY_LAYER_RULES
+        from safety_probe.models.vlm import n_layers_of
+        from safety_probe.patching import PATCH_MODES
+        from safety_probe.probe import BACKENDS
+        from safety_probe.prompts import TEXT_RUNS, TEXT_TEMPLATES
+
+        for name, choices in (("padding_side", ("left", "right")), ("rule", SAFETY_LAYER_RULES),
+                              ("refusal_tokens", ("generated", "phrases")), ("text_template", TEXT_TEMPLATES),
+                              ("text_run", TEXT_RUNS), ("patch_mode", PATCH_MODES), ("backend", BACKENDS)):
+            check_choice(self, name, choices)
+        for name, low in (("batch_size", 1), ("demo_pairs", 1), ("min_support", 1), ("candidates", 0),
+                          ("patch_pairs", 0)):
+            check_range(self, name, low)
+        check_range(self, "band_share", 0.0, 1.0, low_open=True)
+        check_text(self, "refusal_phrase", required=True)
+        check_out_dir(self.out)
+        if self.pairs is not None:
+            check_input_path(self.pairs, "--pairs file")
+        super().validate()
+        if self.pairs is None and not is_organism(self.model):
+            raise InputError("--pairs is required for a model other than the organism")
+        n_layers = n_layers_of(model_path(self.model), self.trust_remote_code)
+        for name in ("layers", "safety_layers"):
+            check_layers(self, name, n_layers)
+
 
 def _probe_pairs(cfg: ProbeConfig, out: Path) -> Path:
     if cfg.pairs:
         return Path(cfg.pairs)
-    if not is_organism(cfg.model):
-        raise InputError("--pairs is required for a model other than the organism")
     from safety_probe.organism import preset, world
 
     return world.write_pairs(seed=preset.DEMO_SEED, n=cfg.demo_pairs, out_dir=out / "pairs")
 
 
 def probe_layers(cfg: ProbeConfig) -> Path:
-    """Run probe-layers; returns the output folder."""
+    """Run probe-layers (holding the lock of its output folder); returns the output folder."""
+    from safety_probe.io import output_lock
+
+    with output_lock(cfg.out):
+        return _probe_layers(cfg, Path(cfg.out))
+
+
+def _probe_layers(cfg: ProbeConfig, out: Path) -> Path:
     from safety_probe.analysis import analyze, print_table
     from safety_probe.data.pairs import load_pairs
     from safety_probe.io import write_json
     from safety_probe.layers import parse_layers
-    from safety_probe.probe import record
-    from safety_probe.prompts import TEXT_SPANS, check_text_run
+    from safety_probe.probe import PairStates, record, run_key
+    from safety_probe.prompts import TEXT_SPANS
     from safety_probe.runinfo import run_info
 
     started = time.time()
-    if cfg.padding_side not in ("left", "right"):
-        raise InputError(f"--padding-side must be left or right, got {cfg.padding_side!r}")
-    out = Path(cfg.out)
     processes = launched_processes(cfg.device)
     with main_first(processes):  # the organism's default pairs are written once
         pairs_path = _probe_pairs(cfg, out)
-    pairs = load_pairs(pairs_path, require_caption=check_text_run(cfg.text_run) == "caption",
-                       require_text_query=cfg.text_run == "query")
-    if not 0.0 < cfg.band_share <= 1.0 or cfg.min_support < 1 or cfg.candidates < 0:
-        raise InputError("--band-share must be in (0, 1], --min-support >= 1 and --candidates >= 0")
+    pairs = load_pairs(pairs_path, require_caption=cfg.text_run == "caption", require_text_query=cfg.text_run == "query")
     vlm = load_model(cfg, processes)
     vlm.text_template, vlm.text_run = cfg.text_template, cfg.text_run
     layers = parse_layers(cfg.layers, vlm.n_layers)
     override = parse_layers(cfg.safety_layers, vlm.n_layers) if cfg.safety_layers else None
-    states = record(vlm, pairs, layers, cfg.batch_size, cfg.system_prompt, cfg.padding_side,
-                    checkpoint=out / ".states.partial.safetensors", backend=cfg.backend, processes=processes)
-    if processes is not None and not processes.is_main_process:
+    key = run_key(vlm, pairs, layers, cfg.system_prompt, cfg.padding_side, cfg.batch_size, cfg.backend)
+    states = PairStates.resume(out / "states.safetensors", key)  # a rerun after a kill in the analysis keeps them
+    main = processes is None or processes.is_main_process
+    if states is None:
+        states = record(vlm, pairs, layers, cfg.batch_size, cfg.system_prompt, cfg.padding_side,
+                        checkpoint=out / ".states.partial.safetensors", backend=cfg.backend, processes=processes)
+        if main:
+            states.save(out / "states.safetensors",
+                        metadata={"model": cfg.model, "pairs": str(pairs_path), "run_key": key})
+    if not main:
         return out  # the main process analyses the merged states and writes every result
-    states.save(out / "states.safetensors", metadata={"model": cfg.model, "pairs": str(pairs_path)})
     result = analyze(vlm, pairs, states, cfg.system_prompt, (cfg.refusal_phrase,), cfg.rule, override,
                      cfg.patch_pairs, cfg.patch_mode, cfg.batch_size, candidates=cfg.candidates,
                      band_share=cfg.band_share, min_support=cfg.min_support, refusal_tokens=cfg.refusal_tokens)
@@ -115,7 +156,7 @@ def probe_layers(cfg: ProbeConfig) -> Path:
         draw_figures(out)
     write_json(out / "run.json", run_info(cfg, started, pairs_file=str(pairs_path), n_pairs=len(pairs),
                                           layers=layers, model_family=vlm.family, n_layers=vlm.n_layers,
-                                          caption_mean_span=TEXT_SPANS[cfg.text_run]))
+                                          caption_mean_span=TEXT_SPANS[cfg.text_run], run_key=key))
     print_table(result)
     print(f"results -> {out}")
     return out

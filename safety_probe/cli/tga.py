@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from safety_probe.cli.options import ORGANISM, is_organism, model_path
+from safety_probe.cli.options import ORGANISM, check_device, is_organism, model_path
 from safety_probe.compare import CompareConfig
+from safety_probe.errors import check_choice, check_range
 
 
 @dataclass
@@ -36,6 +39,18 @@ class TGACommand(CompareConfig):
     defense_calibration_seed: int = 777
     """Organism only: world seed of those calibration pairs (held out, distinct from --eval-seed)."""
 
+    def validate(self, generated: bool = False) -> None:
+        """Every option checked before any work (with the organism, on its folder, before any data is generated)."""
+        for name in ("train_n", "eval_n", "safety_ft_n"):
+            check_range(self, name, 1)
+        check_range(self, "toxic_share", 0.0, 1.0)
+        check_range(self, "eval_seed", 0, 2**32 - 1)
+        check_choice(self, "retrieval", ("auto", "clip", "world"))
+        check_device(self.device)
+        organism = is_organism(self.model)
+        target = replace(self, model=model_path(self.model)) if organism else self
+        CompareConfig.validate(target, generated=generated or organism)
+
 
 def organism_tga_defaults() -> TGACommand:
     """The defaults of `safety-probe tga --model organism`: the recipe of docs/tga.md, the organism's CLIP and
@@ -51,15 +66,11 @@ def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
     """``cfg`` with the organism's folder, data, held-out pairs and safety_ft data filled in where not given."""
     from accelerate import PartialState
 
-    from safety_probe.io import check_out_dir
-    from safety_probe.layers import resolve_layers
-    from safety_probe.models.vlm import n_layers_of
     from safety_probe.organism import preset, world
 
     path = model_path(ORGANISM)
-    resolve_layers(cfg.layers, n_layers_of(path))  # a bad --layers stops before any data is written
-    out = check_out_dir(cfg.out)
-    baselines = [b for b in cfg.baselines if b.strip()]
+    out = Path(cfg.out)
+    baselines = cfg.chosen_baselines()
     with PartialState(cpu=cfg.device == "cpu").main_process_first():  # the main process writes, the others read
         data = cfg.data or str(preset.write_tga_data(cfg.seed, cfg.train_n, out / "data", toxic_share=cfg.toxic_share,
                                                      retrieval=cfg.retrieval, clip=cfg.clip))
@@ -89,17 +100,20 @@ def _organism_defenses(cfg: TGACommand, out: Path) -> TGACommand:
 
 
 def run_tga_command(cfg: TGACommand) -> Path:
-    """Run `safety-probe tga` (Text-Guided Alignment and its baselines; see docs/tga.md)."""
+    """Run `safety-probe tga` (Text-Guided Alignment and its baselines; see docs/tga.md), holding the lock of its
+    output folder (the first process of `accelerate launch` holds it for all)."""
     from safety_probe.compare import run_compare
+    from safety_probe.io import output_lock
     from safety_probe.plots import draw_tga
 
-    note = None
-    if is_organism(cfg.model):
-        cfg, note = _organism_tga(cfg)
-    record = run_compare(cfg, note=note)
     out = Path(cfg.out)
-    if "before" in record["rows"] and record["eval_pairs"]:
-        draw_tga(record, out / "figures")
+    with output_lock(out) if os.environ.get("RANK", "0") == "0" else nullcontext():
+        note = None
+        if is_organism(cfg.model):
+            cfg, note = _organism_tga(cfg)
+        record = run_compare(cfg, note=note)
+        if "before" in record["rows"] and record["eval_pairs"]:
+            draw_tga(record, out / "figures")
     print(f"aligned model -> {out / 'model'}; before/after -> {out / 'compare.json'}")
     return out
 

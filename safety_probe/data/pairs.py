@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from safety_probe.errors import InputError
-from safety_probe.io import write_jsonl
+from safety_probe.io import check_input_path, read_text, resolve, write_jsonl
 from safety_probe.prompts import DEFAULT_INSTRUCTION
 
 LABELS = ("harmful", "benign")
@@ -46,14 +48,45 @@ def normalise_text(text: str) -> str:
     return " ".join(text.strip().rstrip(".").lower().split())
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit RGB with its content kept, whatever its mode: 16-bit grey (``I;16*``) scaled from 0..65535,
+    32-bit integer grey (``I``) from the range its values fit (0..255, 0..65535, else min..max), float grey (``F``) from
+    its min..max, transparency (RGBA, LA, PA, a transparent colour) composited on white as transformers'
+    ``convert_to_rgb`` does, LAB through an ICC transform; an animated image gives its first frame."""
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+    if im.mode.startswith("I") or im.mode == "F":  # Pillow's convert clips at 255: a 16-bit image would turn white
+        values = np.asarray(im, dtype=np.float64)
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        if im.mode.startswith("I;16") or (im.mode == "I" and 255 < high <= 65535 and low >= 0):
+            low, high = 0.0, 65535.0
+        elif im.mode == "I" and 0 <= low and high <= 255:
+            low, high = 0.0, 255.0
+        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+        return Image.fromarray(np.clip(np.nan_to_num(np.round(scaled)), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "LAB":
+        from PIL import ImageCms
+
+        lab, srgb = ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB")
+        return ImageCms.applyTransform(im, ImageCms.buildTransform(lab, srgb, "LAB", "RGB"))
+    if "A" in im.mode or "a" in im.mode or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return im.convert("RGB")
+
+
 def load_image(path: Path) -> Image.Image:
-    """Open an image file as RGB, or raise InputError naming the file."""
-    if not path.is_file():
-        raise InputError(f"image not found: {path}")
+    """Open an image file as RGB (:func:`to_rgb`), or raise InputError naming the file: missing, a folder, a symlink
+    loop, corrupt, or larger than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb)."""
+    path = check_input_path(path, "image")
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"image {path} is too large ({e}); PIL.Image.MAX_IMAGE_PIXELS sets the limit") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"corrupt image {path}: {e}") from None
 
 
@@ -79,10 +112,8 @@ def load_pairs(path: str | Path, check_images: bool = True, require_caption: boo
     ``require_text_query`` a line without ``text_query`` is not (what ``--text-run query`` sends).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"pairs file not found: {path}")
     pairs = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path, "pairs file").splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -108,7 +139,7 @@ def load_pairs(path: str | Path, check_images: bool = True, require_caption: boo
         text_query = string_field(obj, "text_query", where, required=False)
         source_id = string_field(obj, "source_id", where, required=False)
         pair = Pair(
-            image=(path.parent / image).resolve(),
+            image=resolve(path.parent / image, f"{where}: image"),
             caption=caption,
             instruction=instruction,
             label=label,

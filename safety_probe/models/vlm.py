@@ -19,6 +19,7 @@ from torch import nn
 from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
 from safety_probe.layers import check_range
+from safety_probe.models.folder import check_model_files, is_hub_id, read_model_config, weights_identity
 from safety_probe.models.placement import DeviceMap, execution_device
 from safety_probe.models.processor import load_processor
 from safety_probe.prompts import (
@@ -74,11 +75,13 @@ class VLM:
         >>> logits = vlm.logit_lens(hidden)          # [..., d_model] -> [..., vocab]
     """
 
-    def __init__(self, model: nn.Module, processor, name: str):
+    def __init__(self, model: nn.Module, processor, name: str, weights: str | None = None):
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.name = name
+        self.weights = weights or name
+        """Identity of the loaded weights (:func:`~safety_probe.models.folder.weights_identity`), for resume keys."""
         self.family: str = model.config.model_type
         self.decoder: nn.Module = _find_decoder(model)
         self.layers: nn.ModuleList = self.decoder.layers
@@ -125,6 +128,11 @@ class VLM:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    def run_settings(self) -> dict:
+        """What about the model shapes every result: name, weights, dtype, device type, text template and run."""
+        return {"model": self.name, "weights": self.weights, "dtype": str(self.dtype), "device": self.device.type,
+                "text_template": self.text_template, "text_run": self.text_run}
 
     @staticmethod
     def hook_name(layer: int) -> str:
@@ -296,13 +304,37 @@ def _image_token_id(config, tokenizer) -> int:
 
 def n_layers_of(name_or_path: str | Path, trust_remote_code: bool = False) -> int:
     """The number of decoder blocks of a model, read from its config alone (to check layers before any work)."""
+    return int(_config(str(name_or_path), trust_remote_code).get_text_config().num_hidden_layers)
+
+
+def _config(path: str, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot load model {name_or_path!r}: {str(e).splitlines()[0]}") from None
-    return int(config.get_text_config().num_hidden_layers)
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"cannot load model {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def check_vlm(name_or_path: str | Path, trust_remote_code: bool = False):
+    """Check a model before loading it (folder files, config, supported family); returns its config.
+
+    A local folder is checked file by file (:mod:`safety_probe.models.folder`); a hub id only
+    by its config (which must then be in the local cache or reachable)."""
+    path = str(name_or_path)
+    local = not is_hub_id(path)
+    if local and not Path(path).exists() and not Path(path).is_symlink():
+        raise InputError(f"no such model folder: {path} (give a local Hugging Face folder or an owner/name hub id)")
+    if local:
+        read_model_config(path)
+    config = _config(path, trust_remote_code)
+    model_type = getattr(config, "model_type", "?")
+    if model_type not in SUPPORTED_FAMILIES:
+        kind = "a text-only model" if getattr(config, "vision_config", None) is None else "not a supported vision-language model"
+        raise InputError(f"{name_or_path} ({model_type}) is {kind}; supported: {_supported_list()}")
+    if local:
+        check_model_files(path)
+    return config
 
 
 def load_vlm(
@@ -316,27 +348,18 @@ def load_vlm(
 ) -> VLM:
     """Load a vision-language model (a local Hugging Face folder or a hub name) with its processor.
 
-    Weights load from safetensors only. A text-only or unsupported model raises InputError naming it. With
-    ``device_map`` (a strategy such as ``"auto"`` or a ``{module: device}`` dict, see
-    :func:`~safety_probe.models.placement.parse_device_map`) accelerate places the modules instead of ``device``;
-    weights mapped to ``"disk"`` go to ``offload_folder`` (default: a temporary folder kept while the VLM lives).
+    Weights load from safetensors only. A missing, corrupt, pickle-only, text-only or unsupported model raises
+    InputError naming it (or the file at fault). With ``device_map`` (a strategy such as ``"auto"`` or a
+    ``{module: device}`` dict, see :func:`~safety_probe.models.placement.parse_device_map`) accelerate places the
+    modules instead of ``device``; weights mapped to ``"disk"`` go to ``offload_folder`` (default: a temporary
+    folder kept while the VLM lives).
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText
 
     path = str(name_or_path)
-    if not Path(path).is_dir() and (path.count("/") != 1 or path.startswith((".", "/", "~"))):
-        raise InputError(f"no such model folder: {path} (give a local Hugging Face folder or an owner/name hub id)")
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot load model {name_or_path!r}: {str(e).splitlines()[0]}") from None
-    model_type = getattr(config, "model_type", "?")
-    if model_type not in SUPPORTED_FAMILIES:
-        kind = "a text-only model" if getattr(config, "vision_config", None) is None else "not a supported vision-language model"
-        raise InputError(f"{name_or_path} ({model_type}) is {kind}; supported: {_supported_list()}")
-    processor = load_processor(path, trust_remote_code=trust_remote_code)
+    check_vlm(path, trust_remote_code)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     offload = None
     if device_map is not None:
@@ -344,12 +367,16 @@ def load_vlm(
             offload = tempfile.TemporaryDirectory(prefix="safety-probe-offload-")
         extra.update(device_map=device_map, offload_folder=str(offload_folder or offload.name))
     try:
+        processor = load_processor(path, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
             path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True, **extra)
-    except (ValueError, RuntimeError) as e:  # a device map accelerate cannot place (a module left out, no such GPU)
-        if device_map is None:
-            raise
-        raise InputError(f"--device-map for {name_or_path}: {str(e).splitlines()[0]}") from None
-    vlm = VLM(model if device_map is not None else model.to(device), processor, name=str(name_or_path))
+    except (ValueError, RuntimeError) as e:
+        if device_map is not None:  # a device map accelerate cannot place (a module left out, no such GPU)
+            raise InputError(f"--device-map for {name_or_path}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot load model {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except (OSError, KeyError, TypeError) as e:  # what the file checks cannot see (e.g. wrong shapes)
+        raise InputError(f"cannot load model {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    vlm = VLM(model if device_map is not None else model.to(device), processor, name=str(name_or_path),
+              weights=weights_identity(path))
     vlm.offload_dir = offload  # removed with the VLM: the offloaded weights are read from it during every forward
     return vlm

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from safety_probe.errors import InputError
-from safety_probe.io import write_json
+from safety_probe.io import write_atomic, write_json
 from safety_probe.organism import CLIP_DIR, world
 from safety_probe.retrieve import Retriever
 from safety_probe.tga.data import entry
@@ -112,7 +112,7 @@ def write_tga_data(seed: int, n: int, out_dir: str | Path, toxic_share: float = 
     entries = []
     for i, (s, r) in enumerate(zip(samples, related)):
         rel = f"images/{prefix}{i:05d}.png"
-        s.image.save(out_dir / rel, format="PNG")
+        write_atomic(out_dir / rel, lambda p, im=s.image: im.save(p, format="PNG"))
         entries.append(entry(f"{prefix}{i:05d}", rel, s.instruction, s.response, s.caption, r,
                              label=s.label, scene=s.scene, kind=s.kind, retrieval=retrieval))
     return write_json(out_dir / (name or ("safety.json" if kind == "safety" else "tga.json")), entries)

@@ -9,7 +9,6 @@ instruction and the target response the model organism is trained towards.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from safety_probe.io import write_atomic, write_jsonl
 from safety_probe.prompts import REFUSAL
 
 IMAGE_SIZE = 64  # the vision tower sees 64×64 RGB, 16-pixel patches → 16 image tokens
@@ -647,11 +647,9 @@ def write_pairs(seed: int, n: int, out_dir: str | Path, harmful_share: float = 0
     for i, s in enumerate(draw_samples(seed, n, harmful_share)):
         rel = f"images/{i:05d}.png"
         assert s.image is not None
-        s.image.save(out_dir / rel, format="PNG")
-        lines.append(json.dumps({"image": rel, **s.record()}))
-    path = out_dir / "pairs.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        write_atomic(out_dir / rel, lambda p, im=s.image: im.save(p, format="PNG"))
+        lines.append({"image": rel, **s.record()})
+    return write_jsonl(out_dir / "pairs.jsonl", lines)
 
 
 def vocabulary_text() -> list[str]:

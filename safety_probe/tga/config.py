@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from safety_probe.errors import check_choice, check_range
+
 
 @dataclass
 class TGAConfig:
@@ -112,3 +114,19 @@ class TGAConfig:
 
     threads: int | None = 2
     """CPU threads (fixed for bitwise-reproducible CPU runs); None leaves torch's default."""
+
+    def validate(self) -> None:
+        """Check the method's options before any work: one-line InputError naming the option and what it allows."""
+        for name, choices in (("stage", (1, 2)), ("guide_form", ("paper", "exp")), ("caption_target", ("moving", "frozen")),
+                              ("device", (None, "cpu", "cuda")), ("dtype", ("float32", "bfloat16", "float16")),
+                              ("mixed_precision", ("no", "bf16", "fp16"))):
+            check_choice(self, name, choices)
+        for name in ("epochs", "max_steps", "batch_size", "grad_accum", "lora_r", "lora_alpha", "save_every",
+                     "keep_checkpoints", "stop_after", "threads"):
+            check_range(self, name, 1)
+        for name in ("guide_weight", "weight_decay", "max_grad_norm"):
+            check_range(self, name, 0.0)
+        check_range(self, "lr", 0.0, low_open=True)
+        check_range(self, "warmup_ratio", 0.0, 1.0, high_open=True)
+        check_range(self, "plain_share", 0.0, 1.0)
+        check_range(self, "seed", 0, 2**32 - 1)

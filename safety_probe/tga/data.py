@@ -23,7 +23,7 @@ from pathlib import Path
 
 from safety_probe.data.pairs import load_image, normalise_text, string_field
 from safety_probe.errors import InputError
-from safety_probe.io import read_json
+from safety_probe.io import read_json, resolve
 
 IMAGE_PLACEHOLDER = "<image>"
 KNOWN = {"id", "image", "conversations", "image_caption", "retrieved_caption"}
@@ -118,7 +118,7 @@ def load_tga_data(path: str | Path, check_images: bool = True, require_retrieved
         image = caption = retrieved = None
         if has_image:
             image = Path(string_field(obj, "image", where))
-            image = image if image.is_absolute() else (path.parent / image).resolve()
+            image = image if image.is_absolute() else resolve(path.parent / image, f"{where}: image")
             caption = string_field(obj, "image_caption", where, required=False)
             retrieved = string_field(obj, "retrieved_caption", where, required=require_retrieved)
             if retrieved is not None and caption is not None and normalise_text(retrieved) == normalise_text(caption):

@@ -4,17 +4,19 @@
 
 Hidden states come from forward hooks on the decoder blocks (:class:`~safety_probe.hooks.Trace`, gradients
 kept) during the image run; C from a no-grad text-only forward of the same model that stops after the deepest
-block in J. The trainer receives a loaded model (``train(vlm, cfg, examples, out_dir)``). Checkpoints are accelerate
-``save_state`` folders (trainable parameters only, in safetensors, + optimizer + RNG) with ``trainer_state.json``
-(step counter); a rerun resumes from the newest one and ends bitwise equal to an uninterrupted run on CPU.
+block in J. The trainer receives a loaded model (``train(vlm, cfg, examples, out_dir)``). Checkpoints
+(:mod:`safety_probe.tga.state`: trainable parameters, optimizer and RNG states in safetensors, step counter in
+``trainer_state.json``, nothing pickled) are written every ``save_every`` steps; a rerun with the same settings
+resumes from the newest one and ends bitwise equal to an uninterrupted run on CPU; one with other settings starts
+afresh.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,7 +27,7 @@ from torch import nn
 
 from safety_probe.errors import InputError
 from safety_probe.hooks import Trace
-from safety_probe.io import write_json
+from safety_probe.io import fingerprint, write_json
 from safety_probe.layers import resolve_layers
 from safety_probe.models.vlm import VLM
 from safety_probe.schedule import warmup_cosine
@@ -34,9 +36,7 @@ from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import TGAExample, row_counts
 from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
 from safety_probe.tga.params import setup_trainable, trainable_names, weights_hash
-
-STATE_FILE = "trainer_state.json"
-
+from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, remove_checkpoint, save_checkpoint
 
 # ---------------------------------------------------------------------------------------------------------
 # The loss of one batch
@@ -170,7 +170,13 @@ RUN_NEUTRAL = {"resume", "stop_after", "threads", "save_every", "keep_checkpoint
 
 def run_fingerprint(settings: dict, **overrides) -> str:
     """Hash of ``settings`` and ``overrides`` (JSON, sorted keys): a checkpoint resumes only into the same run."""
-    return hashlib.sha256(json.dumps({**settings, **overrides}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint({**settings, **overrides})
+
+
+def data_digest(examples: list[TGAExample]) -> str:
+    """Hash of everything of the training examples that training reads (ids, images, texts, extra fields)."""
+    return fingerprint([(ex.id, str(ex.image), ex.instruction, ex.response, ex.caption, ex.retrieved, ex.followups,
+                         ex.extra) for ex in examples])
 
 
 def method_settings(cfg: TGAConfig) -> dict:
@@ -181,11 +187,6 @@ def method_settings(cfg: TGAConfig) -> dict:
 def _lr_at(step: int, total: int, peak: float, warmup_ratio: float) -> float:
     warm = max(1, round(total * warmup_ratio)) if warmup_ratio > 0 else 0
     return peak * warmup_cosine(step, total, warm)
-
-
-def _checkpoints(ckpt_dir: Path) -> list[Path]:
-    done = [p for p in ckpt_dir.glob("step_*") if (p / STATE_FILE).is_file()]
-    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
 
 
 def train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: str | Path,
@@ -250,53 +251,49 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
     else:
         total = max(1, (cfg.epochs * len(examples)) // per_step)
     order = data_order(len(examples), cfg.seed, total * per_step)
+    # its own generator: starting an iteration draws a seed, which must not advance the RNG a checkpoint restores
     loader = torch.utils.data.DataLoader(_ListDataset(examples), batch_size=cfg.batch_size, sampler=_FixedOrder(order),
-                                         collate_fn=collator, num_workers=0)
+                                         collate_fn=collator, num_workers=0,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     vlm_model = accelerator.unwrap_model(model)
     vlm.model = vlm_model
     if caption_vlm is not None:
         caption_vlm.model.requires_grad_(False).to(accelerator.device)
 
-    def keep_trainable(models, weights, output_dir):
-        for w in weights:
-            for k in [k for k in w if k not in set(names)]:
-                del w[k]
-
-    accelerator.register_save_state_pre_hook(keep_trainable)
-
     def digest(ids) -> str:
         return hashlib.sha256("|".join(ids).encode()).hexdigest()[:16]
 
-    fingerprint = run_fingerprint(method_settings(cfg), model=vlm.name, guide_weight=guide_weight, retrieved_in_context=in_context,
-                                  n_examples=len(examples), data_ids=digest(ex.id for ex in examples),
-                                  guide_only_ids=digest(sorted(collator.unsupervised_ids)))
+    key = run_fingerprint(method_settings(cfg), model=vlm.name, weights=vlm.weights, layers=layers,
+                                  guide_weight=guide_weight, retrieved_in_context=in_context, n_examples=len(examples),
+                                  data=data_digest(examples), guide_only_ids=digest(sorted(collator.unsupervised_ids)))
     ckpt_dir = out_dir / "checkpoints"
     step, log = 0, []
-    if not cfg.resume and ckpt_dir.is_dir() and accelerator.is_main_process:
+    existing = checkpoints(ckpt_dir) if cfg.resume and ckpt_dir.is_dir() else []
+    state = read_state(existing[-1]) if existing else None
+    if state is not None and (state.get("fingerprint") != key or state.get("total_steps") != total):
+        accelerator.print(f"note: {existing[-1]} is a checkpoint of a run with other settings: training afresh",
+                          file=sys.stderr)
+        state = None
+    if state is None and ckpt_dir.is_dir() and accelerator.is_main_process:
         shutil.rmtree(ckpt_dir)  # a fresh run: old checkpoints would mix with the new ones
     accelerator.wait_for_everyone()
-    existing = _checkpoints(ckpt_dir) if cfg.resume else []
-    if existing:
-        last = existing[-1]
-        accelerator.load_state(str(last), strict=False)
-        state = json.loads((last / STATE_FILE).read_text())
-        if state.get("fingerprint") != fingerprint or state["total_steps"] != total:
-            raise InputError(f"{last}: checkpoint of a run with other settings; use a new --out or --resume false")
+    if state is not None:
+        load_checkpoint(existing[-1], accelerator, model, optimizer, state)
         step, log = state["step"], state.get("log", [])
-        accelerator.print(f"[tga] resumed from {last} at step {step}/{total}")
+        accelerator.print(f"[tga] resumed from {existing[-1]} at step {step}/{total}")
         loader_iter = accelerator.skip_first_batches(loader, step * cfg.grad_accum)
     else:
         loader_iter = loader
 
-    def save_checkpoint() -> None:
-        path = ckpt_dir / f"step_{step}"
-        accelerator.save_state(str(path), safe_serialization=True)
-        if accelerator.is_main_process:
-            write_json(path / STATE_FILE, {"step": step, "total_steps": total, "trainable": len(names),
-                                           "fingerprint": fingerprint, "log": log})
-            for old in _checkpoints(ckpt_dir)[:-cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+    def save() -> None:
+        save_checkpoint(ckpt_dir / f"step_{step}", accelerator, model, optimizer, names,
+                        {"step": step, "total_steps": total, "trainable": len(names), "fingerprint": key,
+                         "log": log})
+        if accelerator.is_main_process:  # older ones go, and any a kill left half-written or half-deleted
+            keep = set(checkpoints(ckpt_dir)[-cfg.keep_checkpoints:])
+            for old in [p for p in ckpt_dir.glob("step_*") if p not in keep]:
+                remove_checkpoint(old)
         accelerator.wait_for_everyone()
 
     model.train()
@@ -323,7 +320,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
                 accelerator.print(f"[tga] step {step}/{total} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items())
                                   + f" ({time.time() - t0:.0f}s)")
             if step % cfg.save_every == 0 or step == total:
-                save_checkpoint()
+                save()
             if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
                 return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids), rows=rows)
             if step >= total:

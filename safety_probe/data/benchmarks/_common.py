@@ -10,11 +10,12 @@ import csv
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 from safety_probe.errors import InputError
-from safety_probe.io import read_json
+from safety_probe.io import read_json, read_text
 
 log = logging.getLogger("safety_probe.data.benchmarks")
 
@@ -142,7 +143,7 @@ def load_json(path: Path, what: str) -> Any:
     """A JSON file (``.json``) or JSON Lines file (``.jsonl``) as Python data; errors name the file."""
     if path.suffix == ".jsonl":
         rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for lineno, line in enumerate(read_text(path, what).splitlines(), start=1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -171,7 +172,7 @@ def csv_rows(path: Path, required: Iterable[str]) -> Iterator[Row]:
     """The rows of a CSV file with a header; row = the line number; missing columns are one InputError."""
     if not path.is_file():
         raise InputError(f"CSV file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as f:
+    with StringIO(read_text(path, "CSV file"), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
@@ -186,7 +187,7 @@ def table_columns(path: Path) -> set[str]:
         import pyarrow.parquet as pq
 
         return set(pq.read_schema(path).names)
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:  # a sniff: the reader checks the encoding
         head = f.read(4096) if path.suffix == ".json" else f.readline()
     if path.suffix == ".jsonl":
         try:
