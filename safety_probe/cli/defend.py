@@ -37,7 +37,14 @@ class DefendConfig(ModelOptions, DefenseOptions):
 
 
 def run_defend(cfg: DefendConfig) -> Path:
-    """Run `safety-probe defend`; returns the output folder."""
+    """Run `safety-probe defend` (holding the lock of its output folder); returns the output folder."""
+    from safety_probe.io import output_lock
+
+    with output_lock(cfg.out):
+        return _run_defend(cfg)
+
+
+def _run_defend(cfg: DefendConfig) -> Path:
     from safety_probe.data.pairs import load_pairs
     from safety_probe.defenses import calibrate, load_defense, method_name
     from safety_probe.defenses.base import check_calibration, check_options
