@@ -138,15 +138,22 @@ def auroc_with_interval(positive: np.ndarray, negative: np.ndarray, n_boot: int 
     return out
 
 
+def wilson_interval(p: np.ndarray | float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score 95% interval of proportions ``p`` (any shape) observed in ``n`` trials → (lower, upper)."""
+    z = 1.959963984540054
+    p = np.asarray(p, dtype=np.float64)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
 def share_with_interval(k: int, n: int) -> dict[str, float | int | None]:
     """A proportion k/n with its 95% Wilson score interval: ``{"k", "n", "share", "lower", "upper"}`` (None when n = 0)."""
     if n == 0:
         return {"k": 0, "n": 0, "share": None, "lower": None, "upper": None}
-    z, p = 1.959963984540054, k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"k": int(k), "n": int(n), "share": round(p, 4), "lower": round(max(centre - half, 0.0), 4),
-            "upper": round(min(centre + half, 1.0), 4)}
+    lower, upper = wilson_interval(k / n, n)
+    return {"k": int(k), "n": int(n), "share": round(k / n, 4), "lower": round(float(lower), 4),
+            "upper": round(float(upper), 4)}
 
 
 def column_layers(layers: Sequence[int] | None, n_layers: int, name: str) -> list[int]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from safety_probe.scores import BOOT_SEED, LayerScores, column_layers
+from safety_probe.scores import BOOT_SEED, LayerScores, column_layers, wilson_interval
 
 MEAN_KEYS = ("image_mean", "caption_mean")
 LAST_KEYS = ("image_last", "caption_last")
@@ -152,7 +152,7 @@ def cka_scores(
         )
         p = np.where(np.isnan(null[0]), np.nan, (null >= null[0]).sum(0) / (n_perm + 1))  # NaN: constant states
         out["cka_p"] = LayerScores(
-            "cka_p", layers, p, *_wilson(p, n_perm + 1),
+            "cka_p", layers, p, *wilson_interval(p, n_perm + 1),
             description="permutation p-value of cka against cka_null (one-sided, +1 corrected)",
         )
     return out
@@ -304,10 +304,3 @@ def _repaired_cka(gx: torch.Tensor, gy: torch.Tensor, perms: np.ndarray) -> np.n
     if scale == 0:  # a constant representation has no CKA (as in _cka)
         return np.full(len(perms), np.nan)
     return np.array([flat @ cy32.take(p, 0).take(p, 1).ravel() for p in perms], dtype=np.float64) / scale
-
-
-def _wilson(p: np.ndarray, trials: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score 95% interval of proportions ``p`` observed in ``trials`` trials → (lower, upper)."""
-    centre = (p + z**2 / (2 * trials)) / (1 + z**2 / trials)
-    half = z / (1 + z**2 / trials) * np.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2))
-    return centre - half, centre + half
