@@ -152,6 +152,8 @@ def test_killed_anywhere_a_rerun_resumes_to_identical_outputs(command, seed, env
 # the first trace of work in progress: the recording's, the generation's and the training's first checkpoint
 MID_WORK = {"probe": ".states.partial.safetensors", "eval": ".responses.partial.jsonl",
             "tga": "checkpoints/step_1/trainer_state.json"}
+# and the training's last checkpoint: the rerun then trains nothing and must still save the same model folder
+KILL_POINTS = [*MID_WORK.items(), ("tga", "checkpoints/step_3/trainer_state.json")]
 
 
 def _wait_for(path: Path, child: multiprocessing.Process) -> None:
@@ -160,12 +162,13 @@ def _wait_for(path: Path, child: multiprocessing.Process) -> None:
         time.sleep(0.002)
 
 
-@pytest.mark.parametrize("command", list(MID_WORK))
-def test_killed_as_its_first_checkpoint_lands_a_rerun_resumes_to_identical_outputs(command, env):
+@pytest.mark.parametrize("command, mark", KILL_POINTS, ids=[f"{c}-{m.split('/')[-2] if '/' in m else 'partial'}"
+                                                           for c, m in KILL_POINTS])
+def test_killed_as_a_checkpoint_lands_a_rerun_resumes_to_identical_outputs(command, mark, env):
     ref, _ = reference(env, command)
-    out = env["root"] / f"{command}-killed-mid-work"
+    out = env["root"] / f"{command}-killed-at-{Path(mark).parent.name or 'partial'}"
     child = start(argv(env, command, out), env["root"] / f"{command}-mid-work.log")
-    _wait_for(out / MID_WORK[command], child)
+    _wait_for(out / mark, child)
     assert child.is_alive(), "the run ended before it could be killed"
     os.kill(child.pid, signal.SIGKILL)
     child.join()

@@ -60,3 +60,19 @@ def load_processor(path: str | Path, **kwargs: Any) -> ProcessorMixin:
         processor = without_video(getattr(transformers, name)).from_pretrained(path, **kwargs)
         processor.video_processor_config = BaseVideoProcessor.get_video_processor_dict(str(path))[0]
         return processor
+
+
+def save_processor(processor: Any, path: str | Path) -> None:
+    """``processor.save_pretrained(path)`` with the fast tokenizer's padding and truncation cleared first.
+
+    transformers leaves the last call's ``padding=True`` set on the backend tokenizer, and
+    ``save_pretrained`` writes it into ``tokenizer.json``; clearing it makes the saved folder the same
+    whether or not the processor was used before (a resumed run saves what an uninterrupted one does).
+    Each call sets the state it needs again, so nothing is lost.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # slow tokenizers have none
+    if backend is not None:
+        backend.no_padding()
+        backend.no_truncation()
+    processor.save_pretrained(path)

@@ -45,6 +45,7 @@ from transformers import (
 )
 
 from safety_probe.hooks import StopForward, Trace
+from safety_probe.models.processor import save_processor
 from safety_probe.organism import tokenizer as otok
 from safety_probe.organism import world
 from safety_probe.prompts import image_messages, text_messages
@@ -609,7 +610,7 @@ def save_folder(folder: Path, model: torch.nn.Module, processor) -> None:
     for stale in (tmp, old):
         shutil.rmtree(stale, ignore_errors=True)
     model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
+    save_processor(processor, tmp)
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)

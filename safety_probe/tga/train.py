@@ -29,6 +29,7 @@ from safety_probe.errors import InputError
 from safety_probe.hooks import Trace
 from safety_probe.io import fingerprint, write_json
 from safety_probe.layers import resolve_layers
+from safety_probe.models.processor import save_processor
 from safety_probe.models.vlm import VLM
 from safety_probe.schedule import warmup_cosine
 from safety_probe.tga.batch import TGABatch, TGACollator
@@ -278,23 +279,28 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
     if state is None and ckpt_dir.is_dir() and accelerator.is_main_process:
         shutil.rmtree(ckpt_dir)  # a fresh run: old checkpoints would mix with the new ones
     accelerator.wait_for_everyone()
-    if state is not None:
-        load_checkpoint(existing[-1], accelerator, model, optimizer, state)
-        step, log = state["step"], state.get("log", [])
-        accelerator.print(f"[tga] resumed from {existing[-1]} at step {step}/{total}")
-        loader_iter = accelerator.skip_first_batches(loader, step * cfg.grad_accum)
-    else:
-        loader_iter = loader
 
-    def save() -> None:
-        save_checkpoint(ckpt_dir / f"step_{step}", accelerator, model, optimizer, names,
-                        {"step": step, "total_steps": total, "trainable": len(names), "fingerprint": key,
-                         "log": log})
+    def prune() -> None:
         if accelerator.is_main_process:  # older ones go, and any a kill left half-written or half-deleted
             keep = set(checkpoints(ckpt_dir)[-cfg.keep_checkpoints:])
             for old in [p for p in ckpt_dir.glob("step_*") if p not in keep]:
                 remove_checkpoint(old)
         accelerator.wait_for_everyone()
+
+    def save() -> None:
+        save_checkpoint(ckpt_dir / f"step_{step}", accelerator, model, optimizer, names,
+                        {"step": step, "total_steps": total, "trainable": len(names), "fingerprint": key,
+                         "log": log})
+        prune()
+
+    if state is not None:
+        load_checkpoint(existing[-1], accelerator, model, optimizer, state)
+        step, log = state["step"], state.get("log", [])
+        accelerator.print(f"[tga] resumed from {existing[-1]} at step {step}/{total}")
+        prune()  # a kill between a checkpoint and the pruning after it left one too many
+        loader_iter = accelerator.skip_first_batches(loader, step * cfg.grad_accum)
+    else:
+        loader_iter = loader
 
     model.train()
     t0 = time.time()
@@ -335,7 +341,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
     if accelerator.is_main_process:
         model_dir.mkdir(parents=True, exist_ok=True)
         final.save_pretrained(model_dir, safe_serialization=True)
-        vlm.processor.save_pretrained(model_dir)
+        save_processor(vlm.processor, model_dir)
         write_json(out_dir / "train.json", {"config": asdict(cfg), "guide_weight": guide_weight,
                                             "retrieved_in_context": in_context, "safety_layers": layers,
                                             "guide_only_rows": len(collator.unsupervised_ids), "rows": rows,
