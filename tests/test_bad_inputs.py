@@ -404,7 +404,7 @@ TGA: list[Case] = [
         ("--plain-share", "2"), ("--lora-r", "0"), ("--keep-checkpoints", "0"), ("--threads", "0"), ("--seed", "-1"),
         ("--mixed-precision", "fp8"), ("--guide-form", "bogus"), ("--caption-target", "bogus"), ("--dtype", "fp8"),
         ("--stop-after", "0"), ("--filter-threshold", "2"), ("--eval-batch-size", "0"), ("--max-new-tokens", "0"),
-        ("--layers", "99"), ("--device", "tpu")]],
+        ("--layers", "99"), ("--device", "tpu"), ("--guide-span", "bogus")]],
     *([("device-cuda-without-cuda", lambda w: (["--device", "cuda"], None), "CUDA is not available")] if not CUDA
       else []),
     ("layers-json-true", lambda w: (["--layers", str(_layers_json(w, "true", {"safety_layers": True}))], None),
@@ -440,6 +440,39 @@ def test_tga_refuses_bad_input(case, world, capsys):
     argv = ["tga", "--model", str(world.model), "--data", str(_tga_data(world)), "--out", str(default_out),
             "--layers", "0-1", "--device", "cpu", "--stage", "1", "--max-steps", "1", "--batch-size", "2",
             "--baselines", *extra]
+    refused(capsys, argv, out or default_out, needle)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# defend
+# ---------------------------------------------------------------------------------------------------------
+
+DEFEND: list[Case] = [
+    *_out_cases(),
+    *_model_cases()[:8],
+    *_device_cases(),
+    *_pairs_cases()[:8],
+    *[(f"calibrate-{name}", make, needle) for name, make, needle in _pairs_cases("--calibrate")[:4]],
+    *[(f"{opt.strip('-')}-{value}", lambda w, o=opt, v=value: ([o, v], None), opt) for opt, value in [
+        ("--method", "bogus"), ("--method", "refusal_steering:bogus"), ("--batch-size", "0"),
+        ("--max-new-tokens", "0"), ("--max-fpr", "2"), ("--repeats", "0"), ("--positions", "bogus"),
+        ("--layers", "99"), ("--layers", "abc"), ("--batch-size", "abc")]],
+    ("state-missing", lambda w: (["--state", str(w.root / "no-state")], None), "--state"),
+    ("unknown-option", lambda w: (["--bogus", "1"], None), "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("case", DEFEND, ids=_ids(DEFEND))
+def test_defend_refuses_bad_input(case, world, capsys):
+    name, make, needle = case
+    extra, out = make(world)
+    default_out = world.out(f"defend-{name}")
+    calibration = world.images / "calibration.jsonl"  # beside the test pairs: the same relative image paths
+    if not calibration.exists():
+        shutil.copy(world.pairs, calibration)
+    argv = ["defend", "--method", "hidden_detect", "--model", str(world.model), "--calibrate", str(calibration),
+            "--pairs", str(world.pairs), "--layers", "0-1", "--out", str(default_out), "--device", "cpu",
+            "--max-new-tokens", "2", *extra]
     refused(capsys, argv, out or default_out, needle)
 
 
@@ -511,7 +544,8 @@ def test_figures_refuses_bad_input(case, world, capsys):
 
 def test_the_catalogue_holds_over_a_hundred_bad_inputs():
     sizes = {name: len(cases) for name, cases in
-             (("probe", PROBE), ("eval", EVAL), ("caption", CAPTION), ("data", DATA), ("tga", TGA), ("figures", FIGURES))}
+             (("probe", PROBE), ("eval", EVAL), ("caption", CAPTION), ("data", DATA), ("tga", TGA), ("defend", DEFEND),
+              ("figures", FIGURES))}
     assert sum(sizes.values()) >= 100, sizes
-    for cases in (PROBE, EVAL, CAPTION, DATA, TGA, FIGURES):
+    for cases in (PROBE, EVAL, CAPTION, DATA, TGA, DEFEND, FIGURES):
         assert len(set(_ids(cases))) == len(cases)  # every case has its own id

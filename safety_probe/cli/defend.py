@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from safety_probe.cli.evaluate import print_metrics
-from safety_probe.cli.options import ModelOptions, is_organism, load_model, model_path
+from safety_probe.cli.options import ModelOptions, check_layers, is_organism, load_model, model_path
 from safety_probe.defenses.base import DefenseOptions
 from safety_probe.errors import InputError
 
@@ -35,6 +35,35 @@ class DefendConfig(ModelOptions, DefenseOptions):
     repeats: int = 3
     """Timing: plain and defended evaluations are repeated this often, interleaved; the cost compares the fastest."""
 
+    def validate(self) -> None:
+        """Every option checked before any work (one-line InputError naming the option)."""
+        from safety_probe.defenses import method_name
+        from safety_probe.defenses.base import check_calibration, check_options
+        from safety_probe.io import check_input_path, check_out_dir
+        from safety_probe.models.vlm import n_layers_of
+
+        if not self.method:
+            raise InputError("--method is required: refusal_steering, shift_correction, hidden_detect or self_check")
+        try:
+            method_name(self.method)
+        except InputError as e:
+            raise InputError(f"--method: {e}") from None
+        check_options(self)
+        if self.repeats < 1:
+            raise InputError(f"--repeats must be >= 1, got {self.repeats}")
+        if not self.pairs:
+            raise InputError("--pairs is required: the test pairs file")
+        check_input_path(self.pairs, "--pairs")
+        if self.state is None:
+            check_calibration(self.calibrate, self.pairs)
+        else:
+            check_input_path(self.state, "--state", folder=True)
+        if not self.layers:
+            raise InputError("--layers is required: a layers.json from probe-layers or a spec like 4-6")
+        check_out_dir(self.out)
+        ModelOptions.validate(self)
+        check_layers(self, "layers", n_layers_of(model_path(self.model), self.trust_remote_code), files=True)
+
 
 def run_defend(cfg: DefendConfig) -> Path:
     """Run `safety-probe defend` (holding the lock of its output folder); returns the output folder."""
@@ -47,7 +76,7 @@ def run_defend(cfg: DefendConfig) -> Path:
 def _run_defend(cfg: DefendConfig) -> Path:
     from safety_probe.data.pairs import load_pairs
     from safety_probe.defenses import calibrate, load_defense, method_name
-    from safety_probe.defenses.base import check_calibration, check_options
+    from safety_probe.defenses.base import check_calibration
     from safety_probe.defenses.run import evaluate_defense
     from safety_probe.evaluation_suite import benchmark_table
     from safety_probe.io import check_out_dir, write_json, write_jsonl
@@ -56,16 +85,7 @@ def _run_defend(cfg: DefendConfig) -> Path:
     from safety_probe.runinfo import run_info
 
     started = time.time()
-    if not cfg.method:
-        raise InputError("--method is required: refusal_steering, shift_correction, hidden_detect or self_check")
     method = method_name(cfg.method)
-    check_options(cfg)
-    if not cfg.pairs:
-        raise InputError("--pairs is required: the test pairs file")
-    if not cfg.layers:
-        raise InputError("--layers is required: a layers.json from probe-layers or a spec like 4-6")
-    if cfg.repeats < 1:
-        raise InputError(f"--repeats must be >= 1, got {cfg.repeats}")
     calibration = check_calibration(cfg.calibrate, cfg.pairs) if cfg.state is None else None
     out = check_out_dir(cfg.out)
     layers = resolve_layers(cfg.layers, n_layers_of(model_path(cfg.model), cfg.trust_remote_code))

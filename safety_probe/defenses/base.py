@@ -25,7 +25,7 @@ from safety_probe.data.pairs import Pair
 from safety_probe.errors import InputError
 from safety_probe.evaluation import KeywordJudge, evaluate
 from safety_probe.hooks import Edit, Trace
-from safety_probe.io import read_json, write_atomic, write_json
+from safety_probe.io import check_input_path, read_json, write_atomic, write_json
 from safety_probe.models.vlm import VLM, EncodedBatch, Run, generate_encoded
 from safety_probe.probe import PairStates, record
 from safety_probe.prompts import REFUSAL
@@ -97,9 +97,7 @@ def check_calibration(calibration: str | None, test: str | None, option: str = "
     """The calibration pairs file: it must be given, exist, and be another file than the ``test`` pairs."""
     if not calibration:
         raise InputError(f"{option} is required: a labelled pairs file to calibrate on, distinct from the test pairs")
-    path = Path(calibration)
-    if not path.is_file():
-        raise InputError(f"{option}: calibration pairs file not found: {path}")
+    path = check_input_path(calibration, f"{option}: calibration pairs file")
     if test and Path(test).is_file() and path.resolve() == Path(test).resolve():
         raise InputError(f"{option} {path} is the test pairs file: calibrate on other pairs")
     return path
