@@ -10,7 +10,8 @@ support, and the first tokens of its refusals are the refusal token set K. Algor
 start/end rule, the refusal-token probability and the attention mass are read on the text run of harmful
 pairs, and Algorithm 1 also on the benign ones (its false-positive rate); the refusal direction contrasts
 harmful and benign text runs; activation patching moves the image run's image-token states to the caption's
-at one block at a time.
+at one block at a time, and tail patching puts the text run's states of the prompt after the caption (the
+instruction and the template's suffix) in place of the image run's after the image.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from safety_probe.locate import (
     refusal_prob_scores,
 )
 from safety_probe.models.vlm import VLM, generate_with_ids
-from safety_probe.patching import patch_caption_into_image
+from safety_probe.patching import patch_caption_into_image, patch_text_tail_into_image
 from safety_probe.probe import PairStates
 from safety_probe.prompts import REFUSAL, TEXT_SPANS, is_refusal
 from safety_probe.refusal_tokens import RefusalTokens, refusal_token_ids, refusal_tokens_from_responses
@@ -288,6 +289,12 @@ def analyze(
             "patched_refusal_prob", patched, description="image-run P(refusal) after patching at the layer")
         notes.append(f"activation patching ({patch_mode}) on the first {n} harmful pairs; "
                      f"unpatched image-run P(refusal) = {float(base.mean()):.4f}")
+        _, tail, text_prob = patch_text_tail_into_image(vlm, harmful_pairs[:n], ids, range(vlm.n_layers),
+                                                        system_prompt, batch_size, progress)
+        scores["tail_patching_gain"] = patching_gain_scores(tail, base, name="tail_patching_gain",
+                                                            what="patching the text run's prompt tail")
+        notes.append(f"tail patching (the text run's instruction and template suffix into the image run's) on the same "
+                     f"{n} pairs; text-run P(refusal) = {float(text_prob.mean()):.4f}")
     chosen, used_rule = [], "override" if safety_layers else rule
     if safety_layers:
         chosen = choose_safety_layers(vlm.n_layers, override=safety_layers)
@@ -312,7 +319,8 @@ def print_table(result: LayerAnalysis) -> None:
 
     frame = result.frame()
     labels = {"refusal_prob_mean": "P(refuse)", "alg1_count": "alg1 n", "alg1_fire_share_mean": "K rises",
-              "alg1_fire_share_benign_mean": "benign", "patching_gain_mean": "patch", "cos_matched_mean": "cos",
+              "alg1_fire_share_benign_mean": "benign", "patching_gain_mean": "patch",
+              "tail_patching_gain_mean": "tail patch", "cos_matched_mean": "cos",
               "cos_gap_mean": "cos gap", "cka_debiased_mean": "CKA (deb.)"}
     cols = [c for c in labels if c in frame]
     table = Table(title="per-layer results (* = safety layer)")

@@ -173,14 +173,14 @@ def patching_gain_scores(
     patched: np.ndarray | torch.Tensor,
     baseline: np.ndarray | torch.Tensor,
     layers: Sequence[int] | None = None,
+    name: str = "patching_gain",
+    what: str = "patching",
 ) -> LayerScores:
     """Activation-patching gain: P(refusal) after patching at each layer ``[n, L]`` minus unpatched ``[n]``."""
     patched_np, base = as_numpy(patched), as_numpy(baseline)
     if patched_np.ndim != 2 or base.shape != (patched_np.shape[0],):
         raise ValueError(f"patched must be [n, L] and baseline [n]; got {patched_np.shape} and {base.shape}")
-    return LayerScores.from_pairs(
-        "patching_gain", patched_np - base[:, None], layers, "P(refusal) after patching minus unpatched"
-    )
+    return LayerScores.from_pairs(name, patched_np - base[:, None], layers, f"P(refusal) after {what} minus unpatched")
 
 
 def refusal_direction(

@@ -50,6 +50,7 @@ LOCATORS: tuple[tuple[str, str], ...] = (
     ("attention_mass", "attn. on caption"),
     ("refusal_direction_auroc", "refusal dir. AUROC"),
     ("patching_gain", "patching gain"),
+    ("tail_patching_gain", "tail patching gain"),
 )
 
 
@@ -372,7 +373,7 @@ def draw_all(frame: pd.DataFrame, meta: Mapping[str, object], out_dir: str | Pat
 
     ``frame``: per-layer table (``layer`` plus ``{score}_mean/_lower/_upper`` for scores among
     cos_matched, cos_mismatched, cos_centred, cka, cos_last, refusal_prob, attention_mass,
-    refusal_direction_auroc, patching_gain). ``meta``: ``safety_layers`` (list of blocks) and
+    refusal_direction_auroc, patching_gain, tail_patching_gain). ``meta``: ``safety_layers`` (list of blocks) and
     ``histogram`` (``{"counts": [L], "n_none": int}``), both optional.
     """
     return save_drawn(layer_figures(frame, meta), out_dir)

@@ -12,7 +12,7 @@ from safety_probe.cli import main, probe_layers_main
 from safety_probe.data.pairs import load_pairs
 from safety_probe.lens import caption_attention_mass, lens_logprobs
 from safety_probe.models import load_vlm
-from safety_probe.patching import patch_caption_into_image
+from safety_probe.patching import patch_caption_into_image, patch_text_tail_into_image
 from safety_probe.probe import record
 
 
@@ -64,6 +64,21 @@ def test_patching_known_answers(vlm, pairs_file):
     torch.testing.assert_close(base2, base)
     torch.testing.assert_close(moved[:, -1], base, rtol=1e-5, atol=1e-7)
     assert (moved[:, 0] - base).abs().max() > 1e-6
+
+
+def test_tail_patching_known_answers(vlm, pairs_file):
+    pairs = load_pairs(pairs_file)
+    ids = [5, 6, 7]
+    layers = list(range(vlm.n_layers))
+    base, patched, text = patch_text_tail_into_image(vlm, pairs, ids, layers, batch_size=2, progress=False)
+    _, unpatched = patch_caption_into_image(vlm, pairs, record(vlm, pairs, progress=False).image_mean, ids, [0],
+                                            "shift", progress=False)
+    torch.testing.assert_close(base, unpatched[:, 0], rtol=1e-4, atol=1e-7)
+    # At the last block the last prompt position's state is the readout: patching the tail there gives the text run's
+    # answer exactly; at block 0 the tail still attends to the image, so the answer moves but not all the way.
+    torch.testing.assert_close(patched[:, -1], text, rtol=1e-4, atol=1e-7)
+    assert (patched[:, 0] - base).abs().max() > 1e-6
+    assert (patched[:, 0] - text).abs().max() > 1e-6
 
 
 def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path, capsys):

@@ -174,6 +174,37 @@ def test_plain_rows_have_no_retrieved_text_and_still_train(tiny_model_dir, tga_d
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in projector)
 
 
+def test_tail_guide_pairs_the_prompt_tokens_after_image_and_caption(tiny_model_dir, tga_data):
+    vlm = load_vlm(tiny_model_dir("llava"))
+    examples = load_tga_data(tga_data)[:3]
+    batch = TGACollator(vlm)(examples)
+    tok = vlm.tokenizer
+    ids, cap = batch.inputs["input_ids"], batch.caption
+    for row in range(len(examples)):  # the prompt ends where the answer starts, the tail is the instruction's
+        last = int(batch.prompt_last[row])
+        assert (batch.inputs["labels"][row, :last + 1] == -100).all() and batch.inputs["labels"][row, last + 1] != -100
+        after_image = tok.decode(ids[row, int(batch.image_mask[row].nonzero().max()) + 1:last + 1])
+        after_caption = tok.decode(cap.inputs["input_ids"][row, int(cap.caption_mask[row].nonzero().max()) + 1:
+                                                            int(cap.last_index[row]) + 1])
+        assert examples[row].instruction in after_image and after_caption.endswith(after_image[-20:])
+    setup_trainable(vlm, stage=1)
+    loss, stats = tga_loss(vlm.model, vlm, batch, [0, 1], guide_weight=1.0, lm_weight=0.0, span="tail")
+    assert "cos_rc" not in stats  # the tail has no R term
+    with torch.no_grad(), Trace(vlm.layers, [0, 1]) as cap_trace:
+        vlm.model(**cap.inputs, use_cache=False)
+    with torch.no_grad(), Trace(vlm.layers, [0, 1]) as img_trace:
+        vlm.model(**batch.inputs, use_cache=False)
+    from safety_probe.models.vlm import tail_lengths, tail_mask
+
+    k = torch.minimum(tail_lengths(batch.image_mask, batch.prompt_last), tail_lengths(cap.caption_mask, cap.last_index))
+    a, b = tail_mask(batch.prompt_last, k, ids.shape[1]), tail_mask(cap.last_index, k, cap.caption_mask.shape[1])
+    expected = sum(-torch.nn.functional.cosine_similarity(img_trace.outputs[l][a], cap_trace.outputs[l][b]).mean()
+                   for l in (0, 1))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()  # the tail attends to the image: the projector gets a gradient
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vlm.model.parameters() if p.requires_grad)
+
+
 def test_guide_only_rows_have_no_answer_loss(tiny_model_dir, tga_data):
     vlm = load_vlm(tiny_model_dir("llava"))
     examples = load_tga_data(tga_data)[:3]

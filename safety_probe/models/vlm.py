@@ -281,6 +281,23 @@ def span_mask(offsets: torch.Tensor, start: int, end: int) -> torch.Tensor:
     return (s < end) & (e > start) & (e > s)
 
 
+def tail_lengths(span: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+    """``[B]``: prompt tokens after the last True of ``span`` ``[B, T]`` up to and including ``last_index`` ``[B]``:
+    the instruction and the chat template's suffix that follow the image (image run) or the caption (text run)."""
+    positions = torch.arange(span.shape[1], device=span.device).expand_as(span)
+    span_end = torch.where(span, positions, -1).max(dim=1).values
+    if bool((span_end < 0).any()):
+        raise ValueError("tail_lengths: a row has no span to follow")
+    return last_index.to(span.device) - span_end
+
+
+def tail_mask(last_index: torch.Tensor, length: torch.Tensor, n_positions: int) -> torch.Tensor:
+    """``[B, T]`` bool: the ``length[b]`` positions ending at ``last_index[b]`` (the last prompt tokens of each row)."""
+    positions = torch.arange(n_positions, device=last_index.device).unsqueeze(0)
+    last, length = last_index.unsqueeze(1), length.to(last_index.device).unsqueeze(1)
+    return (positions <= last) & (positions > last - length)
+
+
 def _find_decoder(model: nn.Module) -> nn.Module:
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is None or not hasattr(decoder, "layers"):

@@ -67,6 +67,7 @@ class TGABatch:
     processor's per-token tensors ``[B, T]`` (0 on text) and image tensors. ``image_mask`` / ``retrieved_mask``:
     ``[B, T]`` bool. ``guided``: ``[B]`` bool, the rows with the guide term (an image and its caption);
     ``caption``: the caption run of those rows in order (None without any, or without ``caption_run``).
+    ``prompt_last``: ``[B]`` position of each row's last prompt token (the one before the first answer token).
     """
 
     inputs: dict[str, torch.Tensor]
@@ -75,12 +76,14 @@ class TGABatch:
     guided: torch.Tensor
     caption: EncodedBatch | None
     examples: list[TGAExample]
+    prompt_last: torch.Tensor
 
     def to(self, device, **kwargs) -> TGABatch:
         self.inputs = {k: v.to(device) for k, v in self.inputs.items()}
         self.image_mask = self.image_mask.to(device)
         self.retrieved_mask = self.retrieved_mask.to(device)
         self.guided = self.guided.to(device)
+        self.prompt_last = self.prompt_last.to(device)
         return self
 
 
@@ -195,7 +198,7 @@ class TGACollator:
                  if k not in ("input_ids", "attention_mask") and isinstance(v, torch.Tensor)}
         per_token = {k: v[0] for k, v in extra.items() if v.shape == proc["input_ids"].shape}  # e.g. token type ids
         return {"ids": ids, "labels": torch.where(labelled & supervised, ids, -100), "image_mask": ids == img,
-                "r_mask": r_mask, "per_token": per_token,
+                "r_mask": r_mask, "per_token": per_token, "prompt_last": len(first) - 1,
                 "images": {k: v for k, v in extra.items() if k not in per_token}}
 
     def __call__(self, examples: list[TGAExample]) -> TGABatch:
@@ -229,4 +232,5 @@ class TGACollator:
             pairs = [Pair(image=ex.image, caption=ex.caption, instruction=ex.instruction)
                      for ex in examples if ex.guided]
             caption = self.vlm.encode(pairs, run="text", system_prompt=self.system_prompt, padding_side="right")
-        return TGABatch(inputs, image_mask, r_mask, guided, caption, examples)
+        prompt_last = torch.tensor([it["prompt_last"] for it in items])
+        return TGABatch(inputs, image_mask, r_mask, guided, caption, examples, prompt_last)

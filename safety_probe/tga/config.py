@@ -42,6 +42,12 @@ class TGAConfig:
     exp: the released code's exp(−cos(I,C)) + exp(−(cos(I,C) − cos(R,C))), averaged over J as that code averages
     over its layers. Both average over the batch."""
 
+    guide_span: Literal["image", "tail"] = "image"
+    """What the guide aligns. image (the paper): the image tokens' mean state with the caption tokens' mean, and the
+    ranking term with R. tail: the prompt after the image (instruction and chat-template suffix, up to the token
+    the answer starts from) with the same tokens after the caption in the caption run, token by token, the pull
+    term alone: for a model whose refusal reads those positions rather than the image tokens."""
+
     guide_centre: bool = False
     """Centre I, C and R on the batch mean of the caption states before the cosines: the raw cosine of residual
     streams is dominated by a component every state shares, which the pull can match without the content."""
@@ -117,7 +123,8 @@ class TGAConfig:
 
     def validate(self) -> None:
         """Check the method's options before any work: one-line InputError naming the option and what it allows."""
-        for name, choices in (("stage", (1, 2)), ("guide_form", ("paper", "exp")), ("caption_target", ("moving", "frozen")),
+        for name, choices in (("stage", (1, 2)), ("guide_form", ("paper", "exp")),
+                              ("guide_span", ("image", "tail")), ("caption_target", ("moving", "frozen")),
                               ("device", (None, "cpu", "cuda")), ("dtype", ("float32", "bfloat16", "float16")),
                               ("mixed_precision", ("no", "bf16", "fp16"))):
             check_choice(self, name, choices)

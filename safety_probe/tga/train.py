@@ -30,7 +30,7 @@ from safety_probe.hooks import Trace
 from safety_probe.io import fingerprint, write_json
 from safety_probe.layers import resolve_layers
 from safety_probe.models.processor import save_processor
-from safety_probe.models.vlm import VLM
+from safety_probe.models.vlm import VLM, tail_lengths, tail_mask
 from safety_probe.schedule import warmup_cosine
 from safety_probe.tga.batch import TGABatch, TGACollator
 from safety_probe.tga.config import TGAConfig
@@ -46,11 +46,12 @@ from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, rem
 
 def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], guide_weight: float,
              form: str = "paper", weights: tuple[float, float] = (1.0, 1.0),
-             caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool = False
+             caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool = False, span: str = "image"
              ) -> tuple[torch.Tensor, dict[str, float]]:
     """lm_weight·L_LM + λ·L_guide for one batch; the guide term pools the rows of ``batch.guided`` only. ``model``
     runs the image run (may be DDP-wrapped); ``caption_vlm`` (default ``vlm``: the model being trained) runs the
-    no-grad caption run, stopped after the deepest block of ``layers``."""
+    no-grad caption run, stopped after the deepest block of ``layers``. ``span`` (see ``TGAConfig.guide_span``):
+    "image" pools image and caption tokens; "tail" pairs the prompt tokens after them one by one."""
     guide_on = guide_weight != 0 and len(layers) > 0
     use_guide = guide_on and bool(batch.guided.any())
     stats: dict[str, float] = {}
@@ -60,7 +61,16 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
         target = caption_vlm or vlm
         with torch.no_grad(), Trace(target.layers, layers, stop=True) as caption_trace:
             target.model(**batch.caption.inputs, use_cache=False)
-        caption = {l: masked_mean(caption_trace.outputs[l].detach(), batch.caption.caption_mask) for l in layers}
+        if span == "tail":  # the last K prompt tokens of both runs, K the shorter tail (the junction may differ)
+            rows = batch.guided
+            k = torch.minimum(tail_lengths(batch.image_mask[rows], batch.prompt_last[rows]),
+                              tail_lengths(batch.caption.caption_mask, batch.caption.last_index))
+            caption_tail = tail_mask(batch.caption.last_index, k, batch.caption.caption_mask.shape[1])
+            image_tail = tail_mask(batch.prompt_last[rows], k, batch.image_mask.shape[1])
+            caption = {l: caption_trace.outputs[l].detach()[caption_tail.to(caption_trace.outputs[l].device)].float()
+                       for l in layers}
+        else:
+            caption = {l: masked_mean(caption_trace.outputs[l].detach(), batch.caption.caption_mask) for l in layers}
     inputs = batch.inputs
     supervised = bool((inputs["labels"] != -100).any())
     if not supervised:  # every row guide-only: no answer tokens to average over
@@ -73,11 +83,15 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
     loss = lm_weight * lm
     if use_guide:
         rows = batch.guided
-        image = {l: masked_mean(captured[l][rows], batch.image_mask[rows]) for l in layers}
-        r_mask = batch.retrieved_mask[rows]
-        ranked = r_mask.any(dim=1)  # rows with R in the prompt get the ranking term
-        retrieved = {l: masked_mean(captured[l][rows][ranked], r_mask[ranked]) for l in layers}
-        guide, gstats = guide_loss(image, caption, retrieved, form, weights, ranked, centre)
+        if span == "tail":  # token by token: each tail token is a row of the guide, pull term only
+            image = {l: captured[l][rows][image_tail.to(captured[l].device)] for l in layers}
+            guide, gstats = guide_loss(image, caption, {}, form, weights, None, centre)
+        else:
+            image = {l: masked_mean(captured[l][rows], batch.image_mask[rows]) for l in layers}
+            r_mask = batch.retrieved_mask[rows]
+            ranked = r_mask.any(dim=1)  # rows with R in the prompt get the ranking term
+            retrieved = {l: masked_mean(captured[l][rows][ranked], r_mask[ranked]) for l in layers}
+            guide, gstats = guide_loss(image, caption, retrieved, form, weights, ranked, centre)
         loss = loss + guide_weight * guide
         stats["guide"] = guide.item()
         stats.update(gstats)
@@ -310,7 +324,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
             with accelerator.accumulate(model):
                 weights = anneal_weights(step, total) if cfg.anneal else (1.0, 1.0)
                 loss, stats = tga_loss(model, vlm, batch, layers, guide_weight, cfg.guide_form, weights,
-                                       caption_vlm=caption_vlm, centre=cfg.guide_centre)
+                                       caption_vlm=caption_vlm, centre=cfg.guide_centre, span=cfg.guide_span)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
