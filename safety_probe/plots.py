@@ -2,14 +2,14 @@
 
 Figures follow Xu et al., "Cross-Modal Safety Mechanism Transfer in Large Vision-Language Models",
 ICLR 2025 (arXiv 2410.12662): the semantic shift (§3), where the safety mechanism activates (§2,
-Algorithm 1), the locators side by side, and the last-token cosine.
+Algorithm 1), the locators side by side, activation patching, and the last-token cosine.
 
 Every figure is built once as a backend-neutral spec (:mod:`safety_probe.render`, grouped bars
 :mod:`safety_probe.render_bars`) and rendered by either backend, so the PDF/PNG and the HTML always show the same
 data. :func:`draw_all` redraws everything from the saved per-layer table (``layers.csv``, columns ``layer`` and
 ``{score}_mean`` / ``{score}_lower`` / ``{score}_upper``) and the small ``layers.json`` dict (``safety_layers``,
-``histogram``), so no model is needed; :func:`draw_eval` draws the evaluation's DSR per benchmark and scene from
-``metrics.json``.
+``histogram``), so no model is needed. The evaluation's and the comparison's figures are in
+:mod:`safety_probe.plots_eval`.
 """
 
 from __future__ import annotations
@@ -25,20 +25,18 @@ import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
 from safety_probe.errors import InputError
-from safety_probe.evaluation_suite import ALL, RUNS
 from safety_probe.io import read_json, read_text
 from safety_probe.render import (
     COLORS,
     Backend,
+    Drawn,
     Heatmap,
     Panel,
     Series,
     Spec,
     render,
-    save_figure,
-    save_html,
+    save_drawn,
 )
-from safety_probe.render_bars import BarPanel, Bars, BarSpec, Baseline, render_bars
 from safety_probe.scores import LayerScores
 
 #: Locator rows of the side-by-side figure: (column in layers.csv, label). "refusal_prob" is shown as its
@@ -155,6 +153,21 @@ def plot_locators(
     )
 
 
+def plot_patching(
+    scores: Mapping[str, LayerScores], safety_layers: Sequence[int] = (), backend: Backend = "matplotlib",
+    n_pairs: int | None = None,
+) -> Figure | go.Figure:
+    """Activation patching per layer: the gain in the image run's P(refusal) when its image tokens get the caption's
+    pooled state, and when its prompt tail (instruction and template suffix) gets the text run's states."""
+    series = [_series(scores[k], label, color) for k, label, color in (
+        ("patching_gain", "image tokens", COLORS["blue"]),
+        ("tail_patching_gain", "prompt tail", COLORS["red"])) if k in scores]
+    if not series:
+        raise ValueError("plot_patching needs patching_gain or tail_patching_gain")
+    panel = Panel("gain in P(refusal)", series)
+    return render(Spec("Patching text run → image run", [panel], list(safety_layers), 2.4, _n_note(n_pairs)), backend)
+
+
 def plot_last_token(
     cos_last: LayerScores, safety_layers: Sequence[int] = (), backend: Backend = "matplotlib",
     n_pairs: int | None = None,
@@ -162,117 +175,6 @@ def plot_last_token(
     """Cosine between the last prompt position of the image run and of the text run, per layer."""
     panel = Panel("cosine (last token)", [_series(cos_last, "image run vs text run", COLORS["purple"])])
     return render(Spec("Last-token cosine per layer", [panel], list(safety_layers), 2.2, _n_note(n_pairs)), backend)
-
-
-METHOD_COLORS = {"before": COLORS["grey"], "tga": COLORS["blue"], "ce": COLORS["orange"],
-                 "safety_ft": COLORS["green"], "filter": COLORS["purple"],
-                 # inference-time defenses (safety_probe.defenses), by their canonical names
-                 "refusal_steering:add": COLORS["sky"], "refusal_steering:ablate": COLORS["black"],
-                 "shift_correction:cmrm": COLORS["red"], "shift_correction:shiftdc": COLORS["wine"],
-                 "hidden_detect:cosine": COLORS["teal"], "hidden_detect:logprob": COLORS["indigo"],
-                 "self_check": COLORS["olive"]}
-
-
-def plot_tga_shift(compare: Mapping, backend: Backend = "matplotlib") -> Figure | go.Figure:
-    """cos(image mean, caption mean) per layer before (dashed) and after each trained method of a
-    ``compare.json`` (``safety-probe tga``), the safety layers J shaded."""
-    series = []
-    for name, row in compare["rows"].items():
-        shift = row.get("shift")
-        if not shift:
-            continue
-        layers = sorted(int(l) for l in shift["cos_matched"])
-        y = np.array([shift["cos_matched"][str(l)] for l in layers])
-        series.append(Series(name, layers, y, METHOD_COLORS.get(name, COLORS["red"]), dashed=name == "before"))
-    if not series:
-        raise ValueError("plot_tga_shift: compare.json has no shift measurements")
-    panel = Panel("cosine(image, caption)", series)
-    return render(Spec("Semantic shift before/after alignment", [panel], list(compare.get("safety_layers", [])),
-                         2.4), backend)
-
-
-def plot_tga_dsr(compare: Mapping, backend: Backend = "matplotlib") -> Figure | go.Figure:
-    """Image-run DSR per toxic scene (and overall) for each row of a ``compare.json``: grouped bars."""
-    rows = compare["rows"]
-    scenes = sorted({s for r in rows.values() for s, m in r.get("per_scene", {}).items() if m.get("image_dsr") is not None})
-    groups = [*scenes, "overall"]
-
-    def dsr(row: Mapping, group: str) -> float:
-        m = row["overall"] if group == "overall" else row.get("per_scene", {}).get(group, {})
-        return float(m.get("image_dsr") or 0.0)
-
-    bars = [Bars(n, [dsr(rows[n], g) for g in groups], METHOD_COLORS.get(n, COLORS["red"])) for n in rows]
-    panel = BarPanel("", "image DSR", [g.replace("_", " ") for g in groups], bars)
-    return render_bars(BarSpec("Image DSR per scene", [panel]), backend)
-
-
-RUN_COLORS = {"text": COLORS["blue"], "image": COLORS["red"]}
-
-
-def eval_panels(table: Mapping) -> list[BarPanel]:
-    """One panel per benchmark and attack variant of a ``metrics.json`` ``benchmarks`` table: its headline
-    (DSR, or benign over-refusal where it has no harmful pairs) per scene and overall, text vs image run, with
-    Wilson 95% error bars and each group's n; beside a DSR, each run's benign over-refusal dashed where there
-    are benign pairs (a model refusing everything scores DSR 1 and over-refusal 1)."""
-    panels = []
-    for name, entry in table.items():
-        for variant, scenes in entry["variants"].items():
-            whole = scenes[ALL]
-            if whole["headline"] is None:
-                continue  # unlabelled pairs: neither measure
-            measure, count = ("dsr", "n_harmful") if whole["headline"] == "dsr" else ("benign_refusal", "n_benign")
-            groups = [s for s, c in scenes.items() if s != ALL and c[count]] + [ALL]
-            shares = {run: [scenes[s][f"{run}_{measure}"] for s in groups] for run in RUNS}
-            bars = [Bars(f"{run} run", [c["share"] for c in shares[run]], RUN_COLORS[run],
-                         [c["lower"] for c in shares[run]], [c["upper"] for c in shares[run]]) for run in RUNS]
-            baselines = [Baseline(f"{run} run: benign over-refusal (n={whole['n_benign']})",
-                                  whole[f"{run}_benign_refusal"]["share"], RUN_COLORS[run])
-                         for run in RUNS if measure == "dsr" and whole["n_benign"]]
-            what = "DSR" if measure == "dsr" else "benign over-refusal"
-            title = f"{name}{'' if variant == ALL else f' / {variant}'}: {what}"
-            panels.append(BarPanel(title, what, [f"{s} (n={scenes[s][count]})" for s in groups], bars, baselines))
-    return panels
-
-
-def plot_eval(metrics: Mapping, backend: Backend = "matplotlib") -> Figure | go.Figure:
-    """DSR per scene, text vs image run, for each benchmark and attack variant of a ``metrics.json``
-    (:func:`eval_panels`); the judge is named in the title."""
-    panels = eval_panels(metrics["benchmarks"])
-    if not panels:
-        raise ValueError("plot_eval: no labelled pairs in the benchmarks table")
-    title = f"DSR per scene, text vs image run (judge: {metrics.get('judge')}; text run: {metrics.get('text_run')})"
-    return render_bars(BarSpec(title, panels), backend)
-
-
-Drawn = tuple[str, Figure, go.Figure]
-"""A figure built in both backends before anything is written: (file stem, matplotlib figure, plotly figure)."""
-
-
-def save_drawn(figures: list[Drawn], out_dir: str | Path) -> list[Path]:
-    """Write each built figure as PDF, PNG and HTML into ``out_dir``; returns the paths."""
-    paths: list[Path] = []
-    for stem, fig, html in figures:
-        paths += save_figure(fig, out_dir, stem)
-        paths.append(save_html(html, out_dir, stem))
-    return paths
-
-
-def eval_figures(metrics: Mapping) -> list[Drawn]:
-    """``eval_dsr`` of a ``metrics.json``, built (none when no pair is labelled)."""
-    if not eval_panels(metrics["benchmarks"]):
-        return []
-    return [("eval_dsr", plot_eval(metrics), plot_eval(metrics, backend="plotly"))]
-
-
-def draw_eval(metrics: Mapping, out_dir: str | Path) -> list[Path]:
-    """Write ``eval_dsr`` as PDF, PNG and HTML into ``out_dir`` (nothing when no pair is labelled); returns the paths."""
-    return save_drawn(eval_figures(metrics), out_dir)
-
-
-def draw_tga(compare: Mapping, out_dir: str | Path) -> list[Path]:
-    """Write ``tga_dsr`` and ``tga_shift`` as PDF, PNG and HTML into ``out_dir``; returns the paths."""
-    return save_drawn([(stem, fn(compare), fn(compare, backend="plotly"))
-                       for stem, fn in (("tga_dsr", plot_tga_dsr), ("tga_shift", plot_tga_shift))], out_dir)
 
 
 def load_layer_results(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -363,6 +265,9 @@ def layer_figures(frame: pd.DataFrame, meta: Mapping[str, object]) -> list[Drawn
             fire_share_benign=scores.get("alg1_fire_share_benign"), support=meta.get("support"), **kw)))
     if histogram is not None or any(k in scores for k, _ in LOCATORS):
         figures.append(("locators", lambda **kw: plot_locators(scores, histogram, n_pairs=n_harmful, **kw)))
+    if "patching_gain" in scores or "tail_patching_gain" in scores:
+        n_patched = (meta.get("settings") or {}).get("patched_pairs")
+        figures.append(("patching", lambda **kw: plot_patching(scores, n_pairs=n_patched, **kw)))
     if "cos_last" in scores:
         figures.append(("last_token", lambda **kw: plot_last_token(scores["cos_last"], n_pairs=n_harmful, **kw)))
     return [(stem, draw(safety_layers=safety), draw(safety_layers=safety, backend="plotly")) for stem, draw in figures]

@@ -140,6 +140,20 @@ def save_html(fig: go.Figure, out_dir: str | Path, stem: str) -> Path:
     return write_atomic(Path(out_dir) / f"{stem}.html", lambda p: p.write_text(html, encoding="utf-8"))
 
 
+Drawn = tuple[str, Figure, go.Figure]
+"""A figure built in both backends before anything is written: (file stem, matplotlib figure, plotly figure)."""
+
+
+def save_drawn(figures: list[Drawn], out_dir: str | Path) -> list[Path]:
+    """Write each built figure as PDF, PNG and HTML into ``out_dir``; returns the paths."""
+    paths: list[Path] = []
+    for stem, fig, html in figures:
+        paths += save_figure(fig, out_dir, stem)
+        paths.append(save_html(html, out_dir, stem))
+    return paths
+
+
+
 def render(spec: Spec, backend: Backend) -> Figure | go.Figure:
     if backend == "matplotlib":
         return _to_matplotlib(spec)

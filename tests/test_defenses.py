@@ -328,7 +328,7 @@ def test_defend_command_writes_metrics_auroc_cost_and_a_loadable_state(tiny_mode
 def test_compare_adds_defense_rows_with_their_cost(tiny_model_dir, pairs_file, calibration_file, tmp_path):
     from safety_probe.compare import CompareConfig, run_compare
     from safety_probe.organism.preset import write_tga_data
-    from safety_probe.plots import METHOD_COLORS, draw_tga
+    from safety_probe.plots_eval import METHOD_COLORS, draw_tga
 
     data = write_tga_data(seed=0, n=4, out_dir=tmp_path / "data", retrieval="world")
     cfg = CompareConfig(model=str(tiny_model_dir("llava")), layers="1", out=str(tmp_path / "run"), data=str(data),

@@ -24,7 +24,7 @@ STAGES: dict[str, int] = {
     **dict.fromkeys(("evaluation", "evaluation_suite"), 5),
     **dict.fromkeys(("tga", "defenses"), 6),
     "compare": 7,
-    **dict.fromkeys(("plots", "render", "render_bars"), 8),
+    **dict.fromkeys(("plots", "plots_eval", "render", "render_bars"), 8),
     **dict.fromkeys(("cli", "__main__"), 9),
 }
 BESIDE = ("organism", "testing")  # test subject and test tools: beside the pipeline, imported by none of it

@@ -23,7 +23,7 @@ from safety_probe.errors import InputError  # noqa: E402
 from safety_probe.evaluation import summarize  # noqa: E402
 from safety_probe.evaluation_suite import benchmark_table, table_frame  # noqa: E402
 from safety_probe.models import load_vlm  # noqa: E402
-from safety_probe.plots import draw_eval, plot_eval  # noqa: E402
+from safety_probe.plots_eval import draw_eval, plot_eval  # noqa: E402
 from safety_probe.probe import PairStates, record, run_key  # noqa: E402
 from safety_probe.scores import share_with_interval  # noqa: E402
 

@@ -18,6 +18,7 @@ from safety_probe.plots import (
     plot_last_token,
     plot_locate,
     plot_locators,
+    plot_patching,
     plot_shift,
 )
 from safety_probe.render import COLUMN_WIDTH_IN, PNG_DPI
@@ -34,6 +35,7 @@ NAMES = (
     "attention_mass",
     "refusal_direction_auroc",
     "patching_gain",
+    "tail_patching_gain",
 )
 
 
@@ -58,7 +60,7 @@ def drawn(tmp_path_factory):
 
 def test_draw_all_writes_every_figure_in_three_formats(drawn):
     out, paths, _ = drawn
-    stems = ("shift", "locate", "locators", "last_token")
+    stems = ("shift", "locate", "locators", "patching", "last_token")
     assert sorted(p.name for p in paths) == sorted(
         f"{s}.{ext}" for s in stems for ext in ("pdf", "png", "html")
     )
@@ -102,6 +104,8 @@ def test_plot_functions_return_figures_and_leave_rcparams_alone():
         plot_locate(scores["refusal_prob"], META["histogram"], [3, 4]),
         plot_locators(scores, META["histogram"], [2, 3, 6]),  # two separate safety runs
         plot_last_token(scores["cos_last"]),
+        plot_patching(scores, [3], n_pairs=6),
+        plot_patching({"tail_patching_gain": scores["tail_patching_gain"]}),  # either curve alone draws
     ]
     assert all(isinstance(f, Figure) for f in figs)
     assert isinstance(plot_shift(scores, backend="plotly"), go.Figure)
@@ -110,6 +114,8 @@ def test_plot_functions_return_figures_and_leave_rcparams_alone():
         plot_last_token(scores["cos_last"], backend="svg")
     with pytest.raises(KeyError, match="cos_matched"):
         plot_shift({"cka": scores["cka"]})
+    with pytest.raises(ValueError, match="patching_gain"):
+        plot_patching({"cka": scores["cka"]})
 
 
 def test_partial_results_draw_only_what_they_support(tmp_path):

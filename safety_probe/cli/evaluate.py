@@ -78,7 +78,7 @@ def _run_eval(cfg: EvalConfig, out: Path) -> Path:
     from safety_probe.evaluation import GuardJudge, KeywordJudge, evaluate
     from safety_probe.evaluation_suite import benchmark_table, write_metrics_csv
     from safety_probe.io import write_json, write_jsonl
-    from safety_probe.plots import draw_eval
+    from safety_probe.plots_eval import draw_eval
     from safety_probe.runinfo import run_info
 
     started = time.time()

@@ -34,7 +34,9 @@ def draw_figures(run: str | Path) -> list[Path]:
 
     Every input is read, checked and every figure built before the first file is written."""
     from safety_probe.io import read_json
-    from safety_probe.plots import eval_figures, layer_figures, load_layer_results, save_drawn
+    from safety_probe.plots import layer_figures, load_layer_results
+    from safety_probe.plots_eval import eval_figures
+    from safety_probe.render import save_drawn
 
     run = Path(run)
     layers = load_layer_results(run) if (run / "layers.csv").exists() else None

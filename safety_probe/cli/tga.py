@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from safety_probe.cli.options import ORGANISM, check_device, is_organism, model_path
+from safety_probe.cli.options import ORGANISM, ORGANISM_SMOL, ORGANISMS, check_device, is_organism, model_path
 from safety_probe.compare import CompareConfig
 from safety_probe.errors import check_choice, check_range
 
@@ -52,14 +52,16 @@ class TGACommand(CompareConfig):
         CompareConfig.validate(target, generated=generated or organism)
 
 
-def organism_tga_defaults() -> TGACommand:
-    """The defaults of `safety-probe tga --model organism`: the recipe of docs/tga.md, the organism's CLIP and
-    the filter's vocabulary (every option given on the command line wins)."""
+def organism_tga_defaults(model: str = ORGANISM) -> TGACommand:
+    """The defaults of `safety-probe tga --model organism` (the recipe of docs/tga.md) or `--model organism-smol`
+    (that recipe shortened to what 2 CPU cores train in half an hour, docs/organism-smol.md), with the world's CLIP
+    and the filter's vocabulary (every option given on the command line wins)."""
     from safety_probe.organism import CLIP_DIR, preset
 
     toxic, benign, templates = preset.filter_vocabulary()
-    return TGACommand(model=ORGANISM, clip=str(CLIP_DIR), filter_toxic=toxic, filter_benign=benign,
-                      filter_templates=templates, **preset.TGA_RECIPE)
+    recipe = preset.TGA_RECIPE_SMOL if model == ORGANISM_SMOL else preset.TGA_RECIPE
+    return TGACommand(model=model if model in ORGANISMS else ORGANISM, clip=str(CLIP_DIR), filter_toxic=toxic,
+                      filter_benign=benign, filter_templates=templates, **recipe)
 
 
 def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
@@ -68,7 +70,7 @@ def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
 
     from safety_probe.organism import preset, world
 
-    path = model_path(ORGANISM)
+    path = model_path(cfg.model if cfg.model in ORGANISMS else ORGANISM)
     out = Path(cfg.out)
     baselines = cfg.chosen_baselines()
     with PartialState(cpu=cfg.device == "cpu").main_process_first():  # the main process writes, the others read
@@ -104,7 +106,7 @@ def run_tga_command(cfg: TGACommand) -> Path:
     output folder (the first process of `accelerate launch` holds it for all)."""
     from safety_probe.compare import run_compare
     from safety_probe.io import output_lock
-    from safety_probe.plots import draw_tga
+    from safety_probe.plots_eval import draw_tga
 
     out = Path(cfg.out)
     with output_lock(out) if os.environ.get("RANK", "0") == "0" else nullcontext():
@@ -123,4 +125,4 @@ def initial_config(argv: list[str]) -> TGACommand | None:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", default=None)
     model = pre.parse_known_args(argv)[0].model
-    return organism_tga_defaults() if model is not None and is_organism(model) else None
+    return organism_tga_defaults(model) if model is not None and is_organism(model) else None

@@ -34,6 +34,11 @@ TGA_RECIPE: dict[str, object] = {
 8,000 examples with 30% toxic, 1,200 steps of 16; 300 held-out pairs) with every baseline. Any option given on
 the command line wins over it."""
 
+TGA_RECIPE_SMOL: dict[str, object] = {**TGA_RECIPE, "max_steps": 300, "batch_size": 8, "train_n": 2400,
+                                      "baselines": ["ce", "filter"]}
+"""organism-smol's TGA recipe: :data:`TGA_RECIPE` with 300 steps of 8 on 2,400 examples (a 30-block LM makes each
+step ~20 times the first organism's on CPU) and the ce and filter baselines; the same 300 held-out pairs."""
+
 
 def filter_vocabulary() -> tuple[list[str], list[str], list[str]]:
     """The input filter's toxic and benign object nouns of the world, and caption templates in its

@@ -161,8 +161,9 @@ Example = tuple[list[int], list[int], "tuple[int, int] | None"]  # ids, labels, 
 class Encoder:
     """Token ids and loss labels of one conversation, prompt via the chat template (cached by prompt text)."""
 
-    def __init__(self, processor: LlavaProcessor, n_image_tokens: int) -> None:
+    def __init__(self, processor: LlavaProcessor, n_image_tokens: int, answer_prefix: str = " ") -> None:
         self.processor = processor
+        self.answer_prefix = answer_prefix  # what separates the prompt's last token from the answer
         self.tok = processor.tokenizer
         self.eos = self.tok.eos_token_id
         self.expand = otok.IMAGE * n_image_tokens
@@ -178,21 +179,22 @@ class Encoder:
     def caption_span(self, messages: list[dict], caption: str) -> tuple[int, int]:
         """Token positions [a, b) of the caption in the text-run prompt, from the fast tokenizer's offsets."""
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        c0 = text.index(caption + "\n")
+        c0 = text.index(caption)
         offsets = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         inside = [i for i, (a, b) in enumerate(offsets) if a >= c0 and b <= c0 + len(caption) and b > a]
         return inside[0], inside[-1] + 1
 
-    def encode(self, s: world.Sample, run: str, system_prompt: str | None) -> Example:
-        """``run`` is "image" (image + instruction) or "text" (caption + instruction); loss on the answer only."""
+    def encode(self, s: world.Sample, run: str, system_prompt: str | None, template: str = "caption") -> Example:
+        """``run`` is "image" (image + instruction) or "text" (caption + instruction in ``template``); loss on the
+        answer only."""
         if run == "image":
             messages = image_messages(s.instruction, system_prompt)
         else:
-            messages = text_messages(s.caption, s.instruction, system_prompt)
+            messages = text_messages(s.caption, s.instruction, system_prompt, template)
         prompt = self.prompt_ids(messages)
         key = "answer:" + s.response
         if key not in self.cache:
-            self.cache[key] = self.tok(" " + s.response, add_special_tokens=False)["input_ids"] + [self.eos]
+            self.cache[key] = self.tok(self.answer_prefix + s.response, add_special_tokens=False)["input_ids"] + [self.eos]
         answer = self.cache[key]
         span = self.caption_span(messages, s.caption) if run == "text" else None
         return prompt + answer, [-100] * len(prompt) + answer, span
