@@ -30,6 +30,7 @@ from safety_probe.defenses.base import DefenseOptions, check_calibration, parse_
 from safety_probe.defenses.run import evaluate_defense
 from safety_probe.errors import InputError, check_range, option_name
 from safety_probe.evaluation import evaluate, metrics_of
+from safety_probe.evaluation_suite import benchmark_table
 from safety_probe.io import check_input_path, check_out_dir, read_json, write_json, write_jsonl
 from safety_probe.layers import resolve_layers
 from safety_probe.models.vlm import VLM, check_vlm, load_vlm, n_layers_of
@@ -236,6 +237,7 @@ def filtered_metrics(rows: list[dict], flags: list[bool], system_prompt: str | N
     benign = [f for r, f in zip(rows, flags) if r["label"] == "benign"]
     first = rows[0] if rows else {}
     metrics = metrics_of(new, first.get("judge"), system_prompt, first.get("harm_judge"))
+    metrics["benchmarks"] = benchmark_table(new)
     metrics["filter"] = {"flag_rate_toxic_images": round(sum(toxic) / len(toxic), 4) if toxic else None,
                          "flag_rate_benign": round(sum(benign) / len(benign), 4) if benign else None}
     return metrics
@@ -246,7 +248,7 @@ def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: CompareConfig,
     """Evaluation metrics and shift of one model; judged responses go to ``responses`` (a rerun reuses them)."""
     result = evaluate(vlm, pairs, system_prompt=cfg.system_prompt, batch_size=cfg.eval_batch_size,
                       max_new_tokens=cfg.max_new_tokens, partial=responses, progress=False)
-    metrics = dict(result.metrics)
+    metrics = {**result.metrics, "benchmarks": benchmark_table(result.rows)}
     metrics["shift"] = layer_shift(vlm, pairs, layers, cfg.system_prompt)
     return metrics, result.rows
 
@@ -268,7 +270,8 @@ def defense_rows(cfg: CompareConfig, pairs: list[Pair], layers: list[int], rows:
         defense.state().save(folder / "state", calibration=str(cfg.defense_calibration))
         result = evaluate_defense(vlm, pairs, defense, options)
         write_jsonl(folder / "responses.jsonl", result.rows)
-        rows[spec] = {"model": f"{cfg.model} + {spec}", "state": str(folder / "state"), **result.metrics}
+        rows[spec] = {"model": f"{cfg.model} + {spec}", "state": str(folder / "state"), **result.metrics,
+                      "benchmarks": benchmark_table(result.rows)}
         save()
 
 

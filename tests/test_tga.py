@@ -396,6 +396,10 @@ def test_run_compare_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_f
         assert set(shift["cos_matched"]) == {"0", "1"}  # every block; the mean_* fields average over J
         assert shift["mean_cos_matched"] == pytest.approx(shift["cos_matched"]["1"], abs=1e-5)
     assert compare["rows"]["filter"]["filter"]["flag_rate_benign"] is not None
+    for row in ("before", "tga", "filter"):  # per benchmark and scene, as safety-probe eval's metrics.json
+        table = compare["rows"][row]["benchmarks"]
+        whole = next(iter(table.values()))["variants"]["all"]["all"]
+        assert whole["image_dsr"]["share"] == pytest.approx(compare["rows"][row]["overall"]["image_dsr"])
     rows = json.loads(data.read_text())
     assert all(d["retrieved_caption"] != d["image_caption"] for d in rows)
     assert load_vlm(out / "model").n_layers == 2
