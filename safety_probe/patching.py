@@ -120,9 +120,9 @@ def patch_text_tail_into_image(
         base.append(refusal(vlm.model(**image.inputs).logits, image.last_index))
         per_layer = []
         for layer in layers:
-            def patch(_: int, hidden: torch.Tensor, layer=layer) -> torch.Tensor:
+            def patch(_: int, hidden: torch.Tensor, source=states[layer], target=target) -> torch.Tensor:
                 hidden = hidden.clone()
-                hidden[target.to(hidden.device)] = states[layer].to(hidden.device, hidden.dtype)
+                hidden[target.to(hidden.device)] = source.to(hidden.device, hidden.dtype)
                 return hidden
 
             with Trace(vlm.layers, [layer], retain=False, edit_output=patch):
