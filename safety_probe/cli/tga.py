@@ -85,7 +85,9 @@ def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
                                                retrieval="world", kind="safety"))
         cfg = _organism_defenses(cfg, out)
     filled = replace(cfg, model=path, data=data, eval_pairs=eval_pairs, safety_ft_data=safety)
-    return filled, "preset: organism (the recipe of docs/tga.md; the organism's data, held-out pairs, CLIP and filter vocabulary)"
+    recipe = "docs/organism-smol.md" if cfg.model == ORGANISM_SMOL else "docs/tga.md"
+    return filled, (f"preset: {cfg.model if cfg.model in ORGANISMS else ORGANISM} (the recipe of {recipe}; the world's "
+                    "data, held-out pairs, CLIP and filter vocabulary)")
 
 
 def _organism_defenses(cfg: TGACommand, out: Path) -> TGACommand:

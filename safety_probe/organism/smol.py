@@ -97,6 +97,7 @@ def assemble(lm, processor, clip_dir: Path):
     vision = CLIPVisionConfig(**clip_config["vision_config"])
     emb = lm.get_input_embeddings().weight.data
     text_config = lm.config.to_dict()
+    text_config.pop("quantization_config", None)  # dequantised on load: a saved copy must not claim to be GGUF
     text_config["vocab_size"] = len(tok)
     config = LlavaConfig(vision_config=vision.to_dict(), text_config=text_config,
                          image_token_id=tok.convert_tokens_to_ids(IMAGE), projector_hidden_act="gelu",

