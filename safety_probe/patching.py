@@ -22,6 +22,14 @@ Mode = Literal["shift", "replace"]
 PATCH_MODES = ("shift", "replace")
 
 
+def refusal_prob(logits: torch.Tensor, last: torch.Tensor, refusal_ids: list[int]) -> torch.Tensor:
+    """``[B]`` next-token probability of the refusal tokens at each row's last prompt position ``last`` ``[B]`` of
+    ``logits`` ``[B, T, V]`` (on the CPU)."""
+    last = last.to(logits.device)  # under a device map the logits come from the unembedding's device
+    rows = torch.arange(len(last), device=logits.device)
+    return torch.softmax(logits[rows, last].float(), -1)[:, refusal_ids].sum(-1).cpu()
+
+
 @torch.no_grad()
 def patch_caption_into_image(
     vlm: VLM,
@@ -53,10 +61,7 @@ def patch_caption_into_image(
         caption = caption_mean[i:i + batch_size].to(vlm.device, vlm.dtype)
 
         def refusal(logits: torch.Tensor, last=batch.last_index) -> torch.Tensor:
-            # under a device map the logits come from the unembedding's device
-            last = last.to(logits.device)
-            rows = torch.arange(len(last), device=logits.device)
-            return torch.softmax(logits[rows, last].float(), -1)[:, refusal_ids].sum(-1).cpu()
+            return refusal_prob(logits, last, refusal_ids)
 
         base.append(refusal(vlm.model(**batch.inputs).logits))
         per_layer = []
@@ -110,9 +115,7 @@ def patch_text_tail_into_image(
         target = tail_mask(image.last_index, k, image.inputs["input_ids"].shape[1])
 
         def refusal(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-            last = last.to(logits.device)
-            rows = torch.arange(len(last), device=logits.device)
-            return torch.softmax(logits[rows, last].float(), -1)[:, refusal_ids].sum(-1).cpu()
+            return refusal_prob(logits, last, refusal_ids)
 
         with Trace(vlm.layers, layers, retain=True) as trace:
             text.append(refusal(vlm.model(**words.inputs).logits, words.last_index))
