@@ -9,6 +9,7 @@ Bands are percentile bootstraps of the mean over pairs, seeded so that saved res
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -154,6 +155,21 @@ def share_with_interval(k: int, n: int) -> dict[str, float | int | None]:
     lower, upper = wilson_interval(k / n, n)
     return {"k": int(k), "n": int(n), "share": round(k / n, 4), "lower": round(float(lower), 4),
             "upper": round(float(upper), 4)}
+
+
+def paired_exact_test(first: Sequence[bool], second: Sequence[bool]) -> dict[str, int | float]:
+    """Exact McNemar test of two models' verdicts on the same items: ``{"first_only", "second_only", "p"}``.
+
+    ``first``, ``second``: ``[n]`` booleans (e.g. "defended") in item order. The null is that an item on which the
+    two disagree is as likely to favour either, so the two-sided p is the binomial tail of the discordant pairs.
+    """
+    if len(first) != len(second):
+        raise ValueError(f"paired_exact_test: {len(first)} verdicts against {len(second)}")
+    b = sum(bool(x) and not bool(y) for x, y in zip(first, second))
+    c = sum(bool(y) and not bool(x) for x, y in zip(first, second))
+    n = b + c
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n if n else 1.0
+    return {"first_only": b, "second_only": c, "p": min(1.0, 2 * tail)}
 
 
 def column_layers(layers: Sequence[int] | None, n_layers: int, name: str) -> list[int]:

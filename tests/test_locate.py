@@ -19,7 +19,7 @@ from safety_probe.locate import (
     refusal_prob_scores,
 )
 from safety_probe.refusal_tokens import refusal_token_ids, refusal_tokens_from_responses
-from safety_probe.scores import LayerScores, bootstrap_mean_band, scores_frame
+from safety_probe.scores import LayerScores, bootstrap_mean_band, paired_exact_test, scores_frame
 
 REFUSAL = 7
 N_LAYERS, VOCAB = 6, 12
@@ -157,6 +157,18 @@ def test_layer_scores_band_and_frame():
     np.testing.assert_allclose(back.upper, s.upper)
     with pytest.raises(ValueError, match="3 layer columns"):
         LayerScores.from_pairs("x", per_pair, layers=[0, 1])
+
+
+def test_paired_exact_test_counts_discordant_items_only():
+    # 10 items: both defend 3, neither 2; first only 4, second only 1 -> p = 2 * (1 + 5) / 32
+    first = [True] * 3 + [False] * 2 + [True] * 4 + [False]
+    second = [True] * 3 + [False] * 2 + [False] * 4 + [True]
+    assert paired_exact_test(first, second) == {"first_only": 4, "second_only": 1, "p": 0.375}
+    assert paired_exact_test(second, first)["p"] == 0.375
+    assert paired_exact_test([True, False], [True, False])["p"] == 1.0  # no discordant item
+    assert paired_exact_test([True] * 12, [False] * 12)["p"] == 2 / 2**12
+    with pytest.raises(ValueError):
+        paired_exact_test([True], [True, False])
 
 
 def test_bootstrap_band_degenerate_cases():
