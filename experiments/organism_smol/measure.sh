@@ -29,3 +29,8 @@ paper=$!
 safety-probe tga --model $M --guide-span tail --guide-centre true --layers "$TAIL_LAYERS" --baselines "" \
   --out "$OUT/tga_tail_centred"
 wait "$paper"
+# the paper's own optimisation (stage 2: the projector and the whole LM, lr 2e-6, R in every prompt, no guide-only
+# rows) at Algorithm 1's band, on the same data, for 150 steps of 8: half the other rows', because a full-LM step
+# costs about twice as much on CPU and this session had the time for 150
+safety-probe tga --model $M --layers "$OUT/probe/layers.json" --stage 2 --lr 2e-6 --plain-share 0 --guide-only-labels \
+  --max-steps 150 --baselines "" --out "$OUT/tga_paper_defaults150"

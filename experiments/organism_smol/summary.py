@@ -16,8 +16,9 @@ from safety_probe.scores import wilson_interval
 METRICS = (("text_dsr", "n_harmful"), ("image_dsr", "n_harmful"), ("text_benign_refusal", "n_benign"),
            ("image_benign_refusal", "n_benign"), ("text_task_accuracy", "n_benign"), ("image_task_accuracy", "n_benign"),
            ("image_harmful_recognition", None))  # over the answered harmful pairs, whose count is not recorded
+ALIGNMENTS = ("tga", "tga_tail", "tga_patching", "tga_tail_centred", "tga_paper_defaults150")  # measure.sh's runs
 KEPT = ("eval/metrics.json", "probe/layers.json", "probe/layers.csv", "probe/figures/patching.pdf",
-        "probe/figures/locate.pdf", "probe/figures/shift.pdf", "tga/compare.json", "tga_tail/compare.json")
+        "probe/figures/locate.pdf", "probe/figures/shift.pdf", *(f"{a}/compare.json" for a in ALIGNMENTS))
 
 
 def share(metrics: dict, key: str, count: str) -> str:
@@ -66,7 +67,7 @@ def main() -> None:
     metrics = json.loads((args.run / "eval" / "metrics.json").read_text())
     out += ["## held-out evaluation (seed 9090)", "", *table({"overall": metrics["overall"], **metrics["per_scene"]})]
     out += ["", "## probing", "", *probe_lines(json.loads((args.run / "probe" / "layers.json").read_text()))]
-    for name in ("tga", "tga_tail"):
+    for name in ALIGNMENTS:
         path = args.run / name / "compare.json"
         if path.is_file():
             compare = json.loads(path.read_text())

@@ -9,7 +9,8 @@
 #     safety-probe tga --model organism --layers figures/demo/layers.json --out runs/tga13
 # On organism-smol, where paper TGA transfers nothing, (a) and (c) run on its tail alignment instead:
 #     experiments/reviewers/organism_smol.sh   (these variables, set for it; about 2.5 CPU-hours)
-# The organism, one CPU thread: about 30 min (runs/ is git-ignored: the tables are copied into docs/reviewers.md).
+# The organism, one CPU thread: about 30 min (runs/ is git-ignored: the tables are copied into docs/reviewers.md and
+# experiments/reviewers/results/<organism>/).
 set -euo pipefail
 OUT=${OUT:-runs/reviewers-organism}
 MODEL=${MODEL:-organism}                      # the model before TGA (an organism name, or a folder)
