@@ -59,11 +59,7 @@ def patch_caption_into_image(
         mask = batch.image_mask.unsqueeze(-1)
         count = mask.sum(dim=1).clamp(min=1)
         caption = caption_mean[i:i + batch_size].to(vlm.device, vlm.dtype)
-
-        def refusal(logits: torch.Tensor, last=batch.last_index) -> torch.Tensor:
-            return refusal_prob(logits, last, refusal_ids)
-
-        base.append(refusal(vlm.model(**batch.inputs).logits))
+        base.append(refusal_prob(vlm.model(**batch.inputs).logits, batch.last_index, refusal_ids))
         per_layer = []
         for layer in layers:
             target = caption[:, layer].unsqueeze(1)  # [B, 1, d]
@@ -78,7 +74,7 @@ def patch_caption_into_image(
 
             with Trace(vlm.layers, [layer], retain=False, edit_output=patch):
                 logits = vlm.model(**batch.inputs).logits
-            per_layer.append(refusal(logits))
+            per_layer.append(refusal_prob(logits, batch.last_index, refusal_ids))
         patched.append(torch.stack(per_layer, dim=1))
     return torch.cat(base), torch.cat(patched)
 
@@ -113,14 +109,10 @@ def patch_text_tail_into_image(
                           tail_lengths(words.caption_mask, words.last_index))
         source = tail_mask(words.last_index, k, words.inputs["input_ids"].shape[1])
         target = tail_mask(image.last_index, k, image.inputs["input_ids"].shape[1])
-
-        def refusal(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-            return refusal_prob(logits, last, refusal_ids)
-
         with Trace(vlm.layers, layers, retain=True) as trace:
-            text.append(refusal(vlm.model(**words.inputs).logits, words.last_index))
+            text.append(refusal_prob(vlm.model(**words.inputs).logits, words.last_index, refusal_ids))
         states = {l: trace.outputs[l][source.to(trace.outputs[l].device)] for l in layers}  # [ΣK, d], row-major
-        base.append(refusal(vlm.model(**image.inputs).logits, image.last_index))
+        base.append(refusal_prob(vlm.model(**image.inputs).logits, image.last_index, refusal_ids))
         per_layer = []
         for layer in layers:
             def patch(_: int, hidden: torch.Tensor, source=states[layer], target=target) -> torch.Tensor:
@@ -129,6 +121,6 @@ def patch_text_tail_into_image(
                 return hidden
 
             with Trace(vlm.layers, [layer], retain=False, edit_output=patch):
-                per_layer.append(refusal(vlm.model(**image.inputs).logits, image.last_index))
+                per_layer.append(refusal_prob(vlm.model(**image.inputs).logits, image.last_index, refusal_ids))
         patched.append(torch.stack(per_layer, dim=1))
     return torch.cat(base), torch.cat(patched), torch.cat(text)

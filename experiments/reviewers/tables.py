@@ -229,19 +229,21 @@ def filter_table(tga_run: Path, extra: dict[str, Path]) -> tuple[str, list[dict]
     if not cmp_:
         return "", []
     metrics = ["image_dsr", "text_dsr", "image_benign_refusal", "image_task_accuracy"]
-    rows_in = {"before": ("before", cmp_), "tga": (f"TGA (J = {layer_span(cmp_['safety_layers'])})", cmp_)}
-    for name, model_dir in extra.items():
+    found = cmp_["rows"]
+    rows_in = {"before": ("before", found.get("before")),
+               "tga": (f"TGA (J = {layer_span(cmp_['safety_layers'])})", found.get("tga"))}
+    for name, model_dir in extra.items():  # the tga row of another aligned model's run
         other = read(model_dir.parent / "compare.json")
         if other:
-            rows_in[name] = (f"{label(name)} (J = {layer_span(other['safety_layers'])})", other)
-    rows_in |= {"ce": ("ce (λ = 0)", cmp_), "safety_ft": ("safety_ft (+14 refusals)", cmp_),
-                "filter": ("filter (CLIP input filter on the image)", cmp_)}
+            rows_in[name] = (f"{label(name)} (J = {layer_span(other['safety_layers'])})", other["rows"].get("tga"))
+    for key, name in (("ce", "ce (λ = 0)"), ("safety_ft", "safety_ft (+14 refusals)"),
+                      ("filter", "filter (CLIP input filter on the image)")):
+        if key in found or key in cmp_["config"].get("baselines", []):
+            rows_in[key] = (name, found.get(key))
     rows, data = [], []
-    for key, (name, source) in rows_in.items():
-        r = source["rows"].get("tga" if source is not cmp_ else key)
+    for key, (name, r) in rows_in.items():
         if not r:
-            if key in ("before", "tga") or key in cmp_["config"].get("baselines", []):
-                MISSING.append(f"{tga_run}/compare.json: {key} row")
+            MISSING.append(f"{key} row of its compare.json")
             continue
         s = row_shares(r["overall"], metrics)
         comp = r["per_scene"].get("compositional", {})
