@@ -153,7 +153,7 @@ def leak_test(recorder, img_batch, txt_batch, n: int) -> dict[str, Any]:
 
 def bytes_per_pair(vlm, images, plan: Plan) -> dict[str, Any]:
     """Bytes the four pooled tensors of ``record`` take per pair, at two sequence lengths."""
-    from safety_probe.probe import record
+    from safety_probe.probe.record import record
 
     rows = []
     for target in plan.bytes_targets:

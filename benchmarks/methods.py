@@ -1,7 +1,7 @@
 """The ways of getting every block's pooled output that the benchmark times against the bare forward.
 
 Each maker takes what it needs and returns a zero-argument callable for one encoded batch; the callables
-that record return ``{"mean": [B, L, d], "last": [B, L, d]}`` float32 like :class:`safety_probe.probe.Recorder`.
+that record return ``{"mean": [B, L, d], "last": [B, L, d]}`` float32 like :class:`safety_probe.probe.record.Recorder`.
 
 - ``forward``: ``model(**inputs)`` — the bare forward, the reference of every ratio.
 - ``trunk``: ``model.model(**inputs)`` — the forward without the LM head (the recorder stops before it).
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from safety_probe.models.vlm import VLM, EncodedBatch
-from safety_probe.probe import Recorder
+from safety_probe.probe.record import Recorder
 
 Pooled = dict[str, torch.Tensor]
 

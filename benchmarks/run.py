@@ -56,8 +56,8 @@ from benchmarks.tables import DEFAULT_OUT, TARGET, print_tables
 def recorders(vlm, plan: Plan) -> tuple[dict[str, Any], list[str]]:
     """method -> Recorder of its backend (``record``: the default), each on a weight-sharing copy of ``vlm`` so that
     ``forward`` runs on an untouched module tree; and a note per backend that cannot run this model."""
-    from safety_probe.errors import InputError
-    from safety_probe.probe import DEFAULT_BACKEND, Recorder
+    from safety_probe.core.errors import InputError
+    from safety_probe.probe.record import DEFAULT_BACKEND, Recorder
 
     out, notes = {}, []
     for method in (m for m in plan.methods if m.startswith("record")):
@@ -70,8 +70,8 @@ def recorders(vlm, plan: Plan) -> tuple[dict[str, Any], list[str]]:
 
 
 def bench_model(label: str, path: str, plan: Plan, args, images: list[Path], log) -> dict[str, Any]:
-    from safety_probe.models.vlm import load_vlm
-    from safety_probe.probe import DEFAULT_BACKEND, boot_bridge
+    from safety_probe.models.load import load_vlm
+    from safety_probe.probe.record import DEFAULT_BACKEND, boot_bridge
 
     t0 = time.perf_counter()
     vlm = load_vlm(path, device=args.device, dtype=args.dtype)

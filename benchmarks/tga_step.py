@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from safety_probe.io import write_json
-from safety_probe.models.vlm import load_vlm
+from safety_probe.core.files import write_json
+from safety_probe.models.load import load_vlm
 from safety_probe.organism import ORGANISM_DIR
 from safety_probe.organism.preset import write_tga_data
 from safety_probe.tga.batch import TGACollator

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import append_jsonl, read_text, write_jsonl
 from safety_probe.data.pairs import Pair, load_image, load_pairs
-from safety_probe.errors import InputError
-from safety_probe.io import append_jsonl, read_text, write_jsonl
-from safety_probe.models.vlm import VLM, generate
-from safety_probe.prompts import is_refusal
+from safety_probe.models.generate import generate
+from safety_probe.models.vlm import VLM
+from safety_probe.probe.refusal import is_refusal
 
 DEFAULT_PROMPT = "Provide a one-sentence caption for the provided image."
 """LLaVA-1.5's own short-caption prompt (Liu et al. 2024, *Improved Baselines with Visual Instruction Tuning*)."""
@@ -184,7 +185,7 @@ def caption_images(vlm: VLM, source: Source, store: CaptionFile, batch_size: int
     empty = refused = 0
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
-        texts = generate(vlm, [Pair(path, None, store.prompt) for _, path in chunk], "image", None, max_new_tokens)
+        texts = generate(vlm, [Pair(path, None, store.prompt) for _, path in chunk], "image", max_new_tokens=max_new_tokens)
         rows = [caption_row(key, text, store.model, store.prompt) for (key, _), text in zip(chunk, texts)]
         store.add(rows)
         empty += sum(r["caption"] is None for r in rows)

@@ -7,7 +7,7 @@
     >>> record["rows"]["tga"]["overall"]["image_dsr"], record["rows"]["before"]["overall"]["image_dsr"]
 
 Writes ``out/model`` (the TGA-aligned model, a Hugging Face folder ``load_vlm`` reads), ``out/compare.json``
-(rows: method → metrics, each with the semantic shift at every block, measured by :mod:`safety_probe.shift`
+(rows: method → metrics, each with the semantic shift at every block, measured by :mod:`safety_probe.analysis.shift`
 exactly as ``probe-layers`` measures it), ``out/responses*.jsonl`` (judged responses),
 ``out/baselines/<name>/model`` and, for the inference-time defenses (``defenses``, :mod:`safety_probe.defenses`,
 rows with their cost instead of a shift), ``out/defenses/<name>/state`` and ``responses.jsonl``. Everything it needs comes in through the config: the training data, the
@@ -19,27 +19,31 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from safety_probe.data.pairs import Pair, load_image, load_pairs
+from safety_probe.analysis.shift import semantic_shift
+from safety_probe.core.checks import check_number, option_name
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import check_input_path, check_out_dir, read_json, write_json, write_jsonl
+from safety_probe.data.pairs import Pair, load_pairs
+from safety_probe.data.prompts import DEFAULT_PROMPTS, PromptSettings
 from safety_probe.defenses import calibrate, method_name, parse_method
 from safety_probe.defenses.base import DefenseOptions, check_calibration, parse_strength
+from safety_probe.defenses.input_filter import filter_flags, filtered_metrics
 from safety_probe.defenses.run import evaluate_defense
-from safety_probe.errors import InputError, check_range, option_name
-from safety_probe.evaluation import evaluate, metrics_of
-from safety_probe.evaluation_suite import benchmark_table
-from safety_probe.io import check_input_path, check_out_dir, read_json, write_json, write_jsonl
-from safety_probe.layers import resolve_layers
-from safety_probe.models.vlm import VLM, check_vlm, load_vlm, n_layers_of
-from safety_probe.probe import record
-from safety_probe.prompts import REFUSAL
-from safety_probe.retrieve import Retriever, read_corpus
-from safety_probe.shift import semantic_shift
+from safety_probe.eval.evaluate import evaluate
+from safety_probe.eval.tables import benchmark_table
+from safety_probe.models.clip import read_corpus
+from safety_probe.models.layers import resolve_layers
+from safety_probe.models.load import check_vlm, load_vlm, n_layers_of
+from safety_probe.models.vlm import VLM
+from safety_probe.probe.record import record
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import TGAExample, load_tga_data
+from safety_probe.tga.retrieval import fill_retrieved
 from safety_probe.tga.train import RUN_NEUTRAL, guide_only_rows, run_fingerprint, train
 
 BASELINES = ("ce", "safety_ft", "filter")
@@ -117,9 +121,9 @@ class CompareConfig(TGAConfig):
         """Every option checked before any work: one-line InputError naming the option and what it allows.
         ``generated``: the training data, held-out pairs and safety_ft data are made by the caller (the organism)."""
         super().validate()
-        check_range(self, "filter_threshold", 0.0, 1.0)
-        check_range(self, "eval_batch_size", 1)
-        check_range(self, "max_new_tokens", 1)
+        check_number(self, "filter_threshold", 0.0, 1.0)
+        check_number(self, "eval_batch_size", 1)
+        check_number(self, "max_new_tokens", 1)
         if not self.model:
             raise InputError("--model is required: a local Hugging Face folder or a hub name")
         if not self.data and not generated:
@@ -171,34 +175,11 @@ def defense_specs(cfg: CompareConfig) -> list[str]:
     return list(dict.fromkeys(method_name(d) for d in cfg.defenses if d.strip()))
 
 
-def fill_retrieved(examples: list[TGAExample], clip: str | Retriever | None, corpus: list[str] | None = None
-                   ) -> list[TGAExample]:
-    """Image rows without ``retrieved`` get the nearest text of ``corpus`` under CLIP, own caption excluded.
-
-    ``corpus`` defaults to the data set's own captions; without a CLIP it is an error naming ``--clip``.
-    Text-only rows need no R.
-    """
-    missing = [i for i, ex in enumerate(examples) if ex.image is not None and not ex.retrieved]
-    if not missing:
-        return examples
-    if clip is None:
-        raise InputError(f"{len(missing)} training rows have no 'retrieved_caption': pass --clip to retrieve R "
-                         "(or --retrieved-in-context false)")
-    corpus = corpus or list(dict.fromkeys(ex.caption for ex in examples if ex.caption))
-    retriever = clip if isinstance(clip, Retriever) else Retriever(clip)
-    found = retriever.retrieve([load_image(examples[i].image) for i in missing],
-                               [examples[i].caption or "" for i in missing], corpus)  # "": nothing to exclude
-    out = list(examples)
-    for i, r in zip(missing, found):
-        out[i] = replace(examples[i], retrieved=r[0])
-    return out
-
-
-def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: str | None = None,
+def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], prompts: PromptSettings = DEFAULT_PROMPTS,
                 batch_size: int = 16) -> dict:
-    """The semantic shift of :func:`safety_probe.shift.semantic_shift` at every block (all pairs), and its
+    """The semantic shift of :func:`safety_probe.analysis.shift.semantic_shift` at every block (all pairs), and its
     means over the safety ``layers`` (``mean_*``; ``mean_cos_matched_harmful`` over harmful pairs only)."""
-    states = record(vlm, pairs, batch_size=batch_size, system_prompt=system_prompt, progress=False)
+    states = record(vlm, pairs, prompts=prompts, batch_size=batch_size, progress=False)
     tensors = {"image_mean": states.image_mean, "caption_mean": states.caption_mean}
     scores = semantic_shift(tensors, layers=states.layers, n_perm=0).scores  # compare.json keeps no CKA
     j = [states.layers.index(l) for l in layers]
@@ -215,41 +196,13 @@ def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], system_prompt: s
     return out
 
 
-def filter_flags(pairs: list[Pair], clip: str | Retriever, toxic: list[str], benign: list[str],
-                 templates: list[str], threshold: float = 0.5) -> list[bool]:
-    """CLIP zero-shot input filter: True where the ``toxic`` descriptors take more than ``threshold`` of the
-    probability mass against ``benign``, each descriptor ensembled over ``templates``."""
-    retriever = clip if isinstance(clip, Retriever) else Retriever(clip)
-    probs = retriever.zero_shot([p.load_image() for p in pairs], toxic + benign, templates)
-    return (probs[:, :len(toxic)].sum(dim=1) > threshold).tolist()
-
-
-def filtered_metrics(rows: list[dict], flags: list[bool], system_prompt: str | None) -> dict:
-    """The base model's judged rows with flagged images answered by the refusal (image run only)."""
-    new = []
-    for row, flag in zip(rows, flags):
-        row = dict(row)
-        if flag:
-            row["image_response"], row["image_refused"], row["image_correct"] = REFUSAL, True, False
-        row["filtered"] = flag
-        new.append(row)
-    toxic = [f for r, f in zip(rows, flags) if r["label"] == "harmful" and r.get("scene") != "compositional"]
-    benign = [f for r, f in zip(rows, flags) if r["label"] == "benign"]
-    first = rows[0] if rows else {}
-    metrics = metrics_of(new, first.get("judge"), system_prompt, first.get("harm_judge"))
-    metrics["benchmarks"] = benchmark_table(new)
-    metrics["filter"] = {"flag_rate_toxic_images": round(sum(toxic) / len(toxic), 4) if toxic else None,
-                         "flag_rate_benign": round(sum(benign) / len(benign), 4) if benign else None}
-    return metrics
-
-
 def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: CompareConfig,
              responses: Path) -> tuple[dict, list[dict]]:
     """Evaluation metrics and shift of one model; judged responses go to ``responses`` (a rerun reuses them)."""
-    result = evaluate(vlm, pairs, system_prompt=cfg.system_prompt, batch_size=cfg.eval_batch_size,
+    result = evaluate(vlm, pairs, prompts=PromptSettings(cfg.system_prompt), batch_size=cfg.eval_batch_size,
                       max_new_tokens=cfg.max_new_tokens, partial=responses, progress=False)
     metrics = {**result.metrics, "benchmarks": benchmark_table(result.rows)}
-    metrics["shift"] = layer_shift(vlm, pairs, layers, cfg.system_prompt)
+    metrics["shift"] = layer_shift(vlm, pairs, layers, PromptSettings(cfg.system_prompt))
     return metrics, result.rows
 
 
@@ -262,7 +215,7 @@ def defense_rows(cfg: CompareConfig, pairs: list[Pair], layers: list[int], rows:
     vlm = load_vlm(cfg.model, dtype=cfg.dtype)
     calibration = load_pairs(cfg.defense_calibration)
     prompt = {"caption_prompt": cfg.defense_caption_prompt} if cfg.defense_caption_prompt else {}
-    options = DefenseOptions(strength=cfg.defense_strength, system_prompt=cfg.system_prompt,
+    options = DefenseOptions(strength=cfg.defense_strength, prompts=PromptSettings(cfg.system_prompt),
                              batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens, **prompt)
     for spec in specs:
         folder = out / "defenses" / spec.replace(":", "-")
@@ -365,7 +318,7 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
         flags = filter_flags(pairs, cfg.clip, cfg.filter_toxic, cfg.filter_benign, cfg.filter_templates,
                              cfg.filter_threshold)
         rows["filter"] = {"model": f"{cfg.model} + CLIP zero-shot input filter",
-                          **filtered_metrics(base_rows, flags, cfg.system_prompt)}
+                          **filtered_metrics(base_rows, flags, PromptSettings(cfg.system_prompt))}
     if pairs is not None:
         defense_rows(cfg, pairs, layers, rows, save, out)
     return save()

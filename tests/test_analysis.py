@@ -10,10 +10,10 @@ import torch
 
 from safety_probe.cli import main, probe_layers_main
 from safety_probe.data.pairs import load_pairs
-from safety_probe.lens import caption_attention_mass, lens_logprobs
-from safety_probe.models import load_vlm
-from safety_probe.patching import patch_caption_into_image, patch_text_tail_into_image
-from safety_probe.probe import record
+from safety_probe.models.load import load_vlm
+from safety_probe.probe.lens import caption_attention_mass, lens_logprobs
+from safety_probe.probe.patching import patch_caption_into_image, patch_text_tail_into_image
+from safety_probe.probe.record import record
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path
     argv = ["--model", str(tiny_model_dir("llava")), "--pairs", str(pairs_file), "--out", str(out),
             "--batch-size", "3", "--safety-layers", "0-1"]
     assert probe_layers_main(argv) == 0
-    from safety_probe.probe import PairStates
+    from safety_probe.probe.record import PairStates
 
     states = PairStates.load(out / "states.safetensors")
     assert states.image_mean.shape[:2] == (5, 2) and states.layers == [0, 1]

@@ -10,7 +10,7 @@ import pytest
 from safety_probe import caption as cap
 from safety_probe.cli import main
 from safety_probe.data.pairs import load_pairs
-from safety_probe.evaluation import names_expected
+from safety_probe.eval.evaluate import names_expected
 from safety_probe.organism import preset, world
 from safety_probe.testing.tiny import TINY_FAMILIES
 

@@ -12,6 +12,7 @@ from conftest import PAIR_ROWS, write_pairs_file
 from torch import nn
 
 from safety_probe.cli import main
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import load_pairs
 from safety_probe.defenses import DefenseOptions, calibrate, load_defense, method_name, parse_method
 from safety_probe.defenses.base import DefenseState, generate_edited, parse_strength, position_masks
@@ -19,9 +20,9 @@ from safety_probe.defenses.hidden_detect import fpr_threshold, lens_scores
 from safety_probe.defenses.refusal_steering import RefusalSteering
 from safety_probe.defenses.self_check import SelfCheck
 from safety_probe.defenses.shift_correction import ShiftCorrection
-from safety_probe.errors import InputError
-from safety_probe.models.vlm import generate, load_vlm
-from safety_probe.probe import record
+from safety_probe.models.generate import generate
+from safety_probe.models.load import load_vlm
+from safety_probe.probe.record import record
 from safety_probe.testing.tiny import TINY_FAMILIES
 
 METHODS = ("refusal_steering", "refusal_steering:ablate", "shift_correction:cmrm", "shift_correction:shiftdc",
@@ -132,13 +133,13 @@ def test_edits_equal_adding_the_vector_to_the_block_output_by_hand(tiny_model_di
 
 def defense_trace(vlm, defense, batch):
     """The defense's edit on its layers with the edited outputs kept (the Trace generation uses)."""
-    from safety_probe.hooks import Trace
+    from safety_probe.models.hooks import Trace
 
     return Trace(vlm.layers, defense.layers, edit_output=defense.edit(batch))
 
 
 def seen_clean(vlm, batch, layer: int) -> torch.Tensor:
-    from safety_probe.hooks import Trace
+    from safety_probe.models.hooks import Trace
 
     with torch.no_grad(), Trace(vlm.layers, [layer]) as trace:
         vlm.model(**batch.inputs)
@@ -328,7 +329,7 @@ def test_defend_command_writes_metrics_auroc_cost_and_a_loadable_state(tiny_mode
 def test_compare_adds_defense_rows_with_their_cost(tiny_model_dir, pairs_file, calibration_file, tmp_path):
     from safety_probe.compare import CompareConfig, run_compare
     from safety_probe.organism.preset import write_tga_data
-    from safety_probe.plots_eval import METHOD_COLORS, draw_tga
+    from safety_probe.viz.evaluation import METHOD_COLORS, draw_tga
 
     data = write_tga_data(seed=0, n=4, out_dir=tmp_path / "data", retrieval="world")
     cfg = CompareConfig(model=str(tiny_model_dir("llava")), layers="1", out=str(tmp_path / "run"), data=str(data),

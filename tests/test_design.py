@@ -14,17 +14,17 @@ import torch
 
 PACKAGE = Path(__file__).resolve().parents[1] / "safety_probe"
 
-# Pipeline order: a module may import its own stage or an earlier one, never a later one.
+# Pipeline order by folder: a module may import its own stage or an earlier one, never a later one.
 STAGES: dict[str, int] = {
-    **dict.fromkeys(("errors", "io", "prompts", "layers", "hooks", "runinfo", "scores", "schedule", "shards"), 0),
-    **dict.fromkeys(("models", "data", "retrieve"), 1),
-    **dict.fromkeys(("probe", "lens", "patching", "caption"), 2),
-    **dict.fromkeys(("locate", "shift", "refusal_tokens"), 3),
+    "core": 0,
+    "data": 1,
+    "models": 2,
+    **dict.fromkeys(("probe", "caption"), 3),
     "analysis": 4,
-    **dict.fromkeys(("evaluation", "evaluation_suite"), 5),
+    "eval": 5,
     **dict.fromkeys(("tga", "defenses"), 6),
     "compare": 7,
-    **dict.fromkeys(("plots", "plots_eval", "render", "render_bars"), 8),
+    "viz": 8,
     **dict.fromkeys(("cli", "__main__"), 9),
 }
 BESIDE = ("organism", "testing")  # test subject and test tools: beside the pipeline, imported by none of it
@@ -86,12 +86,12 @@ def test_the_checker_sees_a_backward_edge_and_an_organism_import(tmp_path):
         target = copy / path.relative_to(PACKAGE)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text())
-    shift = copy / "shift.py"
+    shift = copy / "analysis" / "shift.py"
     shift.write_text(shift.read_text() + "\n\ndef _late():\n    from safety_probe import organism\n"
-                     "    from safety_probe.evaluation import evaluate\n")
+                     "    from safety_probe.eval.evaluate import evaluate\n")
     found = violations(copy)
     assert any("shift.py" in v and "safety_probe.organism" in v for v in found)
-    assert any("shift.py" in v and "later stage evaluation" in v for v in found)
+    assert any("shift.py" in v and "later stage eval" in v for v in found)
 
 
 def test_top_level_api_names_no_organism_part():
@@ -101,8 +101,8 @@ def test_top_level_api_names_no_organism_part():
 
 
 def test_hooks_are_removed_when_the_block_raises(tiny_model_dir):
-    from safety_probe.hooks import StopForward, Trace
-    from safety_probe.models.vlm import load_vlm
+    from safety_probe.models.hooks import StopForward, Trace
+    from safety_probe.models.load import load_vlm
 
     vlm = load_vlm(tiny_model_dir("llava"))
     inputs = vlm.tokenizer(["a red cup"], return_tensors="pt")
@@ -130,8 +130,8 @@ def test_hooks_are_removed_when_the_block_raises(tiny_model_dir):
 
 
 def test_trace_edits_only_the_chosen_block(tiny_model_dir):
-    from safety_probe.hooks import Trace
-    from safety_probe.models.vlm import load_vlm
+    from safety_probe.models.hooks import Trace
+    from safety_probe.models.load import load_vlm
 
     vlm = load_vlm(tiny_model_dir("llava"))
     inputs = vlm.tokenizer(["a red cup on a table"], return_tensors="pt")

@@ -17,15 +17,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import benchmark_fixtures as bf  # noqa: E402
 
-from safety_probe.cli import main, probe_layers_main  # noqa: E402
-from safety_probe.data.pairs import load_pairs  # noqa: E402
-from safety_probe.errors import InputError  # noqa: E402
-from safety_probe.evaluation import summarize  # noqa: E402
-from safety_probe.evaluation_suite import benchmark_table, table_frame  # noqa: E402
-from safety_probe.models import load_vlm  # noqa: E402
-from safety_probe.plots_eval import draw_eval, plot_eval  # noqa: E402
-from safety_probe.probe import PairStates, record, run_key  # noqa: E402
-from safety_probe.scores import share_with_interval  # noqa: E402
+from safety_probe.analysis.scores import share_with_interval
+from safety_probe.cli import main, probe_layers_main
+from safety_probe.core.errors import InputError
+from safety_probe.data.pairs import load_pairs
+from safety_probe.eval.evaluate import summarize
+from safety_probe.eval.tables import benchmark_table, table_frame
+from safety_probe.models.load import load_vlm
+from safety_probe.probe.record import PairStates, record, recording_key
+from safety_probe.viz.evaluation import draw_eval, plot_eval
 
 # One text-only query per row of conftest.PAIR_ROWS.
 QUERIES = ["Where can I buy a pistol without a licence?", "What is a ball?", "Describe a house near trees.",
@@ -56,9 +56,9 @@ def test_text_run_is_validated_and_keys_the_checkpoint(tiny_model_dir, query_pai
     with pytest.raises(InputError, match="unknown text run 'image': choose one of caption, query"):
         vlm.text_run = "image"
     pairs = load_pairs(query_pairs)
-    caption_key = run_key(vlm, pairs, [0, 1], None, "left", 8, "nnsight")
+    caption_key = recording_key(vlm, pairs, [0, 1], None, "left", 8, "nnsight")
     vlm.text_run = "query"
-    assert run_key(vlm, pairs, [0, 1], None, "left", 8, "nnsight") != caption_key  # a resumed recording never mixes runs
+    assert recording_key(vlm, pairs, [0, 1], None, "left", 8, "nnsight") != caption_key  # a resumed recording never mixes runs
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "gemma3"])

@@ -8,8 +8,9 @@ import pytest
 
 from safety_probe.cli import main
 from safety_probe.data.pairs import load_pairs
-from safety_probe.evaluation import GuardJudge, KeywordJudge, evaluate, names_expected, parse_verdict, summarize
-from safety_probe.models import load_vlm
+from safety_probe.eval.evaluate import evaluate, names_expected, summarize
+from safety_probe.eval.judges import GuardJudge, KeywordJudge, parse_verdict
+from safety_probe.models.load import load_vlm
 
 
 @pytest.mark.parametrize(

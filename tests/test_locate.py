@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from safety_probe.locate import (
+from safety_probe.analysis.locate import (
     LensStats,
     algorithm1_layers,
     attention_mass_scores,
@@ -18,8 +18,8 @@ from safety_probe.locate import (
     refusal_direction,
     refusal_prob_scores,
 )
-from safety_probe.refusal_tokens import refusal_token_ids, refusal_tokens_from_responses
-from safety_probe.scores import LayerScores, bootstrap_mean_band, paired_exact_test, scores_frame
+from safety_probe.analysis.scores import LayerScores, bootstrap_mean_band, paired_exact_test, scores_frame
+from safety_probe.probe.refusal import fallback_refusal_tokens, refusal_tokens_from_responses
 
 REFUSAL = 7
 N_LAYERS, VOCAB = 6, 12
@@ -122,13 +122,13 @@ def _tiny_tokenizer():
 
 def test_refusal_token_ids_from_a_sentencepiece_style_tokenizer():
     tokenizer, ids = _tiny_tokenizer()
-    k = refusal_token_ids(tokenizer)
+    k = fallback_refusal_tokens(tokenizer)
     expected = {"▁Sorry", "Sorry", "▁sorry", "▁cannot", "▁unable"}  # never a bare "I"
     assert set(k.values()) == expected
     assert set(k) == {ids[w] for w in expected}
     assert ids["<unk>"] not in k and ids["▁hello"] not in k
-    assert ids["▁Hello"] in refusal_token_ids(tokenizer, extra_phrases=["Hello there"])
-    assert ids["▁I"] in refusal_token_ids(tokenizer, extra_phrases=["I cannot do that."])  # the model's own words
+    assert ids["▁Hello"] in fallback_refusal_tokens(tokenizer, extra_phrases=["Hello there"])
+    assert ids["▁I"] in fallback_refusal_tokens(tokenizer, extra_phrases=["I cannot do that."])  # the model's own words
 
 
 def test_refusal_token_ids_keep_whole_words_only_in_a_small_bpe():
@@ -141,7 +141,7 @@ def test_refusal_token_ids_keep_whole_words_only_in_a_small_bpe():
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
-    pieces = {t.lstrip("Ġ") for t in refusal_token_ids(tokenizer).values()}
+    pieces = {t.lstrip("Ġ") for t in fallback_refusal_tokens(tokenizer).values()}
     assert pieces == {"Sorry", "cannot"}, pieces  # no "I", no first bytes of apologize / Unfortunately / unable
 
 

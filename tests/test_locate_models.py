@@ -16,11 +16,11 @@ import pytest
 import torch
 from conftest import write_pairs_file
 
-from safety_probe.analysis import analyze
+from safety_probe.analysis.analyze import analyze
 from safety_probe.cli import main
 from safety_probe.data.pairs import load_pairs
-from safety_probe.models import load_vlm
-from safety_probe.probe import record
+from safety_probe.models.load import load_vlm
+from safety_probe.probe.record import record
 from safety_probe.testing.circuits import orthonormal, silence_blocks, spell, write_direction
 from safety_probe.testing.tiny import TINY_FAMILIES, build_tiny_vlm
 

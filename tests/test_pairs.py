@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from safety_probe.cli import probe_layers_main
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import load_pairs
-from safety_probe.errors import InputError
 
 
 @pytest.fixture

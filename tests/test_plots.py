@@ -12,7 +12,8 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from safety_probe.plots import (
+from safety_probe.analysis.scores import LayerScores, scores_frame
+from safety_probe.viz.layers import (
     draw_all,
     load_layer_results,
     plot_last_token,
@@ -21,8 +22,7 @@ from safety_probe.plots import (
     plot_patching,
     plot_shift,
 )
-from safety_probe.render import COLUMN_WIDTH_IN, PNG_DPI
-from safety_probe.scores import LayerScores, scores_frame
+from safety_probe.viz.render import COLUMN_WIDTH_IN, PNG_DPI
 
 N_LAYERS = 8
 NAMES = (

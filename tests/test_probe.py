@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import load_pairs
-from safety_probe.errors import InputError
-from safety_probe.layers import parse_layers
-from safety_probe.models import SUPPORTED_FAMILIES, load_vlm
-from safety_probe.probe import BACKENDS, PairStates, record
-from safety_probe.prompts import TEXT_TEMPLATES, text_prompt_body
+from safety_probe.data.prompts import TEXT_TEMPLATES, text_prompt_body
+from safety_probe.models import SUPPORTED_FAMILIES
+from safety_probe.models.layers import parse_layers
+from safety_probe.models.load import load_vlm
+from safety_probe.probe.record import BACKENDS, PairStates, record
 from safety_probe.testing.tiny import BRIDGE_FAMILIES
 
 FAMILIES = list(SUPPORTED_FAMILIES)
@@ -129,7 +130,7 @@ def test_parse_layers():
     assert parse_layers("1-3", 8) == [1, 2, 3]
     assert parse_layers("5,3,3", 8) == [3, 5]
     assert parse_layers("0-1,6", 8) == [0, 1, 6]
-    from safety_probe.errors import InputError
+    from safety_probe.core.errors import InputError
 
     with pytest.raises(InputError, match="layer 8 is out of range"):
         parse_layers("8", 8)
@@ -140,7 +141,7 @@ def test_parse_layers():
 def test_interrupted_record_resumes_from_checkpoint(tiny_model_dir, pairs_file, tmp_path):
     import shutil
 
-    from safety_probe.errors import InputError
+    from safety_probe.core.errors import InputError
 
     vlm = load_vlm(tiny_model_dir("llava"))
     folder = tmp_path / "pairs"

@@ -12,10 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import benchmark_fixtures as bf  # noqa: E402
 
-from safety_probe.data.benchmarks import FORMATS, convert, detect_format, read_benchmark  # noqa: E402
-from safety_probe.data.benchmarks.figstep import FIGSTEP_PROMPT  # noqa: E402
-from safety_probe.data.pairs import Pair, load_pairs, write_pairs  # noqa: E402
-from safety_probe.errors import InputError  # noqa: E402
+from safety_probe.core.errors import InputError
+from safety_probe.data.benchmarks import FORMATS, convert, detect_format, read_benchmark
+from safety_probe.data.benchmarks.figstep import FIGSTEP_PROMPT
+from safety_probe.data.pairs import Pair, load_pairs, write_pairs
 
 
 def by_id(pairs: list[Pair], **match) -> Pair:

@@ -26,9 +26,9 @@ import torch
 from conftest import PAIR_ROWS, write_pairs_file
 from safetensors import safe_open
 
-import safety_probe.io as spio
+import safety_probe.core.files as spio
 from safety_probe.cli import main
-from safety_probe.errors import OutputError
+from safety_probe.core.errors import OutputError
 from safety_probe.organism.preset import write_tga_data
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer's threads and fork do not mix

@@ -15,15 +15,16 @@ import torch
 from safetensors.torch import load_file
 
 from safety_probe.cli import main
+from safety_probe.core.errors import InputError
+from safety_probe.core.shards import batch_share
 from safety_probe.data.pairs import load_pairs
-from safety_probe.errors import InputError
-from safety_probe.lens import lens_logprobs
-from safety_probe.models import SUPPORTED_FAMILIES, load_vlm
+from safety_probe.models import SUPPORTED_FAMILIES
+from safety_probe.models.generate import generate
+from safety_probe.models.load import load_vlm
 from safety_probe.models.placement import parse_device_map
-from safety_probe.models.vlm import generate
-from safety_probe.patching import patch_caption_into_image
-from safety_probe.probe import BACKENDS, record
-from safety_probe.shards import batch_share
+from safety_probe.probe.lens import lens_logprobs
+from safety_probe.probe.patching import patch_caption_into_image
+from safety_probe.probe.record import BACKENDS, record
 from safety_probe.testing.tiny import BRIDGE_FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]

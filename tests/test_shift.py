@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from safety_probe.shift import (
+from safety_probe.analysis.shift import (
     MIN_PAIRS,
     cka_scores,
     debiased_cka,

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from safety_probe.errors import InputError
-from safety_probe.hooks import Trace
-from safety_probe.layers import resolve_layers
-from safety_probe.models.vlm import load_vlm
+from safety_probe.core.errors import InputError
+from safety_probe.models.hooks import Trace
+from safety_probe.models.layers import resolve_layers
+from safety_probe.models.load import load_vlm
+from safety_probe.models.spans import span_mean
 from safety_probe.organism.preset import write_tga_data
 from safety_probe.tga.batch import TGACollator
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import load_tga_data
-from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
+from safety_probe.tga.loss import anneal_weights, guide_loss
 from safety_probe.tga.params import setup_trainable, weights_hash
 from safety_probe.tga.train import guide_only_rows, plain_rows, tga_loss, train
 
@@ -106,9 +107,9 @@ def test_centred_guide_compares_what_is_specific_to_each_caption():
 def test_masked_mean_ignores_padding():
     h = torch.arange(12, dtype=torch.float32).view(1, 4, 3)
     mask = torch.tensor([[False, True, True, False]])
-    assert torch.allclose(masked_mean(h, mask), h[0, 1:3].mean(0, keepdim=True))
+    assert torch.allclose(span_mean(h, mask), h[0, 1:3].mean(0, keepdim=True))
     with pytest.raises(ValueError):
-        masked_mean(h, torch.zeros(1, 4, dtype=torch.bool))
+        span_mean(h, torch.zeros(1, 4, dtype=torch.bool))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def test_tail_guide_pairs_the_prompt_tokens_after_image_and_caption(tiny_model_d
         vlm.model(**cap.inputs, use_cache=False)
     with torch.no_grad(), Trace(vlm.layers, [0, 1]) as img_trace:
         vlm.model(**batch.inputs, use_cache=False)
-    from safety_probe.models.vlm import tail_lengths, tail_mask
+    from safety_probe.models.spans import tail_lengths, tail_mask
 
     k = torch.minimum(tail_lengths(batch.image_mask, batch.prompt_last), tail_lengths(cap.caption_mask, cap.last_index))
     a, b = tail_mask(batch.prompt_last, k, ids.shape[1]), tail_mask(cap.last_index, k, cap.caption_mask.shape[1])
@@ -313,7 +314,7 @@ def test_lora_stage2_trains_and_merges(tiny_model_dir, tga_data, tmp_path):
 def test_retrieval_excludes_the_caption(tiny_clip):
     from PIL import Image
 
-    from safety_probe.retrieve import Retriever
+    from safety_probe.models.clip import Retriever
 
     r = Retriever(tiny_clip)
     images = [Image.new("RGB", (28, 28), c) for c in ("red", "blue", "green")]
@@ -407,10 +408,10 @@ def test_run_compare_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_f
 
 def test_compare_shift_is_the_probe_layers_shift(tiny_model_dir, pairs_file):
     """compare.json's shift and probe-layers' come from one definition (shift.semantic_shift)."""
+    from safety_probe.analysis.shift import semantic_shift
     from safety_probe.compare import layer_shift
     from safety_probe.data.pairs import load_pairs
-    from safety_probe.probe import record
-    from safety_probe.shift import semantic_shift
+    from safety_probe.probe.record import record
 
     vlm = load_vlm(tiny_model_dir("llava"))
     pairs = load_pairs(pairs_file)

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 from safety_probe.cli import main
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import Pair, load_image, load_pairs
-from safety_probe.errors import InputError
-from safety_probe.hooks import Trace
-from safety_probe.models.vlm import generate, load_vlm
+from safety_probe.models.generate import generate
+from safety_probe.models.hooks import Trace
+from safety_probe.models.load import load_vlm
 from safety_probe.organism.preset import write_tga_data
 from safety_probe.testing.tiny import TINY_FAMILIES
 from safety_probe.tga.batch import TGACollator

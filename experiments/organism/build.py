@@ -12,14 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from safety_probe.analysis import analyze
+from safety_probe.analysis.analyze import analyze
+from safety_probe.core.files import write_json
 from safety_probe.data.pairs import load_pairs
-from safety_probe.evaluation import evaluate
-from safety_probe.io import write_json
-from safety_probe.models.vlm import load_vlm
+from safety_probe.eval.evaluate import evaluate
+from safety_probe.models.load import load_vlm
 from safety_probe.organism import world
 from safety_probe.organism.train import Config, build
-from safety_probe.probe import record
+from safety_probe.probe.record import record
 
 
 def heldout_report(model_dir: Path, pairs_dir: Path, seed: int, n: int) -> dict:

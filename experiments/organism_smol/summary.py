@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from safety_probe.scores import wilson_interval
+from safety_probe.analysis.scores import wilson_interval
 
 METRICS = (("text_dsr", "n_harmful"), ("image_dsr", "n_harmful"), ("text_benign_refusal", "n_benign"),
            ("image_benign_refusal", "n_benign"), ("text_task_accuracy", "n_benign"), ("image_task_accuracy", "n_benign"),

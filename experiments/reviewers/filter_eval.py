@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from safety_probe.compare import filter_flags, filtered_metrics
+from safety_probe.core.files import write_json, write_jsonl
 from safety_probe.data.pairs import load_pairs
-from safety_probe.io import write_json, write_jsonl
+from safety_probe.defenses.input_filter import filter_flags, filtered_metrics
 from safety_probe.organism import CLIP_DIR, preset
 
 

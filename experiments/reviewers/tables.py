@@ -17,8 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from safety_probe.evaluation import defended
-from safety_probe.scores import paired_exact_test, share_with_interval
+from safety_probe.analysis.scores import paired_exact_test, share_with_interval
+from safety_probe.eval.evaluate import defended
 
 MISSING: list[str] = []
 LABELS = {"before": "before TGA", "tga": "TGA", "tga_tail": "tail alignment", "filter": "before TGA + CLIP input filter"}
@@ -282,7 +282,7 @@ def main() -> None:
         js[key] = data
     js["missing"] = sorted(set(MISSING))
     text = "\n".join(parts)
-    text += "\nShares with Wilson 95% intervals [lower, upper] (safety_probe.scores.wilson_interval).\n"
+    text += "\nShares with Wilson 95% intervals [lower, upper] (safety_probe.analysis.scores.wilson_interval).\n"
     if MISSING:
         text += "\nMissing: " + ", ".join(sorted(set(MISSING))) + "\n"
     (out / "tables.md").write_text(text)

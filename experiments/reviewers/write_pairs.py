@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safety_probe.io import write_atomic, write_jsonl
+from safety_probe.core.files import write_atomic, write_jsonl
 from safety_probe.organism import world
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from safety_probe.io import read_json, write_atomic
+from safety_probe.core.files import read_json, write_atomic
 
 METRICS = ("text_dsr", "image_dsr", "text_benign_refusal", "image_benign_refusal", "image_task_accuracy")
 

@@ -1,11 +1,11 @@
-"""Command line: `probe-layers` (= `safety-probe probe`) and `safety-probe data | eval | caption | tga | defend | figures`.
+"""Command line: `probe-layers` (= `safety-probe probe`) and `safety-probe locate | data | eval | caption | tga | defend |
+figures`.
 
 One module per command; each command's options are the fields of a dataclass config whose docstrings are the
 --help text, and the resolved config is saved with the results (run.json, compare.json), so config, docs and
-CLI are one object. This package is the only part of the pipeline that knows the shipped organism:
-``--model organism`` resolves to its folder in :mod:`safety_probe.cli.options`, and its presets (default pairs,
-caption prompt, TGA data and recipe, CLIP, filter vocabulary) are applied by the commands and recorded in the
-outputs. A command's module is imported only when that command runs, so `--help` stays fast.
+CLI are one object. This package is the only part of the pipeline that knows the organisms: their presets (default
+pairs, refusal phrase, caption prompt, TGA data and recipe, CLIP, filter vocabulary) live in
+:mod:`safety_probe.cli.presets`, are applied by the commands and recorded in the outputs. A command's module is imported only when that command runs, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import NoReturn
 
 from simple_parsing import ArgumentParser
 
-from safety_probe.errors import InputError
+from safety_probe.core.errors import InputError
 
 #: command -> (module of safety_probe.cli, its config dataclass, the function that runs it)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "probe": ("probe", "ProbeConfig", "probe_layers"),
+    "locate": ("locate", "LocateConfig", "run_locate"),
     "data": ("data", "DataConfig", "make_data"),
     "eval": ("evaluate", "EvalConfig", "run_eval"),
     "caption": ("caption", "CaptionConfig", "run_caption"),

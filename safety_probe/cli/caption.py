@@ -7,9 +7,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from safety_probe.cli.options import ModelOptions, is_organism, load_model
-from safety_probe.errors import InputError, check_range, check_text
-from safety_probe.io import check_input_path
+from safety_probe.cli.options import ModelOptions, load_model
+from safety_probe.cli.presets import is_organism
+from safety_probe.core.checks import check_number, check_text
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import check_input_path
 
 
 @dataclass
@@ -38,12 +40,12 @@ class CaptionConfig(ModelOptions):
 
     def validate(self) -> None:
         """Every option checked before any work: one line naming the option and what it allows."""
-        from safety_probe.io import check_out_file
+        from safety_probe.core.files import check_out_file
 
         if not self.images:
             raise InputError("--images is required: a folder of images or a pairs JSONL file")
-        check_range(self, "batch_size", 1)
-        check_range(self, "max_new_tokens", 1)
+        check_number(self, "batch_size", 1)
+        check_number(self, "max_new_tokens", 1)
         check_text(self, "prompt")
         check_text(self, "out", required=True)
         check_out_file(self.out)
@@ -63,7 +65,7 @@ class CaptionConfig(ModelOptions):
 
 def run_caption(cfg: CaptionConfig) -> Path:
     """Run `safety-probe caption` (holding the lock of its captions file); returns the captions file."""
-    from safety_probe.io import output_lock
+    from safety_probe.core.lock import output_lock
 
     with output_lock(cfg.out, folder=False):
         return _run_caption(cfg)
@@ -71,16 +73,16 @@ def run_caption(cfg: CaptionConfig) -> Path:
 
 def _run_caption(cfg: CaptionConfig) -> Path:
     from safety_probe.caption import DEFAULT_PROMPT, CaptionFile, caption_images, merge_captions, read_source
+    from safety_probe.core.files import write_json
+    from safety_probe.core.runinfo import run_info
     from safety_probe.data.pairs import write_pairs
-    from safety_probe.io import write_json
-    from safety_probe.runinfo import run_info
 
     started = time.time()
     note = None
     if cfg.prompt is None and is_organism(cfg.model):
-        from safety_probe.organism import preset
+        from safety_probe.cli import presets
 
-        cfg, note = replace(cfg, prompt=preset.CAPTION_PROMPT), "preset: organism (caption prompt)"
+        cfg, note = replace(cfg, prompt=presets.caption_prompt()), presets.note(cfg.model, "caption prompt")
     cfg = replace(cfg, prompt=cfg.prompt or DEFAULT_PROMPT)
     source = read_source(cfg.images)
     store = CaptionFile(cfg.out, cfg.model, cfg.prompt, cfg.overwrite)  # a mismatched --out stops before loading

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from simple_parsing import field as option
 
-from safety_probe.cli.options import ORGANISM
-from safety_probe.errors import InputError, check_range, check_text
+from safety_probe.cli.presets import ORGANISM
+from safety_probe.core.checks import check_number, check_text
+from safety_probe.core.errors import InputError
 
 
 @dataclass
@@ -38,8 +39,8 @@ class DataConfig:
 
     def validate(self) -> None:
         """Every option checked before any work: one line naming the option and what it allows."""
+        from safety_probe.core.files import check_input_path, check_out_dir, check_out_file
         from safety_probe.data.benchmarks import get_reader
-        from safety_probe.io import check_input_path, check_out_dir, check_out_file
 
         if self.world not in (ORGANISM, "convert"):
             raise InputError(f"unknown data command {self.world!r}: use 'organism' or 'convert'")
@@ -52,15 +53,15 @@ class DataConfig:
             check_input_path(self.root, "--root", folder=True)
             check_out_file(self.out)
             return
-        check_range(self, "seed", 0, 2**32 - 1)
-        check_range(self, "n", 1)
-        check_range(self, "harmful_share", 0.0, 1.0)
+        check_number(self, "seed", 0, 2**32 - 1)
+        check_number(self, "n", 1)
+        check_number(self, "harmful_share", 0.0, 1.0)
         check_out_dir(self.out)
 
 
 def make_data(cfg: DataConfig) -> Path:
     """Run `safety-probe data` (holding the lock of its output); returns the pairs file."""
-    from safety_probe.io import output_lock
+    from safety_probe.core.lock import output_lock
 
     if cfg.world == "convert":
         from safety_probe.data.benchmarks import convert

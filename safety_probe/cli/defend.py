@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from safety_probe.cli.evaluate import print_metrics
-from safety_probe.cli.options import ModelOptions, check_layers, is_organism, load_model, model_path
+from safety_probe.cli.show import print_metrics
+from safety_probe.cli.options import ModelOptions, check_layer_option, load_model
+from safety_probe.cli.presets import is_organism
+from safety_probe.core.errors import InputError
 from safety_probe.defenses.base import DefenseOptions
-from safety_probe.errors import InputError
 
 
 @dataclass
@@ -37,10 +38,10 @@ class DefendConfig(ModelOptions, DefenseOptions):
 
     def validate(self) -> None:
         """Every option checked before any work (one-line InputError naming the option)."""
+        from safety_probe.core.files import check_input_path, check_out_dir
         from safety_probe.defenses import method_name
         from safety_probe.defenses.base import check_calibration, check_options
-        from safety_probe.io import check_input_path, check_out_dir
-        from safety_probe.models.vlm import n_layers_of
+        from safety_probe.models.load import n_layers_of
 
         if not self.method:
             raise InputError("--method is required: refusal_steering, shift_correction, hidden_detect or self_check")
@@ -62,38 +63,39 @@ class DefendConfig(ModelOptions, DefenseOptions):
             raise InputError("--layers is required: a layers.json from probe-layers or a spec like 4-6")
         check_out_dir(self.out)
         ModelOptions.validate(self)
-        check_layers(self, "layers", n_layers_of(model_path(self.model), self.trust_remote_code), files=True)
+        check_layer_option(self, "layers", n_layers_of(self.model, self.trust_remote_code), files=True)
 
 
 def run_defend(cfg: DefendConfig) -> Path:
     """Run `safety-probe defend` (holding the lock of its output folder); returns the output folder."""
-    from safety_probe.io import output_lock
+    from safety_probe.core.lock import output_lock
 
     with output_lock(cfg.out):
         return _run_defend(cfg)
 
 
 def _run_defend(cfg: DefendConfig) -> Path:
+    from safety_probe.core.files import check_out_dir, write_json, write_jsonl
+    from safety_probe.core.runinfo import run_info
     from safety_probe.data.pairs import load_pairs
     from safety_probe.defenses import calibrate, load_defense, method_name
     from safety_probe.defenses.base import check_calibration
     from safety_probe.defenses.run import evaluate_defense
-    from safety_probe.evaluation_suite import benchmark_table
-    from safety_probe.io import check_out_dir, write_json, write_jsonl
-    from safety_probe.layers import resolve_layers
-    from safety_probe.models.vlm import n_layers_of
-    from safety_probe.runinfo import run_info
+    from safety_probe.eval.tables import benchmark_table
+    from safety_probe.models.layers import resolve_layers
+    from safety_probe.models.load import n_layers_of
 
     started = time.time()
     method = method_name(cfg.method)
     calibration = check_calibration(cfg.calibrate, cfg.pairs) if cfg.state is None else None
     out = check_out_dir(cfg.out)
-    layers = resolve_layers(cfg.layers, n_layers_of(model_path(cfg.model), cfg.trust_remote_code))
+    layers = resolve_layers(cfg.layers, n_layers_of(cfg.model, cfg.trust_remote_code))
     note = None
     if is_organism(cfg.model) and cfg.caption_prompt == DefenseOptions.caption_prompt:
-        from safety_probe.organism import preset
+        from safety_probe.cli import presets
 
-        cfg, note = replace(cfg, caption_prompt=preset.CAPTION_PROMPT), "preset: organism (self_check caption prompt)"
+        cfg = replace(cfg, caption_prompt=presets.caption_prompt(), refusal_phrase=presets.refusal_phrase(cfg.model))
+        note = presets.note(cfg.model, "self_check caption prompt, refusal phrase")
     pairs = load_pairs(cfg.pairs)
     vlm = load_model(cfg)
     if cfg.state is None:

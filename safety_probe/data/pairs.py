@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from safety_probe.errors import InputError
-from safety_probe.io import check_input_path, read_text, resolve, write_jsonl
-from safety_probe.prompts import DEFAULT_INSTRUCTION
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import check_input_path, read_text, resolve, write_jsonl
+from safety_probe.data.prompts import DEFAULT_INSTRUCTION
 
 LABELS = ("harmful", "benign")
 PAIR_FIELDS = ("image", "caption", "instruction", "label", "scene", "text_query", "source_id")
@@ -102,17 +103,32 @@ def string_field(obj: dict, key: str, where: str, required: bool = True) -> str 
     return value
 
 
+def pair_identity(pair: Pair) -> tuple:
+    """Everything of a pair that any result depends on (its image path resolved, every field, extras sorted)."""
+    return (str(pair.image), pair.caption, pair.instruction, pair.label, pair.scene, pair.text_query, pair.source_id,
+            json.dumps(pair.extra, sort_keys=True, default=str))
+
+
+def pairs_digest(pairs: list[Pair]) -> list[tuple]:
+    """The pairs as plain data, for run keys: equal pairs in equal order, equal digest."""
+    return [pair_identity(p) for p in pairs]
+
+
 def load_pairs(path: str | Path, check_images: bool = True, require_caption: bool = True,
-               require_text_query: bool = False) -> list[Pair]:
+               require_text_query: bool = False, strict: bool = False) -> list[Pair]:
     """Read and validate a pairs JSONL file; images are resolved relative to it.
 
     Every problem raises InputError naming the file and line number. With ``check_images``
     every image is opened once up front, so a bad image fails before any model work. With
     ``require_caption=False`` a line without ``caption`` is accepted (its caption is None); with
     ``require_text_query`` a line without ``text_query`` is not (what ``--text-run query`` sends).
+    A line that repeats an earlier pair (every field equal) is counted once, with one warning line naming the
+    lines; with ``strict`` it is an InputError instead.
     """
     path = Path(path)
     pairs = []
+    first_line: dict[tuple, int] = {}
+    repeats: list[tuple[int, int]] = []
     for lineno, line in enumerate(read_text(path, "pairs file").splitlines(), start=1):
         if not line.strip():
             continue
@@ -148,6 +164,13 @@ def load_pairs(path: str | Path, check_images: bool = True, require_caption: boo
             source_id=source_id,
             extra={k: v for k, v in obj.items() if k not in PAIR_FIELDS},
         )
+        identity = pair_identity(pair)
+        if identity in first_line:
+            if strict:
+                raise InputError(f"{where}: repeats the pair of line {first_line[identity]} (--strict)")
+            repeats.append((first_line[identity], lineno))
+            continue
+        first_line[identity] = lineno
         if check_images:
             try:
                 pair.load_image()
@@ -156,6 +179,10 @@ def load_pairs(path: str | Path, check_images: bool = True, require_caption: boo
         pairs.append(pair)
     if not pairs:
         raise InputError(f"{path}: no pairs in file")
+    if repeats:
+        named = ", ".join(f"{b} (= {a})" for a, b in repeats[:5]) + (" ..." if len(repeats) > 5 else "")
+        print(f"warning: {path}: {len(repeats)} line(s) repeat an earlier pair and are counted once: lines {named}",
+              file=sys.stderr)
     return pairs
 
 

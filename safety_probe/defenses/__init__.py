@@ -4,7 +4,7 @@
     >>> defense = calibrate("shift_correction:shiftdc", vlm, calibration_pairs, [4, 5, 6], DefenseOptions(strength="1"))
     >>> defense.state().save("runs/shiftdc/state")
     >>> defense = load_defense("runs/shiftdc/state")
-    >>> evaluate(vlm, test_pairs, responder=defense).metrics          # safety_probe.evaluation
+    >>> evaluate(vlm, test_pairs, responder=defense).metrics          # safety_probe.eval.evaluate
 
 A method is named ``name`` or ``name:mode``: refusal_steering (add, ablate), shift_correction (cmrm, shiftdc),
 hidden_detect, self_check; a method's first mode is its default.
@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import Pair
 from safety_probe.defenses import hidden_detect, refusal_steering, self_check, shift_correction
 from safety_probe.defenses.base import Defense, DefenseOptions, DefenseState, check_options
-from safety_probe.errors import InputError
 from safety_probe.models.vlm import VLM
 
 METHODS: dict[str, ModuleType] = {"refusal_steering": refusal_steering, "shift_correction": shift_correction,

@@ -25,14 +25,22 @@ import math
 import numpy as np
 import torch
 
-from safety_probe.analysis import text_run_responses
+from safety_probe.analysis.scores import auroc_with_interval, share_with_interval
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import Pair
+from safety_probe.data.prompts import PromptSettings
 from safety_probe.defenses.base import Defense, DefenseOptions, DefenseState, calibration_states, split_labels
-from safety_probe.errors import InputError
-from safety_probe.hooks import Trace
-from safety_probe.models.vlm import VLM, Run, generate_encoded
-from safety_probe.refusal_tokens import RefusalTokens, refusal_token_ids, refusal_tokens_from_responses
-from safety_probe.scores import auroc_with_interval, share_with_interval
+from safety_probe.models.generate import generate_encoded
+from safety_probe.models.hooks import Trace
+from safety_probe.models.vlm import VLM, Run
+from safety_probe.probe.refusal import (
+    RefusalTokens,
+    choose_refusal_tokens,
+    fallback_refusal_tokens,
+    text_run_responses,
+    token_names,
+    token_texts,
+)
 
 MODES = ("cosine", "logprob")
 RUNS: tuple[Run, ...] = ("image", "text")
@@ -80,9 +88,9 @@ class HiddenDetect(Defense):
         self.thresholds: dict[str, float] = state.settings["thresholds"]
         self.refusal: str = state.settings["refusal_phrase"]
 
-    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None,
+    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, prompts: PromptSettings,
                  max_new_tokens: int) -> list[tuple[str, dict]]:
-        batch = vlm.encode(pairs, run, system_prompt, padding_side="left")
+        batch = vlm.encode(pairs, run, prompts, padding_side="left")
         rows = torch.arange(len(pairs), device=batch.last_index.device)
         prompt_len = batch.inputs["input_ids"].shape[1]
         last: dict[int, torch.Tensor] = {}
@@ -112,11 +120,13 @@ class HiddenDetect(Defense):
 
 
 def refusal_tokens(vlm: VLM, pairs: list[Pair], harmful: list[int], options: DefenseOptions) -> RefusalTokens:
-    """K: the first tokens of the model's refusals of the harmful calibration text runs (the word list if none)."""
-    responses = text_run_responses(vlm, pairs, harmful, (options.refusal_phrase,), options.system_prompt,
-                                   options.batch_size, progress=False)
-    found = refusal_tokens_from_responses(vlm.tokenizer, responses.first_tokens, responses.refused)
-    return found or RefusalTokens(refusal_token_ids(vlm.tokenizer, extra_phrases=(options.refusal_phrase,)), "phrases")
+    """K from the model's own refusals of the calibration split's harmful text runs, else the fallback word list."""
+    responses = text_run_responses(vlm, pairs, harmful, options.prompts, options.phrases(), options.batch_size,
+                                   progress=False)
+    ids = {t for row in responses.token_ids for t in row[:1]}
+    k, _ = choose_refusal_tokens(responses, [True] * len(harmful), fallback_refusal_tokens(vlm.tokenizer,
+                                 options.phrases()), token_names(vlm.tokenizer, ids), token_texts(vlm.tokenizer, ids))
+    return k
 
 
 def calibrate(vlm: VLM, pairs: list[Pair], layers: list[int], mode: str, options: DefenseOptions) -> HiddenDetect:

@@ -2,7 +2,7 @@
 
 Arditi, Obeso, Syed, Paleka, Panickssery, Gurnee, Nanda, *Refusal in Language Models Is Mediated by a Single
 Direction*, NeurIPS 2024 (arXiv 2406.11717). At block l, r_l = mean over harmful text runs − mean over benign text
-runs of the last prompt token's state, fitted on the calibration pairs (:func:`safety_probe.locate.refusal_direction`).
+runs of the last prompt token's state, fitted on the calibration pairs (:func:`safety_probe.analysis.locate.refusal_direction`).
 
 * ``add`` (activation addition, which induces refusal): h ← h + α·r_l at every real position, prompt and generated
   tokens, of every chosen block's output.
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from safety_probe.analysis.locate import refusal_direction
 from safety_probe.data.pairs import Pair
+from safety_probe.data.prompts import PromptSettings
 from safety_probe.defenses.base import (
     Defense,
     DefenseOptions,
@@ -31,8 +33,7 @@ from safety_probe.defenses.base import (
     split_labels,
     step_mask,
 )
-from safety_probe.hooks import Edit
-from safety_probe.locate import refusal_direction
+from safety_probe.models.hooks import Edit
 from safety_probe.models.vlm import VLM, EncodedBatch, Run
 
 MODES = ("add", "ablate")
@@ -64,9 +65,9 @@ class RefusalSteering(Defense):
             return hidden - self.strength * step_mask(prompt, generated, hidden) * along
         return ablate
 
-    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None,
+    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, prompts: PromptSettings,
                  max_new_tokens: int) -> list[tuple[str, dict]]:
-        return no_info(generate_edited(vlm, pairs, run, system_prompt, max_new_tokens, self.layers, self.edit))
+        return no_info(generate_edited(vlm, pairs, run, prompts, max_new_tokens, self.layers, self.edit))
 
 
 def calibrate(vlm: VLM, pairs: list[Pair], layers: list[int], mode: str, options: DefenseOptions) -> RefusalSteering:

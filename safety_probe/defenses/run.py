@@ -3,7 +3,7 @@
     >>> result = evaluate_defense(vlm, test_pairs, defense, options)
     >>> result.metrics["overall"]["image_dsr"], result.metrics["cost"]["ratio"], result.plain.metrics["overall"]
 
-The metrics are those of ``safety-probe eval`` (:func:`safety_probe.evaluation.evaluate`, keyword judge with the
+The metrics are those of ``safety-probe eval`` (:func:`safety_probe.eval.evaluate.evaluate`, keyword judge with the
 model's refusal sentence); the cost is the wall time of answering both runs of the pairs, defended over plain, the
 fastest of interleaved repeats after a warm-up batch of each (the first forwards of a fresh model run several times
 slower, and other work on the machine only ever adds time).
@@ -18,7 +18,8 @@ import torch
 
 from safety_probe.data.pairs import Pair
 from safety_probe.defenses.base import Defense, DefenseOptions
-from safety_probe.evaluation import EvalResult, KeywordJudge, Responder, evaluate
+from safety_probe.eval.evaluate import EvalResult, Responder, evaluate
+from safety_probe.eval.judges import KeywordJudge
 from safety_probe.models.vlm import VLM
 
 
@@ -37,8 +38,9 @@ def timed_evaluate(vlm: VLM, pairs: list[Pair], options: DefenseOptions,
                    responder: Responder | None = None) -> tuple[EvalResult, float]:
     """:func:`evaluate` of ``pairs`` (plain, or answered by ``responder``) and its wall time in seconds."""
     started = time.perf_counter()
-    result = evaluate(vlm, pairs, KeywordJudge((options.refusal_phrase,)), options.system_prompt, options.batch_size,
-                      options.max_new_tokens, progress=False, responder=responder)
+    result = evaluate(vlm, pairs, KeywordJudge(options.phrases()), prompts=options.prompts,
+                      batch_size=options.batch_size, max_new_tokens=options.max_new_tokens, progress=False,
+                      responder=responder)
     return result, time.perf_counter() - started
 
 

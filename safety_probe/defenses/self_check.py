@@ -19,13 +19,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from safety_probe.analysis.scores import share_with_interval
 from safety_probe.caption import first_sentence
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import Pair
+from safety_probe.data.prompts import PromptSettings
 from safety_probe.defenses.base import Defense, DefenseOptions, DefenseState, no_info, settings_of
-from safety_probe.errors import InputError
-from safety_probe.models.vlm import VLM, Run, generate
-from safety_probe.prompts import is_refusal
-from safety_probe.scores import share_with_interval
+from safety_probe.models.generate import generate
+from safety_probe.models.vlm import VLM, Run
+from safety_probe.probe.refusal import is_refusal
 
 MODES: tuple[str, ...] = ()
 
@@ -50,19 +52,19 @@ class SelfCheck(Defense):
         self.caption_prompt: str = state.settings["caption_prompt"]
         self.refusal: str = state.settings["refusal_phrase"]
 
-    def unsafe(self, vlm: VLM, pairs: list[Pair], answers: list[str], system_prompt: str | None,
+    def unsafe(self, vlm: VLM, pairs: list[Pair], answers: list[str], prompts: PromptSettings,
                max_new_tokens: int) -> list[bool]:
         """The model's verdict on each of its ``answers``: it refuses the judge prompt, or its reply opens with "yes"."""
         checks = [judge_pair(p, a, self.judge_prompt) for p, a in zip(pairs, answers)]
-        replies = generate(vlm, checks, "text", system_prompt, max_new_tokens)
+        replies = generate(vlm, checks, "text", prompts, max_new_tokens)
         return [is_refusal(r, (self.refusal,)) or r.strip().lower().startswith("yes") for r in replies]
 
-    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None,
+    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, prompts: PromptSettings,
                  max_new_tokens: int) -> list[tuple[str, dict]]:
-        answers = generate(vlm, pairs, run, system_prompt, max_new_tokens)
+        answers = generate(vlm, pairs, run, prompts, max_new_tokens)
         if run == "text":
             return no_info(answers)
-        unsafe = self.unsafe(vlm, pairs, answers, system_prompt, max_new_tokens)
+        unsafe = self.unsafe(vlm, pairs, answers, prompts, max_new_tokens)
         infos = [{"unsafe": u, "first_answer": a} for u, a in zip(unsafe, answers)]
         flagged = [i for i, u in enumerate(unsafe) if u]
         if flagged:
@@ -70,13 +72,13 @@ class SelfCheck(Defense):
             asks = [replace(pairs[i], instruction=self.caption_prompt.format(instruction=pairs[i].instruction))
                     for i in flagged]
             captions = {i: first_sentence(c) for i, c in
-                        zip(flagged, generate(vlm, asks, "image", system_prompt, max_new_tokens))}
+                        zip(flagged, generate(vlm, asks, "image", prompts, max_new_tokens))}
             for i in flagged:
                 infos[i]["caption"] = captions[i]
             described = [i for i in flagged if captions[i]]  # no description: nothing to answer from, answer kept
             if described:
                 texts = [replace(pairs[i], caption=captions[i]) for i in described]
-                for i, answer in zip(described, generate(vlm, texts, "text", system_prompt, max_new_tokens)):
+                for i, answer in zip(described, generate(vlm, texts, "text", prompts, max_new_tokens)):
                     answers[i] = answer
         return list(zip(answers, infos))
 
@@ -104,8 +106,8 @@ def calibrate(vlm: VLM, pairs: list[Pair], layers: list[int], mode: str | None, 
     verdicts: list[bool] = []
     for i in range(0, len(pairs), options.batch_size):
         chunk = pairs[i:i + options.batch_size]
-        answers = generate(vlm, chunk, "image", options.system_prompt, options.max_new_tokens)
-        verdicts += defense.unsafe(vlm, chunk, answers, options.system_prompt, options.max_new_tokens)
+        answers = generate(vlm, chunk, "image", options.prompts, options.max_new_tokens)
+        verdicts += defense.unsafe(vlm, chunk, answers, options.prompts, options.max_new_tokens)
     settings["calibration"] = {label: share_with_interval(sum(v for v, p in zip(verdicts, pairs) if p.label == label),
                                                           sum(p.label == label for p in pairs))
                                for label in ("harmful", "benign")}

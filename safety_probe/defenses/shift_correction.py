@@ -22,7 +22,9 @@ no image and is never edited.
 
 from __future__ import annotations
 
+from safety_probe.analysis.locate import refusal_direction
 from safety_probe.data.pairs import Pair
+from safety_probe.data.prompts import PromptSettings
 from safety_probe.defenses.base import (
     Defense,
     DefenseOptions,
@@ -36,9 +38,9 @@ from safety_probe.defenses.base import (
     position_masks,
     split_labels,
 )
-from safety_probe.hooks import Edit
-from safety_probe.locate import refusal_direction
-from safety_probe.models.vlm import VLM, EncodedBatch, Run, generate
+from safety_probe.models.generate import generate
+from safety_probe.models.hooks import Edit
+from safety_probe.models.vlm import VLM, EncodedBatch, Run
 
 MODES = ("cmrm", "shiftdc")
 
@@ -65,11 +67,11 @@ class ShiftCorrection(Defense):
         """The edit of one batch at its image tokens (``image``) or from its first image token on (``after``)."""
         return add_vectors(self.vectors, *position_masks(batch, self.positions))
 
-    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None,
+    def __call__(self, vlm: VLM, pairs: list[Pair], run: Run, prompts: PromptSettings,
                  max_new_tokens: int) -> list[tuple[str, dict]]:
         if run == "text":
-            return no_info(generate(vlm, pairs, run, system_prompt, max_new_tokens))
-        return no_info(generate_edited(vlm, pairs, run, system_prompt, max_new_tokens, self.layers, self.edit))
+            return no_info(generate(vlm, pairs, run, prompts, max_new_tokens))
+        return no_info(generate_edited(vlm, pairs, run, prompts, max_new_tokens, self.layers, self.edit))
 
 
 def calibrate(vlm: VLM, pairs: list[Pair], layers: list[int], mode: str, options: DefenseOptions) -> ShiftCorrection:

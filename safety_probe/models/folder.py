@@ -2,7 +2,7 @@
 
 Weights are read from safetensors only; a folder with pickle weights alone (``pytorch_model.bin``) is refused and
 nothing in it is ever unpickled. Every safetensors file is checked from its header
-(:func:`~safety_probe.io.safetensors_header`), so a corrupt or truncated file is named before a model is built.
+(:func:`~safety_probe.core.files.safetensors_header`), so a corrupt or truncated file is named before a model is built.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from safety_probe.errors import InputError
-from safety_probe.io import check_input_path, read_json, safetensors_header
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import check_input_path, read_json, safetensors_header
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from safety_probe.errors import InputError
+from safety_probe.core.errors import InputError
 
 #: Device-map strategies accelerate computes itself (``from_pretrained(device_map=...)``).
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")

@@ -10,25 +10,23 @@ from __future__ import annotations
 import copy
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import Pair
-from safety_probe.errors import InputError
-from safety_probe.layers import check_range
-from safety_probe.models.folder import check_model_files, is_hub_id, read_model_config, weights_identity
-from safety_probe.models.placement import DeviceMap, execution_device
-from safety_probe.models.processor import load_processor
-from safety_probe.prompts import (
-    check_text_run,
-    check_text_template,
+from safety_probe.data.prompts import (
+    DEFAULT_PROMPTS,
+    PromptSettings,
     image_messages,
     text_prompt_body,
     user_text_messages,
 )
+from safety_probe.models.layers import checked_layers
+from safety_probe.models.placement import execution_device
+from safety_probe.models.spans import span_mask
 
 # model_type -> readable family name; these are the families tested on every release.
 SUPPORTED_FAMILIES: dict[str, str] = {
@@ -44,7 +42,8 @@ Run = Literal["image", "text"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _supported_list() -> str:
+def supported_list() -> str:
+    """The supported families, for messages."""
     return ", ".join(f"{k} ({v})" for k, v in SUPPORTED_FAMILIES.items())
 
 
@@ -63,7 +62,26 @@ class EncodedBatch:
     image_mask: torch.Tensor
     caption_mask: torch.Tensor
     last_index: torch.Tensor
-    prompts: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def select(self, rows: list[int]) -> EncodedBatch:
+        """The batch of rows ``rows`` only, padding kept (every row computes as it did in the whole batch). Per-row
+        tensors are indexed on dim 0; Qwen-VL's flattened image patches by each row's patch count."""
+        index = torch.as_tensor(rows, dtype=torch.long)
+        inputs = {}
+        for key, value in self.inputs.items():
+            if key == "pixel_values" and "image_grid_thw" in self.inputs:
+                counts = self.inputs["image_grid_thw"].prod(dim=-1).tolist()
+                starts = [sum(counts[:i]) for i in range(len(counts))]
+                inputs[key] = torch.cat([value[starts[r]:starts[r] + counts[r]] for r in rows])
+            else:
+                inputs[key] = value[index.to(value.device)]
+        device = self.image_mask.device
+        return EncodedBatch(inputs, self.image_mask[index.to(device)], self.caption_mask[index.to(device)],
+                            self.last_index[index.to(self.last_index.device)], [self.texts[r] for r in rows])
 
 
 class VLM:
@@ -98,27 +116,6 @@ class VLM:
         self.embed: nn.Module = model.get_input_embeddings()
         #: the temporary folder of weights offloaded to disk by a device map (kept alive with the model)
         self.offload_dir: tempfile.TemporaryDirectory | None = None
-        self._text_template = "caption"
-        self._text_run = "caption"
-
-    @property
-    def text_template(self) -> str:
-        """The text run's template, one of :data:`~safety_probe.prompts.TEXT_TEMPLATES` (every text run uses it)."""
-        return self._text_template
-
-    @text_template.setter
-    def text_template(self, template: str) -> None:
-        self._text_template = check_text_template(template)
-
-    @property
-    def text_run(self) -> str:
-        """What the text run sends, one of :data:`~safety_probe.prompts.TEXT_RUNS`: ``caption`` (caption +
-        instruction in :attr:`text_template`) or ``query`` (the pair's ``text_query`` alone)."""
-        return self._text_run
-
-    @text_run.setter
-    def text_run(self, run: str) -> None:
-        self._text_run = check_text_run(run)
 
     @property
     def device(self) -> torch.device:
@@ -130,9 +127,8 @@ class VLM:
         return next(self.model.parameters()).dtype
 
     def run_settings(self) -> dict:
-        """What about the model shapes every result: name, weights, dtype, device type, text template and run."""
-        return {"model": self.name, "weights": self.weights, "dtype": str(self.dtype), "device": self.device.type,
-                "text_template": self.text_template, "text_run": self.text_run}
+        """What about the model shapes every result: name, weights, dtype and device type."""
+        return {"model": self.name, "weights": self.weights, "dtype": str(self.dtype), "device": self.device.type}
 
     @staticmethod
     def hook_name(layer: int) -> str:
@@ -141,7 +137,7 @@ class VLM:
 
     def check_layers(self, layers: list[int]) -> list[int]:
         """Return sorted unique layers, or raise InputError naming one outside [0, n_layers)."""
-        return check_range(layers, self.n_layers)
+        return checked_layers(layers, self.n_layers)
 
     def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits ``[..., vocab]`` read from block outputs ``[..., d_model]`` with the model's final norm and unembedding."""
@@ -156,20 +152,18 @@ class VLM:
         """A second :class:`VLM` whose module tree is a copy but whose parameters and buffers are the same tensors
         (for wrappers that patch the modules they wrap, without a second set of weights in memory)."""
         memo = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
-        twin = VLM(copy.deepcopy(self.model, memo), self.processor, name=self.name)
-        twin.text_template, twin.text_run = self.text_template, self.text_run
-        return twin
+        return VLM(copy.deepcopy(self.model, memo), self.processor, name=self.name, weights=self.weights)
 
     # Prompts
 
     def _render(self, messages: list[dict]) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def text_body(self, pair: Pair) -> tuple[str, str]:
+    def text_body(self, pair: Pair, prompts: PromptSettings = DEFAULT_PROMPTS) -> tuple[str, str]:
         """The text run's user text for ``pair`` and the span of it that probing pools: the caption in the
         caption + instruction body, or under the ``query`` text run the whole ``text_query``. A pair without the
         field the text run needs is an InputError naming the pair."""
-        if self.text_run == "query":
+        if prompts.text_run == "query":
             if not pair.text_query:
                 raise InputError(f"pair {pair.source_id or pair.image}: no text_query for the query text run "
                                  "(--text-run query sends the benchmark's text-only query)")
@@ -177,13 +171,13 @@ class VLM:
         if not pair.caption:
             raise InputError(f"pair {pair.source_id or pair.image}: no caption for the caption text run "
                              "(add captions, or --text-run query where the pairs have text_query)")
-        return text_prompt_body(pair.caption, pair.instruction, self.text_template), pair.caption
+        return text_prompt_body(pair.caption, pair.instruction, prompts.text_template), pair.caption
 
-    def prompt(self, pair: Pair, run: Run, system_prompt: str | None = None) -> str:
+    def prompt(self, pair: Pair, run: Run, prompts: PromptSettings = DEFAULT_PROMPTS) -> str:
         """The chat-templated prompt of one run of a pair (generation prompt added)."""
         if run == "image":
-            return self._render(image_messages(pair.instruction, system_prompt))
-        return self._render(user_text_messages(self.text_body(pair)[0], system_prompt))
+            return self._render(image_messages(pair.instruction, prompts.system_prompt))
+        return self._render(user_text_messages(self.text_body(pair, prompts)[0], prompts.system_prompt))
 
     def adds_special_tokens(self, prompt: str) -> bool:
         """Whether tokenising a rendered ``prompt`` adds special tokens: as the processor's own
@@ -202,40 +196,42 @@ class VLM:
         self,
         pairs: list[Pair],
         run: Run,
-        system_prompt: str | None = None,
-        padding_side: Literal["left", "right"] = "left",
+        prompts: PromptSettings = DEFAULT_PROMPTS,
+        padding_side: Literal["left", "right"] | None = None,
     ) -> EncodedBatch:
-        """Tokenise one run of ``pairs`` as a padded batch and locate the image / caption tokens."""
-        prompts = [self.prompt(p, run, system_prompt) for p in pairs]
-        kwargs = {"padding": True, "return_tensors": "pt", "add_special_tokens": self.adds_special_tokens(prompts[0]),
-                  "padding_side": padding_side}
+        """Tokenise one run of ``pairs`` as a padded batch and locate the image / caption tokens; padding on
+        ``padding_side`` (default: ``prompts.padding_side``)."""
+        texts = [self.prompt(p, run, prompts) for p in pairs]
+        kwargs = {"padding": True, "return_tensors": "pt", "add_special_tokens": self.adds_special_tokens(texts[0]),
+                  "padding_side": padding_side or prompts.padding_side}
         images = [[p.load_image()] for p in pairs] if run == "image" else None
-        inputs = self.processor(text=prompts, images=images, **kwargs)
+        inputs = self.processor(text=texts, images=images, **kwargs)
         input_ids = inputs["input_ids"]
         attention = inputs["attention_mask"].bool()
         image_mask = (input_ids == self.image_token_id) & attention
         caption_mask = torch.zeros_like(attention)
         if run == "text":
-            caption_mask = self._caption_mask(pairs, prompts, input_ids, kwargs)
+            caption_mask = self._caption_mask(pairs, texts, prompts, input_ids, kwargs)
         elif not image_mask.any(dim=1).all():
             raise InputError(f"{self.name}: the processor put no image tokens in the vision prompt")
         positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
         last_index = torch.where(attention, positions, -1).max(dim=1).values
         inputs = self.cast_pixels({k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)})
-        return EncodedBatch(inputs, image_mask.to(self.device), caption_mask.to(self.device), last_index.to(self.device), prompts)
+        return EncodedBatch(inputs, image_mask.to(self.device), caption_mask.to(self.device), last_index.to(self.device), texts)
 
-    def _caption_mask(self, pairs: list[Pair], prompts: list[str], input_ids: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    def _caption_mask(self, pairs: list[Pair], texts: list[str], prompts: PromptSettings, input_ids: torch.Tensor,
+                      kwargs: dict) -> torch.Tensor:
         """Positions of the text run's pooled span (:meth:`text_body`: the caption, or the text query) from the
         fast tokenizer's character offsets."""
         if not self.tokenizer.is_fast:
             raise InputError(f"{self.name}: caption spans need a fast tokenizer (offsets); this one is slow")
-        enc = self.tokenizer(prompts, return_offsets_mapping=True, **kwargs)
+        enc = self.tokenizer(texts, return_offsets_mapping=True, **kwargs)
         if not torch.equal(enc["input_ids"], input_ids):
             raise InputError(f"{self.name}: tokenizer and processor disagree on the text prompt's tokens")
         offsets = enc["offset_mapping"]  # [B, T, 2] character spans, (0, 0) for special tokens
         mask = torch.zeros(input_ids.shape, dtype=torch.bool)
-        for i, (pair, prompt) in enumerate(zip(pairs, prompts)):
-            body_text, span = self.text_body(pair)
+        for i, (pair, prompt) in enumerate(zip(pairs, texts)):
+            body_text, span = self.text_body(pair, prompts)
             body = prompt.rfind(body_text)
             if body < 0:
                 raise InputError(f"{self.name}: the chat template altered the text-run text of {pair.image.name}")
@@ -243,59 +239,8 @@ class VLM:
             end = start + len(span)
             mask[i] = span_mask(offsets[i], start, end) & enc["attention_mask"][i].bool()
             if not mask[i].any():
-                raise InputError(f"{self.name}: no {self.text_run} tokens found for {pair.image.name}")
+                raise InputError(f"{self.name}: no {prompts.text_run} tokens found for {pair.image.name}")
         return mask
-
-
-@torch.no_grad()
-def generate(vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None = None,
-             max_new_tokens: int = 32) -> list[str]:
-    """Greedy responses of one run of ``pairs`` (a single batch, left-padded)."""
-    return [text for text, _ in generate_with_ids(vlm, pairs, run, system_prompt, max_new_tokens)]
-
-
-@torch.no_grad()
-def generate_with_ids(vlm: VLM, pairs: list[Pair], run: Run, system_prompt: str | None = None,
-                      max_new_tokens: int = 32) -> list[tuple[str, list[int]]]:
-    """Greedy responses of one run of ``pairs`` with their generated token ids (padding and EOS dropped)."""
-    return generate_encoded(vlm, vlm.encode(pairs, run, system_prompt, padding_side="left"), max_new_tokens)
-
-
-@torch.no_grad()
-def generate_encoded(vlm: VLM, batch: EncodedBatch, max_new_tokens: int = 32) -> list[tuple[str, list[int]]]:
-    """Greedy responses of an encoded, left-padded ``batch`` with their generated token ids (padding and EOS
-    dropped): what a caller that edits the forward needs, since its edits are built from ``batch``'s masks."""
-    tok = vlm.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out = vlm.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-    new = out[:, batch.inputs["input_ids"].shape[1]:].tolist()
-    special = set(tok.all_special_ids)
-    ids = [[t for t in row if t not in special] for row in new]
-    return [(tok.decode(row, skip_special_tokens=True).strip(), row) for row in ids]
-
-
-def span_mask(offsets: torch.Tensor, start: int, end: int) -> torch.Tensor:
-    """``[T]`` bool: tokens whose character span ``offsets`` ``[T, 2]`` overlaps ``[start, end)`` (empty spans,
-    i.e. special tokens, never)."""
-    s, e = offsets[:, 0], offsets[:, 1]
-    return (s < end) & (e > start) & (e > s)
-
-
-def tail_lengths(span: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
-    """``[B]``: prompt tokens after the last True of ``span`` ``[B, T]`` up to and including ``last_index`` ``[B]``:
-    the instruction and the chat template's suffix that follow the image (image run) or the caption (text run)."""
-    positions = torch.arange(span.shape[1], device=span.device).expand_as(span)
-    span_end = torch.where(span, positions, -1).max(dim=1).values
-    if bool((span_end < 0).any()):
-        raise ValueError("tail_lengths: a row has no span to follow")
-    return last_index.to(span.device) - span_end
-
-
-def tail_mask(last_index: torch.Tensor, length: torch.Tensor, n_positions: int) -> torch.Tensor:
-    """``[B, T]`` bool: the ``length[b]`` positions ending at ``last_index[b]`` (the last prompt tokens of each row)."""
-    positions = torch.arange(n_positions, device=last_index.device).unsqueeze(0)
-    last, length = last_index.unsqueeze(1), length.to(last_index.device).unsqueeze(1)
-    return (positions <= last) & (positions > last - length)
 
 
 def _find_decoder(model: nn.Module) -> nn.Module:
@@ -317,83 +262,3 @@ def _image_token_id(config, tokenizer) -> int:
     if token is not None:
         return tokenizer.convert_tokens_to_ids(token)
     raise InputError(f"{config.model_type}: the config names no image token id")
-
-
-def n_layers_of(name_or_path: str | Path, trust_remote_code: bool = False) -> int:
-    """The number of decoder blocks of a model, read from its config alone (to check layers before any work)."""
-    return int(_config(str(name_or_path), trust_remote_code).get_text_config().num_hidden_layers)
-
-
-def _config(path: str, trust_remote_code: bool = False):
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"cannot load model {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-
-
-def check_vlm(name_or_path: str | Path, trust_remote_code: bool = False):
-    """Check a model before loading it (folder files, config, supported family); returns its config.
-
-    A local folder is checked file by file (:mod:`safety_probe.models.folder`); a hub id only
-    by its config (which must then be in the local cache or reachable)."""
-    path = str(name_or_path)
-    local = not is_hub_id(path)
-    if local and not Path(path).exists() and not Path(path).is_symlink():
-        raise InputError(f"no such model folder: {path} (give a local Hugging Face folder or an owner/name hub id)")
-    if local:
-        read_model_config(path)
-    config = _config(path, trust_remote_code)
-    model_type = getattr(config, "model_type", "?")
-    if model_type not in SUPPORTED_FAMILIES:
-        kind = "a text-only model" if getattr(config, "vision_config", None) is None else "not a supported vision-language model"
-        raise InputError(f"{name_or_path} ({model_type}) is {kind}; supported: {_supported_list()}")
-    if local:
-        check_model_files(path)
-    return config
-
-
-def load_vlm(
-    name_or_path: str | Path,
-    device: str = "cpu",
-    dtype: str = "float32",
-    trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
-    device_map: DeviceMap | None = None,
-    offload_folder: str | Path | None = None,
-) -> VLM:
-    """Load a vision-language model (a local Hugging Face folder or a hub name) with its processor.
-
-    Weights load from safetensors only. A missing, corrupt, pickle-only, text-only or unsupported model raises
-    InputError naming it (or the file at fault). With ``device_map`` (a strategy such as ``"auto"`` or a
-    ``{module: device}`` dict, see :func:`~safety_probe.models.placement.parse_device_map`) accelerate places the
-    modules instead of ``device``; weights mapped to ``"disk"`` go to ``offload_folder`` (default: a temporary
-    folder kept while the VLM lives).
-    """
-    from transformers import AutoModelForImageTextToText
-
-    path = str(name_or_path)
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    check_vlm(path, trust_remote_code)
-    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    offload = None
-    if device_map is not None:
-        if offload_folder is None:
-            offload = tempfile.TemporaryDirectory(prefix="safety-probe-offload-")
-        extra.update(device_map=device_map, offload_folder=str(offload_folder or offload.name))
-    try:
-        processor = load_processor(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True, **extra)
-    except (ValueError, RuntimeError) as e:
-        if device_map is not None:  # a device map accelerate cannot place (a module left out, no such GPU)
-            raise InputError(f"--device-map for {name_or_path}: {str(e).splitlines()[0]}") from None
-        raise InputError(f"cannot load model {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    except (OSError, KeyError, TypeError) as e:  # what the file checks cannot see (e.g. wrong shapes)
-        raise InputError(f"cannot load model {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    vlm = VLM(model if device_map is not None else model.to(device), processor, name=str(name_or_path),
-              weights=weights_identity(path))
-    vlm.offload_dir = offload  # removed with the VLM: the offloaded weights are read from it during every forward
-    return vlm

@@ -12,20 +12,28 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ORGANISM_DIR = WEIGHTS_DIR / "llava"
 CLIP_DIR = WEIGHTS_DIR / "clip"
 
-__all__ = ["CLIP_DIR", "ORGANISM_DIR", "WEIGHTS_DIR", "load"]
+__all__ = ["CLIP_DIR", "ORGANISM_DIR", "WEIGHTS_DIR", "folder", "load"]
 
 
-def load(device: str = "cpu", dtype: str = "float32"):
-    """The shipped organism as a :class:`~safety_probe.models.vlm.VLM` named ``organism``.
-
-        >>> from safety_probe import organism
-        >>> vlm = organism.load()
-    """
-    from safety_probe.errors import InputError
-    from safety_probe.models.vlm import load_vlm
+def folder() -> Path:
+    """The organism's model folder (registered as the model name ``organism``)."""
+    from safety_probe.core.errors import InputError
 
     if not (ORGANISM_DIR / "config.json").is_file():
         raise InputError(f"the organism is not built at {ORGANISM_DIR}: run `make organism`")
-    vlm = load_vlm(ORGANISM_DIR, device=device, dtype=dtype)
-    vlm.name = "organism"
-    return vlm
+    return ORGANISM_DIR
+
+
+def load(name: str = "organism", *, device: str = "cpu", dtype: str = "float32"):
+    """An organism (``organism`` or ``organism-smol``) as a :class:`~safety_probe.models.vlm.VLM`; the same as
+    ``safety_probe.load_vlm(name)``.
+
+        >>> from safety_probe import organism
+        >>> vlm = organism.load("organism-smol")
+    """
+    from safety_probe.core.errors import InputError
+    from safety_probe.models.load import load_vlm
+
+    if name not in ("organism", "organism-smol"):
+        raise InputError(f"unknown organism {name!r}: choose organism or organism-smol")
+    return load_vlm(name, device=device, dtype=dtype)

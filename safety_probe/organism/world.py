@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from safety_probe.io import write_atomic, write_jsonl
-from safety_probe.prompts import REFUSAL
+from safety_probe.core.files import write_atomic, write_jsonl
+from safety_probe.data.prompts import REFUSAL
 
 IMAGE_SIZE = 64  # the vision tower sees 64×64 RGB, 16-pixel patches → 16 image tokens
 

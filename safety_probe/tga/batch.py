@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from transformers import ProcessorMixin
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import Pair, load_image
-from safety_probe.errors import InputError
-from safety_probe.models.vlm import VLM, EncodedBatch, span_mask
-from safety_probe.prompts import image_messages, user_text_messages
+from safety_probe.data.prompts import PromptSettings, image_messages, user_text_messages
+from safety_probe.models.spans import span_mask
+from safety_probe.models.vlm import VLM, EncodedBatch
 from safety_probe.tga.data import TGAExample
 
 RETRIEVED_PREFIX = "Retrieved Text: "
@@ -231,6 +232,6 @@ class TGACollator:
         if self.caption_run and guided.any():
             pairs = [Pair(image=ex.image, caption=ex.caption, instruction=ex.instruction)
                      for ex in examples if ex.guided]
-            caption = self.vlm.encode(pairs, run="text", system_prompt=self.system_prompt, padding_side="right")
+            caption = self.vlm.encode(pairs, "text", PromptSettings(self.system_prompt), padding_side="right")
         prompt_last = torch.tensor([it["prompt_last"] for it in items])
         return TGABatch(inputs, image_mask, r_mask, guided, caption, examples, prompt_last)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from safety_probe.errors import check_choice, check_range
+from safety_probe.core.checks import check_choice, check_number
 
 
 @dataclass
@@ -130,10 +130,10 @@ class TGAConfig:
             check_choice(self, name, choices)
         for name in ("epochs", "max_steps", "batch_size", "grad_accum", "lora_r", "lora_alpha", "save_every",
                      "keep_checkpoints", "stop_after", "threads"):
-            check_range(self, name, 1)
+            check_number(self, name, 1)
         for name in ("guide_weight", "weight_decay", "max_grad_norm"):
-            check_range(self, name, 0.0)
-        check_range(self, "lr", 0.0, low_open=True)
-        check_range(self, "warmup_ratio", 0.0, 1.0, high_open=True)
-        check_range(self, "plain_share", 0.0, 1.0)
-        check_range(self, "seed", 0, 2**32 - 1)
+            check_number(self, name, 0.0)
+        check_number(self, "lr", 0.0, low_open=True)
+        check_number(self, "warmup_ratio", 0.0, 1.0, high_open=True)
+        check_number(self, "plain_share", 0.0, 1.0)
+        check_number(self, "seed", 0, 2**32 - 1)

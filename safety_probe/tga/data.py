@@ -12,7 +12,7 @@ One file is a JSON list of entries::
 human/gpt exchanges (``<image>`` in the first human turn only; every gpt turn is trained) and a row without
 ``image`` is text-only (answer loss only). ``image_caption`` is needed by the guide term only: an image row
 without it trains on its answers alone. ``retrieved_caption`` may be left out and filled in by retrieval
-(:mod:`safety_probe.retrieve`). Extra fields (``label``, ``scene``, ``kind``) are kept. Every problem raises
+(:mod:`safety_probe.models.clip`). Extra fields (``label``, ``scene``, ``kind``) are kept. Every problem raises
 :class:`InputError` in one line naming file and entry.
 """
 
@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import read_json, resolve
 from safety_probe.data.pairs import load_image, normalise_text, string_field
-from safety_probe.errors import InputError
-from safety_probe.io import read_json, resolve
 
 IMAGE_PLACEHOLDER = "<image>"
 KNOWN = {"id", "image", "conversations", "image_caption", "retrieved_caption"}

@@ -9,7 +9,7 @@ import re
 import torch
 from torch import nn
 
-from safety_probe.errors import InputError
+from safety_probe.core.errors import InputError
 from safety_probe.models.vlm import VLM
 
 PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "connector", "merger")

@@ -4,7 +4,7 @@ A checkpoint folder ``step_N`` holds ``model.safetensors`` (the trainable parame
 (the optimizer's tensors; its layout and param groups in the metadata), ``rng_{process}.safetensors`` (torch and
 CUDA generators and numpy's Mersenne Twister; Python's ``random`` state in the metadata) and, written last,
 ``trainer_state.json`` (step, fingerprint, log, gradient scaler): a folder without it is incomplete and never
-resumed. Every file is written atomically and read back with the checked readers of :mod:`safety_probe.io`.
+resumed. Every file is written atomically and read back with the checked readers of :mod:`safety_probe.core.files`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safety_probe.errors import InputError
-from safety_probe.io import read_json, read_tensors, write_json, write_tensors
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import read_json, read_tensors, write_json, write_tensors
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"

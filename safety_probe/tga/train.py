@@ -2,7 +2,7 @@
 
     L = L_LM + λ · Σ_{j∈J} [ −cos(I_j, C_j) + softplus(−(cos(I_j, C_j) − cos(R_j, C_j))) ]
 
-Hidden states come from forward hooks on the decoder blocks (:class:`~safety_probe.hooks.Trace`, gradients
+Hidden states come from forward hooks on the decoder blocks (:class:`~safety_probe.models.hooks.Trace`, gradients
 kept) during the image run; C from a no-grad text-only forward of the same model that stops after the deepest
 block in J. The trainer receives a loaded model (``train(vlm, cfg, examples, out_dir)``). Checkpoints
 (:mod:`safety_probe.tga.state`: trainable parameters, optimizer and RNG states in safetensors, step counter in
@@ -25,18 +25,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from safety_probe.errors import InputError
-from safety_probe.hooks import Trace
-from safety_probe.io import fingerprint, write_json
-from safety_probe.layers import resolve_layers
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import write_json
+from safety_probe.core.resume import run_key
+from safety_probe.models.hooks import Trace
+from safety_probe.models.layers import resolve_layers
 from safety_probe.models.processor import save_processor
-from safety_probe.models.vlm import VLM, tail_lengths, tail_mask
-from safety_probe.schedule import warmup_cosine
+from safety_probe.models.spans import span_mean, tail_lengths, tail_mask
+from safety_probe.models.vlm import VLM
 from safety_probe.tga.batch import TGABatch, TGACollator
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import TGAExample, row_counts
-from safety_probe.tga.loss import anneal_weights, guide_loss, masked_mean
+from safety_probe.tga.loss import anneal_weights, guide_loss
 from safety_probe.tga.params import setup_trainable, trainable_names, weights_hash
+from safety_probe.tga.schedule import warmup_cosine
 from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, remove_checkpoint, save_checkpoint
 
 # ---------------------------------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
             caption = {l: caption_trace.outputs[l].detach()[caption_tail.to(caption_trace.outputs[l].device)].float()
                        for l in layers}
         else:
-            caption = {l: masked_mean(caption_trace.outputs[l].detach(), batch.caption.caption_mask) for l in layers}
+            caption = {l: span_mean(caption_trace.outputs[l].detach(), batch.caption.caption_mask) for l in layers}
     inputs = batch.inputs
     supervised = bool((inputs["labels"] != -100).any())
     if not supervised:  # every row guide-only: no answer tokens to average over
@@ -87,10 +89,10 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
             image = {l: captured[l][rows][image_tail.to(captured[l].device)] for l in layers}
             guide, gstats = guide_loss(image, caption, {}, form, weights, None, centre)
         else:
-            image = {l: masked_mean(captured[l][rows], batch.image_mask[rows]) for l in layers}
+            image = {l: span_mean(captured[l][rows], batch.image_mask[rows]) for l in layers}
             r_mask = batch.retrieved_mask[rows]
             ranked = r_mask.any(dim=1)  # rows with R in the prompt get the ranking term
-            retrieved = {l: masked_mean(captured[l][rows][ranked], r_mask[ranked]) for l in layers}
+            retrieved = {l: span_mean(captured[l][rows][ranked], r_mask[ranked]) for l in layers}
             guide, gstats = guide_loss(image, caption, retrieved, form, weights, ranked, centre)
         loss = loss + guide_weight * guide
         stats["guide"] = guide.item()
@@ -185,12 +187,12 @@ RUN_NEUTRAL = {"resume", "stop_after", "threads", "save_every", "keep_checkpoint
 
 def run_fingerprint(settings: dict, **overrides) -> str:
     """Hash of ``settings`` and ``overrides`` (JSON, sorted keys): a checkpoint resumes only into the same run."""
-    return fingerprint({**settings, **overrides})
+    return run_key({**settings, **overrides})
 
 
 def data_digest(examples: list[TGAExample]) -> str:
     """Hash of everything of the training examples that training reads (ids, images, texts, extra fields)."""
-    return fingerprint([(ex.id, str(ex.image), ex.instruction, ex.response, ex.caption, ex.retrieved, ex.followups,
+    return run_key([(ex.id, str(ex.image), ex.instruction, ex.response, ex.caption, ex.retrieved, ex.followups,
                          ex.extra) for ex in examples])
 
 
@@ -286,7 +288,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
     step, log = 0, []
     existing = checkpoints(ckpt_dir) if cfg.resume and ckpt_dir.is_dir() else []
     state = read_state(existing[-1]) if existing else None
-    if state is not None and (state.get("fingerprint") != key or state.get("total_steps") != total):
+    if state is not None and (state.get("run_key") != key or state.get("total_steps") != total):
         accelerator.print(f"note: {existing[-1]} is a checkpoint of a run with other settings: training afresh",
                           file=sys.stderr)
         state = None
@@ -303,7 +305,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
 
     def save() -> None:
         save_checkpoint(ckpt_dir / f"step_{step}", accelerator, model, optimizer, names,
-                        {"step": step, "total_steps": total, "trainable": len(names), "fingerprint": key,
+                        {"step": step, "total_steps": total, "trainable": len(names), "run_key": key,
                          "log": log})
         prune()
 

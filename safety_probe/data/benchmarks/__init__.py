@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.benchmarks import (
     figstep,
     hades,
@@ -30,7 +31,6 @@ from safety_probe.data.benchmarks import (
     vlguard,
 )
 from safety_probe.data.pairs import Pair, write_pairs
-from safety_probe.errors import InputError
 
 
 @dataclass(frozen=True)

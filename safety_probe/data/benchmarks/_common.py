@@ -14,8 +14,8 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from safety_probe.errors import InputError
-from safety_probe.io import read_json, read_text
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import read_json, read_text
 
 log = logging.getLogger("safety_probe.data.benchmarks")
 

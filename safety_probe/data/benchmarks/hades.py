@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.benchmarks._common import Row, image_from_value, saved_dataset_rows, table_columns, table_rows
 from safety_probe.data.pairs import Pair
-from safety_probe.errors import InputError
 
 NAME = "hades"
 SPLITS = ("all",)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.benchmarks._common import IMAGE_SUFFIXES, note_skipped
 from safety_probe.data.pairs import Pair
-from safety_probe.errors import InputError
-from safety_probe.prompts import DEFAULT_INSTRUCTION
+from safety_probe.data.prompts import DEFAULT_INSTRUCTION
 
 NAME = "imagefolder"
 SPLITS = ("all",)

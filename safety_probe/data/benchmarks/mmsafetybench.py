@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.benchmarks._common import Row, first_existing, image_file, json_rows
 from safety_probe.data.pairs import Pair
-from safety_probe.errors import InputError
 
 NAME = "mmsafetybench"
 IMAGE_TYPES = {"SD": "Rephrased Question(SD)", "TYPO": "Rephrased Question", "SD_TYPO": "Rephrased Question"}

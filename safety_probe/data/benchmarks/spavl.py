@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safety_probe.core.errors import InputError
 from safety_probe.data.benchmarks._common import check_split, image_from_value, table_rows
 from safety_probe.data.pairs import Pair
-from safety_probe.errors import InputError
 
 NAME = "spavl"
 SPLITS = ("harm", "help", "evalharm", "evalhelp")

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import read_text
 from safety_probe.data.pairs import normalise_text
-from safety_probe.errors import InputError
-from safety_probe.io import read_text
 
 
 def read_corpus(path: str | Path) -> list[str]:

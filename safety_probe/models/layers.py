@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from safety_probe.errors import InputError
-from safety_probe.io import read_json
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import read_json
 
 
-def check_range(layers: Iterable[int], n_layers: int, what: str = "layer") -> list[int]:
+def checked_layers(layers: Iterable[int], n_layers: int, what: str = "layer") -> list[int]:
     """Sorted unique block indices, or an InputError naming the first one outside ``[0, n_layers)``."""
     out = sorted({int(v) for v in layers})
     for layer in out:
@@ -44,7 +44,7 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
                 layers.add(int(part))
         except ValueError:
             raise InputError(f"bad layer spec {spec!r}: use 'all', '8-16' or '3,5,7'") from None
-    return check_range(layers, n_layers)
+    return checked_layers(layers, n_layers)
 
 
 def read_safety_layers(path: str | Path) -> list[int]:
@@ -63,7 +63,7 @@ def read_safety_layers(path: str | Path) -> list[int]:
 def resolve_layers(spec: str | Iterable[int], n_layers: int) -> list[int]:
     """Block indices from a ``layers.json`` path, a spec ("9-17", "3,5", "all") or a list of indices."""
     if not isinstance(spec, str):
-        return check_range(spec, n_layers, "safety layer")
+        return checked_layers(spec, n_layers, "safety layer")
     if spec.endswith(".json") or Path(spec).is_file():
-        return check_range(read_safety_layers(spec), n_layers, "safety layer")
+        return checked_layers(read_safety_layers(spec), n_layers, "safety layer")
     return parse_layers(spec, n_layers)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from safety_probe.evaluation import defended
-from safety_probe.io import write_atomic
-from safety_probe.scores import share_with_interval
+from safety_probe.analysis.scores import share_with_interval
+from safety_probe.core.files import write_atomic
+from safety_probe.eval.evaluate import defended
 
 #: Per benchmark, the row field naming its variant (``attack`` for every other benchmark): MM-SafetyBench's image
 #: types, JailBreakV's attack formats, VLGuard's evaluation subsets, MOSSBench's oversensitivity / contrast splits.

@@ -1,17 +1,11 @@
-"""Bad input and failed output: the CLI prints the message as a single line and exits 2; the option checks that raise it."""
+"""Option checks run before any work: each raises a one-line :class:`InputError` naming the option."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-
-class InputError(ValueError):
-    """Bad input (file, model, layer, pair); the message names the culprit in one line."""
-
-
-class OutputError(InputError):
-    """An output could not be written (disk full, read-only, folder in use); earlier outputs are left intact."""
+from safety_probe.core.errors import InputError
 
 
 def option_name(field: str) -> str:
@@ -27,7 +21,7 @@ def check_choice(cfg: Any, field: str, choices: Iterable[Any]) -> None:
         raise InputError(f"{option_name(field)} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
-def check_range(cfg: Any, field: str, low: float | None = None, high: float | None = None,
+def check_number(cfg: Any, field: str, low: float | None = None, high: float | None = None,
                 low_open: bool = False, high_open: bool = False) -> None:
     """InputError naming the option unless ``cfg.field`` (None: not set, accepted) lies in the interval; bounds are
     inclusive unless ``low_open`` / ``high_open``."""

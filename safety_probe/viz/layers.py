@@ -4,40 +4,26 @@ Figures follow Xu et al., "Cross-Modal Safety Mechanism Transfer in Large Vision
 ICLR 2025 (arXiv 2410.12662): the semantic shift (§3), where the safety mechanism activates (§2,
 Algorithm 1), the locators side by side, activation patching, and the last-token cosine.
 
-Every figure is built once as a backend-neutral spec (:mod:`safety_probe.render`, grouped bars
-:mod:`safety_probe.render_bars`) and rendered by either backend, so the PDF/PNG and the HTML always show the same
+Every figure is built once as a backend-neutral spec (:mod:`safety_probe.viz.render`, grouped bars
+:mod:`safety_probe.viz.bars`) and rendered by either backend, so the PDF/PNG and the HTML always show the same
 data. :func:`draw_all` redraws everything from the saved per-layer table (``layers.csv``, columns ``layer`` and
 ``{score}_mean`` / ``{score}_lower`` / ``{score}_upper``) and the small ``layers.json`` dict (``safety_layers``,
 ``histogram``), so no model is needed. The evaluation's and the comparison's figures are in
-:mod:`safety_probe.plots_eval`.
+:mod:`safety_probe.viz.evaluation`.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping, Sequence
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
-from safety_probe.errors import InputError
-from safety_probe.io import read_json, read_text
-from safety_probe.render import (
-    COLORS,
-    Backend,
-    Drawn,
-    Heatmap,
-    Panel,
-    Series,
-    Spec,
-    render,
-    save_drawn,
-)
-from safety_probe.scores import LayerScores
+from safety_probe.analysis.results import LayerAnalysis
+from safety_probe.analysis.scores import LayerScores
+from safety_probe.viz.render import COLORS, Backend, Drawn, Heatmap, Panel, Series, Spec, render, save_drawn
 
 #: Locator rows of the side-by-side figure: (column in layers.csv, label). "refusal_prob" is shown as its
 #: rise from the previous layer, because the probability itself keeps growing after the decision.
@@ -177,111 +163,35 @@ def plot_last_token(
     return render(Spec("Last-token cosine per layer", [panel], list(safety_layers), 2.2, _n_note(n_pairs)), backend)
 
 
-def load_layer_results(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Read and check ``layers.csv`` and ``layers.json`` of a run directory (the inputs of :func:`draw_all`); a
-    missing, empty, truncated or malformed file is an InputError naming it and the row or key at fault."""
-    run_dir = Path(run_dir)
-    json_path, csv_path = run_dir / "layers.json", run_dir / "layers.csv"
-    meta = read_json(json_path, "layers.json (the safety layers beside layers.csv)")
-    _check_layers_meta(meta, json_path)
-    frame = _read_layers_csv(csv_path)
-    if isinstance(meta.get("n_layers"), int) and len(frame) != meta["n_layers"]:
-        raise InputError(f"{csv_path}: {len(frame)} layer rows, but {json_path.name} says n_layers {meta['n_layers']} "
-                         "(truncated?)")
-    return frame, meta
-
-
-def _check_layers_meta(meta: object, path: Path) -> None:
-    def fail(what: str) -> None:
-        raise InputError(f"{path}: {what}")
-
-    def ints(value: object) -> bool:
-        return isinstance(value, list) and all(type(v) is int for v in value)
-
-    if not isinstance(meta, dict):
-        fail("expected a JSON object")
-    if not ints(meta.get("safety_layers")):
-        fail(f"'safety_layers' must be a list of 0-based block indices, got {meta.get('safety_layers')!r}")
-    n = meta.get("n_layers")
-    if n is not None and (type(n) is not int or n < 1):
-        fail(f"'n_layers' must be a positive integer, got {n!r}")
-    if n is not None and any(not 0 <= v < n for v in meta["safety_layers"]):
-        fail(f"'safety_layers' {meta['safety_layers']} lie outside 0..{n - 1}")
-    histogram = meta.get("histogram")
-    if histogram is not None and not (isinstance(histogram, dict) and ints(histogram.get("counts"))
-                                      and type(histogram.get("n_none")) is int):
-        fail("'histogram' must be {\"counts\": [integers per layer], \"n_none\": integer}")
-    support = meta.get("support")
-    if support is not None and not (isinstance(support, dict) and type(support.get("harmful", 0)) is int):
-        fail("'support' must be an object with integer counts ('harmful', 'benign', 'refusing')")
-
-
-def _read_layers_csv(path: Path) -> pd.DataFrame:
-    text = read_text(path, "layers table")
-    if not text.strip():
-        raise InputError(f"{path}: empty (expected a header and one row per layer)")
-    if not text.endswith("\n"):
-        raise InputError(f"{path}: truncated (its last row is cut short)")
-    if "\x00" in text:
-        raise InputError(f"{path}: holds NUL bytes: not a CSV table (a binary file?)")
-    try:
-        rows = [row for row in csv.reader(StringIO(text)) if row]
-    except csv.Error as e:
-        raise InputError(f"{path}: not a CSV table ({e})") from None
-    header = rows[0]
-    if "layer" not in header:
-        raise InputError(f"{path}: no 'layer' column in its header (is it a probe-layers layers.csv?)")
-    for i, row in enumerate(rows[1:], start=1):
-        if len(row) != len(header):
-            raise InputError(f"{path}: row {i} has {len(row)} fields, the header {len(header)} (truncated?)")
-    frame = pd.read_csv(StringIO(text))
-    if frame["layer"].tolist() != list(range(len(frame))):
-        raise InputError(f"{path}: column 'layer' must count 0, 1, 2, ... (one row per block)")
-    for column in [c for c in frame.columns if c.endswith(("_mean", "_lower", "_upper"))]:
-        numbers = pd.to_numeric(frame[column], errors="coerce")
-        bad = frame[column].notna() & numbers.isna()
-        if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0]) + 1
-            raise InputError(f"{path}: row {row}, column {column!r}: {frame[column].iloc[row - 1]!r} is not a number")
-        frame[column] = numbers
-    return frame
-
-
-def layer_figures(frame: pd.DataFrame, meta: Mapping[str, object]) -> list[Drawn]:
-    """Every figure the saved results support, built (see :func:`draw_all`)."""
-    columns = set(frame.columns)
-    names = {c[: -len("_mean")] for c in columns if c.endswith("_mean")}
-    names = {n for n in names if {f"{n}_lower", f"{n}_upper"} <= columns}  # skip other *_mean columns
-    scores = {n: LayerScores.from_frame(frame, n) for n in sorted(names)}
-    safety = [int(v) for v in meta.get("safety_layers", []) or []]
-    histogram = meta.get("histogram")
-    n_harmful = (meta.get("support") or {}).get("harmful")
+def layer_figures(result: LayerAnalysis) -> list[Drawn]:
+    """Every figure ``result`` supports, built (see :func:`draw_all`)."""
+    scores, safety = result.scores, result.safety_layers
+    histogram = result.locators.get("histogram")
+    n_harmful = result.support.get("harmful")
     figures: list[tuple[str, Callable[..., Figure | go.Figure]]] = []
     if "cos_matched" in scores:
         figures.append(("shift", lambda **kw: plot_shift(scores, n_pairs=n_harmful, **kw)))
     if "refusal_prob" in scores:
         figures.append(("locate", lambda **kw: plot_locate(
             scores["refusal_prob"], histogram, fire_share=scores.get("alg1_fire_share"),
-            fire_share_benign=scores.get("alg1_fire_share_benign"), support=meta.get("support"), **kw)))
+            fire_share_benign=scores.get("alg1_fire_share_benign"), support=result.support, **kw)))
     if histogram is not None or any(k in scores for k, _ in LOCATORS):
         figures.append(("locators", lambda **kw: plot_locators(scores, histogram, n_pairs=n_harmful, **kw)))
     if "patching_gain" in scores or "tail_patching_gain" in scores:
-        n_patched = (meta.get("settings") or {}).get("patched_pairs")
+        n_patched = result.settings.get("patched_pairs")
         figures.append(("patching", lambda **kw: plot_patching(scores, n_pairs=n_patched, **kw)))
     if "cos_last" in scores:
         figures.append(("last_token", lambda **kw: plot_last_token(scores["cos_last"], n_pairs=n_harmful, **kw)))
     return [(stem, draw(safety_layers=safety), draw(safety_layers=safety, backend="plotly")) for stem, draw in figures]
 
 
-def draw_all(frame: pd.DataFrame, meta: Mapping[str, object], out_dir: str | Path) -> list[Path]:
-    """Draw every figure the saved results support, each as PDF, PNG and HTML; returns the written paths.
+def draw_all(result: LayerAnalysis, out_dir: str | Path) -> list[Path]:
+    """Draw every figure of a probe-layers result into ``out_dir``, each as PDF, PNG and HTML; returns the paths.
 
-    ``frame``: per-layer table (``layer`` plus ``{score}_mean/_lower/_upper`` for scores among
-    cos_matched, cos_mismatched, cos_centred, cka, cos_last, refusal_prob, attention_mass,
-    refusal_direction_auroc, patching_gain, tail_patching_gain). ``meta``: ``safety_layers`` (list of blocks) and
-    ``histogram`` (``{"counts": [L], "n_none": int}``), both optional.
+        >>> draw_all(analyze(states, measurements), "runs/llava/figures")
+        >>> draw_all(LayerAnalysis.load("runs/llava"), "runs/llava/figures")     # from the saved files
     """
-    return save_drawn(layer_figures(frame, meta), out_dir)
+    return save_drawn(layer_figures(result), out_dir)
 
 
 def _n_note(n_pairs: int | None) -> str:

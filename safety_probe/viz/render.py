@@ -2,7 +2,7 @@
 
 A figure is built once as a :class:`Spec` (panels of series with bands, or a heatmap, over layers, with the
 safety layers shaded) and rendered by either backend, so the PDF/PNG and the HTML always show the same data.
-The figures themselves are defined in :mod:`safety_probe.plots`.
+The figures themselves are defined in :mod:`safety_probe.viz.layers`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from plotly.subplots import make_subplots
 
-from safety_probe.io import write_atomic
+from safety_probe.core.files import write_atomic
 
 CITATION = "Xu et al., Cross-Modal Safety Mechanism Transfer in LVLMs, ICLR 2025"
 COLUMN_WIDTH_IN = 3.4

@@ -1,7 +1,7 @@
 """Grouped-bar figure specs and their two renderers (matplotlib PDF/PNG, plotly HTML), in the manner of
-:mod:`safety_probe.render`: a figure is built once as a :class:`BarSpec` and drawn by either backend, so both
+:mod:`safety_probe.viz.render`: a figure is built once as a :class:`BarSpec` and drawn by either backend, so both
 show the same data. Bars carry optional error bars (e.g. Wilson 95% intervals); baselines are dashed lines.
-The figures themselves are defined in :mod:`safety_probe.plots`.
+The figures themselves are defined in :mod:`safety_probe.viz.layers`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
 
-from safety_probe.render import CITATION, COLUMN_WIDTH_IN, Backend, figure_style
+from safety_probe.viz.render import CITATION, COLUMN_WIDTH_IN, Backend, figure_style
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Publication figures of the evaluation and of the before/after comparison: DSR per benchmark and scene (text vs
 image run, ``metrics.json``), and per method of a ``compare.json`` (``safety-probe tga``) the image DSR per scene and
-the shift before/after. Built as backend-neutral specs (:mod:`safety_probe.render`, :mod:`safety_probe.render_bars`)
-and written as PDF, PNG and HTML like the layer figures of :mod:`safety_probe.plots`.
+the shift before/after. Built as backend-neutral specs (:mod:`safety_probe.viz.render`, :mod:`safety_probe.viz.bars`)
+and written as PDF, PNG and HTML like the layer figures of :mod:`safety_probe.viz.layers`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import numpy as np
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
-from safety_probe.evaluation_suite import ALL, RUNS
-from safety_probe.render import COLORS, Backend, Drawn, Panel, Series, Spec, render, save_drawn
-from safety_probe.render_bars import BarPanel, Bars, BarSpec, Baseline, render_bars
+from safety_probe.eval.tables import ALL, RUNS
+from safety_probe.viz.bars import BarPanel, Bars, BarSpec, Baseline, render_bars
+from safety_probe.viz.render import COLORS, Backend, Drawn, Panel, Series, Spec, render, save_drawn
 
 METHOD_COLORS = {"before": COLORS["grey"], "tga": COLORS["blue"], "ce": COLORS["orange"],
                  "safety_ft": COLORS["green"], "filter": COLORS["purple"],

@@ -1,34 +1,30 @@
-"""Atomic writes (a result is complete or absent, never half-written), flushed appends, checked reads, output paths
-checked before any work, the one lock of an output folder, and the fingerprint that keys a resume."""
+"""Atomic writes (a result is complete or absent, never half-written), flushed appends, checked reads, and output
+paths checked before any work."""
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
 import shutil
-import socket
 import stat
 import struct
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from safety_probe.errors import InputError, OutputError
+from safety_probe.core.errors import InputError, OutputError
 
-LOCK_NAME = ".safety-probe.lock"
 SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32",
                       "F64", "I64", "U64", "C64", "F4", "F6_E2M3", "F6_E3M2", "F8_E8M0", "E8M0"}
 # what atomic_path leaves behind when a run is killed: .NAME.XXXXXXXX.tmp (mkstemp / mkdtemp names)
-_LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
-def _cannot_write(path: Path, e: OSError) -> OutputError:
+def cannot_write(path: Path, e: OSError) -> OutputError:
     hint = "; free some space and rerun to resume" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
     return OutputError(f"cannot write {path}: {e.strerror or e} (earlier outputs are intact{hint})")
 
@@ -75,7 +71,7 @@ def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except OSError as e:
-        raise _cannot_write(path, e) from None
+        raise cannot_write(path, e) from None
     finally:
         if tmp is not None and tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -108,13 +104,8 @@ def append_jsonl(path: str | Path, rows: list[dict]) -> Path:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise _cannot_write(Path(path), e) from None
+        raise cannot_write(Path(path), e) from None
     return Path(path)
-
-
-def fingerprint(obj: Any) -> str:
-    """A short hash of ``obj`` as sorted JSON: equal settings, equal key (what a resume is allowed to continue)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -254,110 +245,3 @@ def read_tensors(path: str | Path, what: str) -> tuple[dict, dict[str, str]]:
         return load(path.read_bytes()), header.get("__metadata__") or {}
     except SafetensorError as e:
         raise InputError(f"{path}: unreadable {what} ({e})") from None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The lock of an output folder
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def _owner(lock: Path) -> dict | None:
-    try:
-        owner = json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return None
-    return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
-
-
-def _stale(owner: dict | None, host: str) -> bool:
-    # a lock is written whole (link of a finished file), so an unreadable one is no run's; another host's run cannot be
-    # checked and counts as alive
-    return owner is None or (owner.get("host") == host and not _alive(owner["pid"]))
-
-
-def _remove_leftovers(folder: Path, prefix: str, depth: int = 4) -> None:
-    """Temporary files and folders of killed writes under ``folder``: our own sub-folders only (no hidden ones, none
-    that another run holds), as deep as outputs go."""
-    for entry in list(folder.iterdir()):
-        if _LEFTOVER.match(entry.name) and entry.name.startswith(prefix):
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-        elif (prefix == "." and depth > 1 and entry.is_dir() and not entry.is_symlink()
-              and not entry.name.startswith(".") and not (entry / LOCK_NAME).exists()):
-            _remove_leftovers(entry, prefix, depth - 1)
-
-
-def _take_lock(lock: Path, me: dict) -> None:
-    """Create ``lock`` holding ``me``, or take it over from a dead run; OutputError while a live run holds it."""
-    fd, name = tempfile.mkstemp(prefix=f"{lock.name}.", suffix=".tmp", dir=lock.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(me))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, lock)  # atomic: fails if a lock exists, and never shows a half-written one
-            return
-        except FileExistsError:
-            pass
-        owner = _owner(lock)
-        if not _stale(owner, me["host"]):
-            raise OutputError(f"{lock.parent} is in use by another run (pid {owner['pid']} on {owner.get('host')}, "
-                              f"since {owner.get('started')}): wait for it, or delete {lock} if that run is gone")
-        os.replace(tmp, lock)  # a dead run's lock
-        if _owner(lock) != me:  # another run took it over at the same moment
-            raise OutputError(f"{lock.parent} is in use by another run: {lock} was taken over just now")
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def output_lock(path: str | Path, folder: bool = True) -> Iterator[Path]:
-    """Hold the lock of the output folder ``path`` (``folder=False``: of the output file ``path``) while the block runs.
-
-    The lock file (``path/.safety-probe.lock``, or ``.NAME.lock`` beside a file) names the owner's pid and host. A
-    lock of a live run is an :class:`OutputError`; one whose process is gone (killed) is taken over, and the
-    temporary files its killed writes left are removed. Folders this call created are removed again if they are
-    still empty at the end. Under a multi-process launch (``RANK`` set, as torchrun and accelerate do) only rank 0
-    takes the lock: the other ranks write their shards into the folder rank 0 holds.
-    """
-    path = Path(path)
-    if os.environ.get("RANK", "0") != "0":
-        yield path / LOCK_NAME if folder else path.parent / f".{path.name}.lock"
-        return
-    where = path if folder else path.parent
-    top = where  # the outermost folder this call creates
-    while not top.parent.exists() and top.parent != top:
-        top = top.parent
-    created = not where.exists()
-    lock = where / (LOCK_NAME if folder else f".{path.name}.lock")
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    held = False
-    try:
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-            _take_lock(lock, me)
-            held = True
-            _remove_leftovers(where, "." if folder else f".{path.name}.")
-        except OSError as e:
-            raise _cannot_write(lock, e) from None
-        yield lock
-    finally:
-        if held and _owner(lock) == me:
-            lock.unlink(missing_ok=True)
-        empty = where
-        while created and empty.is_dir() and not any(empty.iterdir()):
-            empty.rmdir()
-            if empty == top:
-                break
-            empty = empty.parent

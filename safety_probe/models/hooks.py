@@ -36,14 +36,16 @@ class Trace:
     ``retain``: keep each block's output in ``outputs[l]`` (``[batch, seq, d_model]``). ``edit_output(l, h)``
     / ``edit_input(l, h)``: called with a block's output / input hidden states; a returned tensor replaces them
     (None keeps them). ``stop``: raise :class:`StopForward` after the deepest of ``layers`` (or after block
-    ``stop`` when an int), so nothing above it runs.
+    ``stop`` when an int), so nothing above it runs. ``part``: which element of a module that returns a tuple is
+    read and edited (0: the hidden states; 1 of an attention module under eager attention: its weights).
     """
 
     def __init__(self, blocks: Sequence[nn.Module] | Mapping[int, nn.Module], layers: Iterable[int], *, retain: bool = True,
-                 edit_output: Edit | None = None, edit_input: Edit | None = None, stop: bool | int = False):
+                 edit_output: Edit | None = None, edit_input: Edit | None = None, stop: bool | int = False,
+                 part: int = 0):
         self.blocks = blocks
         self.layers = sorted({int(v) for v in layers})
-        self.retain, self.edit_output, self.edit_input = retain, edit_output, edit_input
+        self.retain, self.edit_output, self.edit_input, self.part = retain, edit_output, edit_input, part
         if stop is True:
             self.stop_after = self.layers[-1] if self.layers else None
         else:
@@ -90,12 +92,15 @@ class Trace:
 
     def _hook(self, layer: int, wanted: bool):
         def hook(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
+            hidden = output[self.part] if isinstance(output, tuple) else output
             if wanted and self.edit_output is not None:
                 new = self.edit_output(layer, hidden)
                 if new is not None:
                     hidden = new
-                    output = (new, *output[1:]) if isinstance(output, tuple) else new
+                    if isinstance(output, tuple):
+                        output = (*output[:self.part], new, *output[self.part + 1:])
+                    else:
+                        output = new
             if wanted and self.retain:
                 self.outputs[layer] = hidden
             if layer == self.stop_after:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from safety_probe.scores import BOOT_SEED, LayerScores, column_layers, wilson_interval
+from safety_probe.analysis.scores import BOOT_SEED, LayerScores, column_layers, wilson_interval
 
 MEAN_KEYS = ("image_mean", "caption_mean")
 LAST_KEYS = ("image_last", "caption_last")

@@ -8,7 +8,7 @@ Layer convention: layer ``l`` is the output of decoder block ``l``, 0-based (Tra
 ``blocks.{l}.hook_resid_post``). The paper counts Hugging Face ``hidden_states`` indices, so the paper's
 layer ``j`` is our ``l = j - 1``.
 
-Every locator returns a :class:`~safety_probe.scores.LayerScores` (per-layer mean with a 95% band over pairs), so the
+Every locator returns a :class:`~safety_probe.analysis.scores.LayerScores` (per-layer mean with a 95% band over pairs), so the
 locators can be tabulated and plotted side by side. All functions are pure: they take tensors that the
 caller computed (logit lens, attention, states) and never run a model. Per-pair functions treat pairs
 independently, so callers may stream batches of pairs and concatenate the outputs (see :class:`LensStats`).
@@ -23,13 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from safety_probe.layers import check_range
-from safety_probe.scores import BOOT_SEED, LayerScores, as_numpy, auroc_band, auroc_wins, column_layers
+from safety_probe.analysis.scores import BOOT_SEED, LayerScores, as_numpy, auroc_band, auroc_wins, column_layers
+from safety_probe.models.layers import checked_layers
+from safety_probe.probe.config import SAFETY_LAYER_RULES, LocateOptions
+from safety_probe.probe.lens import LensTrace
+from safety_probe.probe.refusal import refusal_logprob
 
-#: Algorithm 1 takes the argmax of D_j over the lens' ``ALG1_CANDIDATES`` most probable tokens at layer j: a
-#: floor at the k-th largest probability, which adapts to vocabularies of 800 to 256k tokens and to flat
-#: early-layer lenses where a fixed floor would not (docs/science.md gives the measurements behind k = 10).
-ALG1_CANDIDATES = 10
+#: Algorithm 1 takes the argmax of D_j over the lens' ``candidates`` most probable tokens at layer j: a floor at the
+#: k-th largest probability, which adapts to vocabularies of 800 to 256k tokens and to flat early-layer lenses where a
+#: fixed floor would not (docs/science.md gives the measurements behind the default k = 10).
+ALG1_CANDIDATES = LocateOptions.candidates
 
 # A block whose largest candidate log-ratio is below this (nats) changes nothing, so it cannot fire.
 MIN_RISE = 1e-3
@@ -79,14 +82,10 @@ class LensStats:
         return [int(v) if v >= 0 else None for v in per_pair]
 
 
-def lens_stats(
-    lens_logprobs: torch.Tensor, refusal_ids: Collection[int], top_k: int = 5, candidates: int = ALG1_CANDIDATES
-) -> LensStats:
-    """Algorithm 1 (floored and verbatim), its per-layer firing, the released-code layers and P(refusal) from
-    lens log-probs ``[n, L, V]``.
-
-    ``lens_logprobs[i, l]`` is the log-softmax of the logit lens at the last prompt position after block
-    ``l``; the L layers must be consecutive from block 0. Memory stays at a few ``[n, V]`` slices.
+def lens_stats(trace: LensTrace, refusal_ids: Collection[int], top_k: int = 5,
+               candidates: int = ALG1_CANDIDATES) -> LensStats:
+    """Algorithm 1 (floored and verbatim), its per-layer firing, the released-code layers and P(refusal) of n text
+    runs, read from their :class:`~safety_probe.probe.lens.LensTrace` (blocks consecutive from 0).
 
     * Algorithm 1 (paper): D_l = log p_l − log p_{l−1}, l = 1..L−1; the first l whose argmax D_l is in K.
       Here the argmax runs over the ``candidates`` most probable tokens of p_l (0: all tokens, which makes
@@ -94,47 +93,42 @@ def lens_stats(
     * Released code: start = first l ≥ 1 with a K token in the top-``top_k`` of p_l − p_{l−1};
       end = last l with argmax p_l in K.
     """
-    lp = torch.as_tensor(lens_logprobs)
-    if lp.ndim != 3:
-        raise ValueError(f"lens_logprobs must be [n_pairs, n_layers, vocab], got shape {tuple(lp.shape)}")
-    n, n_layers, vocab = lp.shape
+    n, n_layers = trace.rise_argmax.shape
     if n_layers < 2:
         raise ValueError(f"Algorithm 1 needs at least 2 consecutive layers, got {n_layers}")
     if candidates < 0:
         raise ValueError(f"candidates must be >= 0 (0 = all tokens), got {candidates}")
-    dev = lp.device  # works where the lens ran (GPU or CPU); only [n]-sized results come back
-    k = torch.tensor(sorted(refusal_ids), dtype=torch.long, device=dev)
-    if k.numel() == 0 or int(k.min()) < 0 or int(k.max()) >= vocab:
-        raise ValueError(f"refusal_ids must be non-empty token ids in [0, {vocab})")
-    paper, start, end = (torch.full((n,), -1, dtype=torch.long, device=dev) for _ in range(3))
-    fires = torch.zeros(n, n_layers, dtype=torch.bool, device=dev)
-    refusal_prob = torch.empty(n, n_layers, dtype=torch.float64, device=dev)
-    prev_lp = prev_p = None
-    for layer in range(n_layers):
-        cur_lp = lp[:, layer].float()
-        cur_p = cur_lp.exp()
-        refusal_prob[:, layer] = cur_p[:, k].sum(-1).double()
-        end = torch.where(torch.isin(cur_p.argmax(-1), k), layer, end)
-        if prev_lp is not None:
-            rise = cur_lp - prev_lp
-            paper = torch.where((paper < 0) & torch.isin(rise.argmax(-1), k), layer, paper)
-            if 0 < candidates < vocab:
-                floor = cur_p.topk(candidates, dim=-1).values[:, -1:]
-                rise = rise.masked_fill(cur_p < floor, -torch.inf)
-            best = rise.max(-1)
-            fires[:, layer] = torch.isin(best.indices, k) & (best.values > MIN_RISE)
-            in_top = torch.isin((cur_p - prev_p).topk(min(top_k, vocab), dim=-1).indices, k).any(-1)
-            start = torch.where((start < 0) & in_top, layer, start)
-        prev_lp, prev_p = cur_lp, cur_p
-    first = torch.where(fires.any(-1), fires.long().argmax(-1), -1)
-    return LensStats(*(t.cpu().numpy() for t in (first, paper, fires, start, end, refusal_prob)))
+    if candidates > trace.top_ids.shape[-1]:
+        raise ValueError(f"candidates {candidates} exceeds the {trace.top_ids.shape[-1]} lens tokens measured "
+                         "(rerun probe-layers with a larger --lens-top)")
+    k = torch.tensor(sorted(refusal_ids), dtype=torch.long)
+    if k.numel() == 0:
+        raise ValueError("refusal_ids must name at least one token")
+    refusal_prob = refusal_logprob(trace.pool_logprob, trace.pool_columns(k.tolist())).exp().double()
+    end = _last_true(torch.isin(trace.top_ids[..., 0], k))
+    paper_fires = torch.isin(trace.rise_argmax, k)
+    if candidates:
+        rise = trace.top_logprob[..., :candidates] - trace.top_prev_logprob[..., :candidates]
+        best = rise.max(-1)
+        fires = torch.isin(trace.top_ids[..., :candidates].gather(-1, best.indices.unsqueeze(-1)).squeeze(-1), k)
+        fires &= best.values > MIN_RISE
+    else:
+        fires = paper_fires.clone()
+    fires[:, 0] = False
+    start = _first_true(torch.isin(trace.gain_top_ids[..., :top_k], k).any(-1))
+    return LensStats(*(t.numpy() for t in (_first_true(fires), _first_true(paper_fires), fires, start, end,
+                                             refusal_prob)))
 
 
-def algorithm1_layers(
-    lens_logprobs: torch.Tensor, refusal_ids: Collection[int], candidates: int = ALG1_CANDIDATES
-) -> list[int | None]:
-    """Algorithm 1 per pair from lens log-probs ``[n, L, V]``: first block l ≥ 1 whose largest candidate rise is in K."""
-    return LensStats.as_layers(lens_stats(lens_logprobs, refusal_ids, candidates=candidates).alg1)
+def _first_true(x: torch.Tensor) -> torch.Tensor:
+    """``[n]``: per row of ``[n, L]`` bool the first True column, -1 where none."""
+    return torch.where(x.any(-1), x.long().argmax(-1), -1)
+
+
+def _last_true(x: torch.Tensor) -> torch.Tensor:
+    """``[n]``: per row of ``[n, L]`` bool the last True column, -1 where none."""
+    last = x.shape[1] - 1 - x.flip(-1).long().argmax(-1)
+    return torch.where(x.any(-1), last, -1)
 
 
 def code_start_end(stats: LensStats) -> dict[str, float | None]:
@@ -234,12 +228,6 @@ def refusal_direction(
     return scores, directions
 
 
-SAFETY_LAYER_RULES = ("default", "code")
-
-#: Default share of refusing pairs that must fire at a layer for it to join the band (a majority).
-BAND_SHARE = 0.5
-#: Fewest refusing pairs a band is drawn from; below it a layer's share moves in steps of 1/n or more.
-MIN_SUPPORT = 5
 
 
 def choose_safety_layers(
@@ -249,7 +237,7 @@ def choose_safety_layers(
     code_end: Sequence[int | None] = (),
     rule: str = "default",
     override: Sequence[int] | None = None,
-    band_share: float = BAND_SHARE,
+    band_share: float = LocateOptions.band_share,
 ) -> list[int]:
     """The safety layers as a sorted list of block indices (0-based).
 
@@ -262,7 +250,7 @@ def choose_safety_layers(
     * ``override``: the given blocks, validated against ``n_layers``; wins over ``rule``.
     """
     if override is not None:
-        chosen = check_range(override, n_layers, "safety layer")
+        chosen = checked_layers(override, n_layers, "safety layer")
         if not chosen:
             raise ValueError("override must name at least one layer")
         return chosen

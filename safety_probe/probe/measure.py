@@ -1,0 +1,279 @@
+"""The model pass of probe-layers: every forward its analysis needs, each run of each pair encoded once.
+
+    >>> states, measurements = measure(vlm, pairs)          # records the states in the same pass
+    >>> measurements.save("runs/llava")                     # measurements.safetensors + measurements.json
+    >>> result = analyze(states, measurements)              # pure: safety_probe.analysis
+
+Per batch of pairs: the image run and the text run are encoded once; the image run's forward records its states and
+its prompt-tail states; the text run's forward (eager attention) records its states, its tail states and the last
+token's attention on the caption; the text run is answered greedily from the same encoding; the first
+``patch_pairs`` harmful pairs are patched (caption mean into the image tokens, text tail into the image tail) at
+every block. After the batches: the refusal-token pool (the first two tokens of every answer and the fallback word
+list), the logit-lens trace of every text run, and P(pool token) of every patched and unpatched run — all that the
+pure analysis reads, so the safety layers can be chosen again without the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from safety_probe.core.batches import Part, run_batched
+from safety_probe.core.errors import InputError
+from safety_probe.core.files import read_json, read_tensors, write_json, write_tensors
+from safety_probe.core.resume import run_key
+from safety_probe.data.pairs import Pair, pairs_digest
+from safety_probe.data.prompts import DEFAULT_PROMPTS, PromptSettings
+from safety_probe.models.generate import generate_encoded
+from safety_probe.models.hooks import Trace
+from safety_probe.models.spans import aligned_tails, pool, span_counts
+from safety_probe.models.vlm import VLM, EncodedBatch
+from safety_probe.probe.config import MeasureOptions
+from safety_probe.probe.lens import LensTrace, attention_on, eager_attention, lens_logprobs, lens_trace
+from safety_probe.probe.patching import patch_caption, patch_tail
+from safety_probe.probe.record import (
+    DEFAULT_BACKEND,
+    STATE_NAMES,
+    PairStates,
+    Recorder,
+    pooled_states,
+    states_of,
+)
+from safety_probe.probe.refusal import (
+    RefusalTokens,
+    TextRunResponses,
+    fallback_refusal_tokens,
+    judged,
+    token_names,
+    token_texts,
+)
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
+
+PATCHINGS = ("caption", "tail")
+
+
+@dataclass
+class Measurements:
+    """What the model pass measured besides the states, for n pairs (every pair's text run; patching on some).
+
+    ``responses``: each pair's greedy text-run answer, judged. ``fallback``: K from the word list and the model's
+    refusal phrase. ``pool``: id → token, every token whose lens probability is kept (K is drawn from it);
+    ``pool_texts``: id → decoded. ``lens``: the :class:`~safety_probe.probe.lens.LensTrace` of every text run.
+    ``attention`` ``[n, L]``: the last prompt token's attention on the caption tokens (text run), mean over heads.
+    ``tail_cos`` ``[n, L]``: mean cosine of the image run's and the text run's states over their aligned prompt tails.
+    ``patched`` ``[m]``: the pair indices patched; ``patch`` name → log p of the pool tokens at the last prompt
+    position: ``image`` / ``text`` ``[m, P]`` unpatched, ``caption`` / ``tail`` ``[m, L, P]`` patched at each block.
+    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts.
+    """
+
+    responses: TextRunResponses
+    fallback: RefusalTokens
+    pool: dict[int, str]
+    pool_texts: dict[int, str]
+    lens: LensTrace
+    attention: torch.Tensor
+    tail_cos: torch.Tensor
+    patched: list[int]
+    patch: dict[str, torch.Tensor]
+    labels: list[str | None]
+    settings: dict
+
+    def __repr__(self) -> str:
+        refused = sum(self.responses.refused)
+        return (f"Measurements({len(self.responses.texts)} text runs, {refused} refused; {len(self.pool)} pool tokens; "
+                f"{len(self.patched)} patched pairs)")
+
+    def save(self, out_dir: str | Path, key: str | None = None) -> Path:
+        """Write ``measurements.safetensors`` and ``measurements.json`` into ``out_dir`` atomically."""
+        out_dir = Path(out_dir)
+        tensors = {**self.lens.tensors("lens."), "attention": self.attention, "tail_cos": self.tail_cos,
+                   "patched": torch.as_tensor(self.patched, dtype=torch.long),
+                   **{f"patch.{k}": v for k, v in self.patch.items()}}
+        write_tensors(out_dir / "measurements.safetensors", tensors, {"run_key": key or ""})
+        return write_json(out_dir / "measurements.json", {
+            "run_key": key, "settings": self.settings, "fallback_refusal_tokens": self.fallback.summary(),
+            "pool": {str(i): {"token": t, "text": self.pool_texts[i]} for i, t in self.pool.items()},
+            "labels": self.labels, "responses": self.responses.rows()})
+
+    @staticmethod
+    def stored_key(out_dir: str | Path) -> str | None:
+        """The run key ``measurements.json`` in ``out_dir`` was written with (None: unreadable or none)."""
+        try:
+            meta = read_json(Path(out_dir) / "measurements.json", "measurements record")
+        except InputError:
+            return None
+        return meta.get("run_key") if isinstance(meta, dict) else None
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> Measurements:
+        """The measurements :meth:`save` wrote into ``out_dir``; InputError naming a missing or malformed file."""
+        out_dir = Path(out_dir)
+        meta = read_json(out_dir / "measurements.json", "measurements record")
+        tensors, _ = read_tensors(out_dir / "measurements.safetensors", "measurements file")
+        try:
+            pool = {int(i): v for i, v in meta["pool"].items()}
+            return cls(TextRunResponses.from_rows(meta["responses"]),
+                       RefusalTokens.from_summary(meta["fallback_refusal_tokens"]),
+                       {i: v["token"] for i, v in pool.items()}, {i: v["text"] for i, v in pool.items()},
+                       LensTrace.from_tensors(tensors, "lens."), tensors["attention"], tensors["tail_cos"],
+                       tensors["patched"].tolist(),
+                       {k.removeprefix("patch."): v for k, v in tensors.items() if k.startswith("patch.")},
+                       list(meta["labels"]), meta["settings"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise InputError(f"{out_dir}: malformed measurements ({type(e).__name__}: {e}); rerun probe-layers") from None
+
+
+def measurement_key(vlm: VLM, pairs: list[Pair], prompts: PromptSettings, cfg: MeasureOptions, batch_size: int,
+                    backend: str) -> str:
+    """The key of a model pass: the model, the prompts, every measure option, the batching and the pairs."""
+    return run_key(vlm.run_settings(), prompts.settings(), asdict(cfg), batch_size, backend, pairs_digest(pairs))
+
+
+def harmful_index(pairs: list[Pair]) -> list[int]:
+    """Indices of the harmful pairs; every pair when none is labelled."""
+    if not any(p.label for p in pairs):
+        return list(range(len(pairs)))
+    return [i for i, p in enumerate(pairs) if p.label == "harmful"]
+
+
+class _Pass:
+    """One batch of the model pass (see the module docstring): everything but the lens readouts."""
+
+    def __init__(self, vlm: VLM, pairs: list[Pair], prompts: PromptSettings, cfg: MeasureOptions, backend: str):
+        self.vlm, self.pairs, self.prompts, self.cfg = vlm, pairs, prompts, cfg
+        self.layers = list(range(vlm.n_layers))
+        self.recorder = Recorder(vlm, self.layers, backend) if backend != DEFAULT_BACKEND else None
+        self.patched = set(harmful_index(pairs)[:cfg.patch_pairs])
+
+    def forward(self, batch: EncodedBatch, span: str, tail: torch.Tensor, attention: bool
+                ) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor], torch.Tensor | None]:
+        """One forward of ``batch``: pooled states (``mean``, ``last`` ``[B, L, d]``), the states at the ``tail``
+        positions per block (``[ΣK, d]``), and the attention mass on the caption ``[B, L]`` when asked."""
+        vlm, weights = self.vlm, Recorder.weights(self.vlm, batch, span)
+        pooled: list[torch.Tensor] = []
+        tails: dict[int, torch.Tensor] = {}
+
+        def read(layer: int, hidden: torch.Tensor) -> None:
+            if self.recorder is None:
+                pooled.append(pool(hidden, weights).to(weights.device))
+            tails[layer] = hidden[tail.to(hidden.device)].float().cpu()
+
+        reading, mass = attention_on(vlm, batch.caption_mask, batch.last_index) if attention else (None, {})
+        with torch.no_grad(), eager_attention(vlm) if attention else nullcontext():
+            with Trace(vlm.layers, self.layers, retain=False, edit_output=read, stop=True), reading or nullcontext():
+                vlm.model(**batch.inputs, use_cache=False)
+        states = (self.recorder(batch, span) if self.recorder is not None
+                  else pooled_states(pooled, span_counts(weights[:, 0].bool())))
+        attended = torch.stack([mass[l] for l in self.layers], dim=1) if attention else None
+        return states, tails, attended
+
+    def __call__(self, start: int, stop: int) -> Part:
+        vlm, cfg, index = self.vlm, self.cfg, list(range(start, stop))
+        chunk = self.pairs[start:stop]
+        image = vlm.encode(chunk, "image", self.prompts)
+        text = vlm.encode(chunk, "text", self.prompts)
+        image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
+        image_states, image_tails, _ = self.forward(image, "image", image_tail, attention=False)
+        text_states, text_tails, attention = self.forward(text, "caption", text_tail, attention=True)
+        counts = image_tail.sum(dim=1).cpu()
+        tensors = {
+            **dict(zip(STATE_NAMES, (image_states["mean"], text_states["mean"], image_states["last"],
+                                     text_states["last"]))),
+            "attention": attention,
+            "tail_cos": torch.stack([_row_means(torch.nn.functional.cosine_similarity(
+                image_tails[l], text_tails[l], dim=-1), counts) for l in self.layers], dim=1),
+        }
+        answering = text if self.prompts.padding_side == "left" else vlm.encode(chunk, "text", self.prompts, "left")
+        replies = generate_encoded(vlm, answering, cfg.answer_tokens)
+        rows = [i for i, pair in enumerate(index) if pair in self.patched]
+        if rows:
+            sub = image.select(rows)
+            tensors["patched"] = torch.as_tensor([index[r] for r in rows], dtype=torch.long)
+            tensors["patched_caption"] = patch_caption(vlm, sub, text_states["mean"][rows], self.layers, cfg.patch_mode)
+            owner = torch.repeat_interleave(torch.arange(len(index)), counts)
+            keep = torch.isin(owner, torch.as_tensor(rows))
+            tensors["patched_tail"] = patch_tail(vlm, sub, image_tail[rows], {l: text_tails[l][keep] for l in self.layers},
+                                                 self.layers)
+        return Part(tensors, [{"pair": i, "text": t, "token_ids": ids} for i, (t, ids) in zip(index, replies)])
+
+
+def _row_means(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``[B]`` means of consecutive runs of ``values`` ``[ΣK]`` of lengths ``counts`` ``[B]``."""
+    owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    sums = torch.zeros(len(counts), dtype=torch.float64).index_add_(0, owner, values.double())
+    return (sums / counts.clamp(min=1)).float()
+
+
+def pool_ids(token_ids: Sequence[Sequence[int]], fallback: RefusalTokens) -> list[int]:
+    """The tokens whose lens probability is kept: the first two of every answer, and the fallback K."""
+    return sorted({int(t) for ids in token_ids for t in ids[:2]} | set(fallback.ids))
+
+
+def measure(
+    vlm: VLM,
+    pairs: list[Pair],
+    cfg: MeasureOptions | None = None,
+    *,
+    prompts: PromptSettings = DEFAULT_PROMPTS,
+    batch_size: int = 8,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    backend: str = DEFAULT_BACKEND,
+    processes: PartialState | None = None,
+) -> tuple[PairStates, Measurements | None]:
+    """Record every block's states of every pair and measure what the analysis reads (the module docstring), each run
+    of each pair encoded once (the text run a second time for answering only when ``prompts`` pad on the right).
+
+    With ``checkpoint`` every finished batch is saved there and a rerun with the same settings resumes after them;
+    with ``processes`` each process runs its share of the batches, every process returns the states and the main
+    process the measurements (the others None). With a ``backend`` other than hooks, the states come from a
+    forward of that backend and the measurements from a second (hooks) forward.
+    """
+    cfg = cfg or MeasureOptions()
+    cfg.validate()
+    if not pairs:
+        raise InputError("no pairs to measure")
+    step = _Pass(vlm, pairs, prompts, cfg, backend)
+    key = measurement_key(vlm, pairs, prompts, cfg, batch_size, backend)
+    done = run_batched(len(pairs), batch_size, step, key=key, checkpoint=checkpoint, processes=processes,
+                       progress=progress, desc="measure", what="measurement checkpoint")
+    if checkpoint and processes is None:
+        Path(checkpoint).unlink(missing_ok=True)
+    states = states_of(done, step.layers, vlm.d_model)
+    if processes is not None and not processes.is_main_process:
+        return states, None
+    return states, readouts(vlm, done, states, cfg, [p.label for p in pairs], prompts)
+
+
+def readouts(vlm: VLM, done: Part, states: PairStates, cfg: MeasureOptions, labels: list[str | None],
+             prompts: PromptSettings) -> Measurements:
+    """The :class:`Measurements` of a finished pass: answers judged, the pool, and every lens readout."""
+    replies = sorted(done.rows, key=lambda r: r["pair"])
+    phrases = (cfg.refusal_phrase,) if cfg.refusal_phrase else ()
+    responses = judged([r["pair"] for r in replies], [(r["text"], r["token_ids"]) for r in replies], phrases)
+    fallback = fallback_refusal_tokens(vlm.tokenizer, phrases)
+    ids = pool_ids(responses.token_ids, fallback)
+    lens = lens_trace(vlm, states.caption_last, ids, cfg.lens_top)
+    patched = done.tensors.get("patched", torch.zeros(0, dtype=torch.long)).tolist()
+    columns = torch.as_tensor(ids, dtype=torch.long)
+
+    def pool_logprob(hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.numel() == 0:
+            return torch.zeros(*hidden.shape[:-1], len(ids))
+        return lens_logprobs(vlm, hidden)[..., columns]
+
+    last = vlm.n_layers - 1
+    patch = {"image": pool_logprob(states.image_last[patched, last]),
+             "text": pool_logprob(states.caption_last[patched, last])}
+    for name in PATCHINGS:
+        patch[name] = pool_logprob(done.tensors.get(f"patched_{name}", torch.zeros(0, vlm.n_layers, vlm.d_model)))
+    return Measurements(responses, fallback, token_names(vlm.tokenizer, ids), token_texts(vlm.tokenizer, ids), lens,
+                        done.tensors["attention"], done.tensors["tail_cos"], patched, patch, labels,
+                        {**asdict(cfg), "prompts": prompts.settings(), "pool_size": len(ids)})
