@@ -1,56 +1,66 @@
 """safety-probe: probe, locate, measure and re-align the cross-modal safety mechanism of vision-language models.
 
     >>> import safety_probe as sp
-    >>> vlm = sp.load_vlm("llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16")
+    >>> vlm = sp.load_vlm("llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16")   # or "organism-smol"
     >>> pairs = sp.load_pairs("pairs.jsonl")
-    >>> states = sp.record(vlm, pairs)                 # [n_pairs, n_layers, d_model] x 4
-    >>> result = sp.analyze(vlm, pairs, states)        # safety layers, locators, shift
+    >>> states, measurements = sp.measure(vlm, pairs)    # one model pass: states [n_pairs, n_layers, d_model] x 4
+    >>> result = sp.analyze(states, measurements)        # pure: safety layers, locators, shift
     >>> result.safety_layers, result.frame()
 
-The shipped model organism, a test subject: ``sp.load_vlm(safety_probe.organism.ORGANISM_DIR)``.
-Names resolve lazily, so ``import safety_probe`` stays fast and loads torch only when used.
+The stages, one package each, data flowing one way: ``core`` → ``data``, ``models`` → ``probe`` (every forward that
+reads the model) → ``analysis`` (pure functions of what was saved) → ``eval`` → ``tga``, ``defenses`` → ``compare`` →
+``viz`` → ``cli``. Figures: :mod:`safety_probe.viz`. Names resolve lazily, so ``import safety_probe`` stays fast and
+loads torch only when used.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_vlm": "safety_probe.models",
-    "VLM": "safety_probe.models",
+    "load_vlm": "safety_probe.models.load",
+    "VLM": "safety_probe.models.vlm",
     "load_pairs": "safety_probe.data.pairs",
     "Pair": "safety_probe.data.pairs",
-    "record": "safety_probe.probe.record",
-    "PairStates": "safety_probe.probe.record",
-    "parse_layers": "safety_probe.models.layers",
-    "analyze": "safety_probe.analysis.analyze",
-    "LayerAnalysis": "safety_probe.analysis.analyze",
-    "semantic_shift": "safety_probe.analysis.shift",
-    "LayerScores": "safety_probe.analysis.scores",
-    "choose_safety_layers": "safety_probe.analysis.locate",
-    "refusal_direction": "safety_probe.analysis.locate",
-    "evaluate": "safety_probe.eval.evaluate",
-    "KeywordJudge": "safety_probe.eval.evaluate",
-    "benchmark_table": "safety_probe.eval.tables",
-    "draw_all": "safety_probe.viz.layers",
-    "plot_shift": "safety_probe.viz.layers",
-    "plot_locate": "safety_probe.viz.layers",
-    "plot_locators": "safety_probe.viz.layers",
-    "plot_patching": "safety_probe.viz.layers",
-    "plot_tga_shift": "safety_probe.viz.evaluation",
-    "plot_tga_dsr": "safety_probe.viz.evaluation",
-    "plot_eval": "safety_probe.viz.evaluation",
-    "TGAConfig": "safety_probe.tga.config",
-    "CompareConfig": "safety_probe.compare",
-    "run_compare": "safety_probe.compare",
+    "PromptSettings": "safety_probe.data.prompts",
     "Trace": "safety_probe.models.hooks",
-    "Retriever": "safety_probe.models.clip",
+    "record": "safety_probe.probe.record",
+    "measure": "safety_probe.probe.measure",
+    "AnalysisConfig": "safety_probe.probe.config",
+    "analyze": "safety_probe.analysis.analyze",
+    "LayerAnalysis": "safety_probe.analysis.results",
+    "LayerScores": "safety_probe.analysis.scores",
+    "evaluate": "safety_probe.eval.evaluate",
+    "TGAConfig": "safety_probe.tga.config",
+    "train": "safety_probe.tga.train",
+    "run_compare": "safety_probe.compare",
+    "draw_all": "safety_probe.viz.layers",
     "InputError": "safety_probe.core.errors",
 }
 
 __all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time the names load on first use
+    from safety_probe.analysis.analyze import analyze
+    from safety_probe.analysis.results import LayerAnalysis
+    from safety_probe.analysis.scores import LayerScores
+    from safety_probe.compare import run_compare
+    from safety_probe.core.errors import InputError
+    from safety_probe.data.pairs import Pair, load_pairs
+    from safety_probe.data.prompts import PromptSettings
+    from safety_probe.eval.evaluate import evaluate
+    from safety_probe.models.hooks import Trace
+    from safety_probe.models.load import load_vlm
+    from safety_probe.models.vlm import VLM
+    from safety_probe.probe.config import AnalysisConfig
+    from safety_probe.probe.measure import measure
+    from safety_probe.probe.record import record
+    from safety_probe.tga.config import TGAConfig
+    from safety_probe.tga.train import train
+    from safety_probe.viz.layers import draw_all
 
 
 def __getattr__(name: str):

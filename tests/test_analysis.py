@@ -1,19 +1,27 @@
-"""Model-running parts of the analysis on a tiny LLaVA: logit lens, attention mass, patching, probe-layers end to end."""
+"""The model pass and the pure analysis on a tiny LLaVA: logit lens, attention mass, patching, each run encoded once,
+probe-layers end to end, and the band re-chosen by `safety-probe locate` without the model."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 import torch
 
+from safety_probe.analysis.analyze import analyze
+from safety_probe.analysis.results import LayerAnalysis
 from safety_probe.cli import main, probe_layers_main
 from safety_probe.data.pairs import load_pairs
 from safety_probe.models.load import load_vlm
-from safety_probe.probe.lens import caption_attention_mass, lens_logprobs
-from safety_probe.probe.patching import patch_caption_into_image, patch_text_tail_into_image
-from safety_probe.probe.record import record
+from safety_probe.models.spans import aligned_tails
+from safety_probe.models.vlm import VLM
+from safety_probe.probe.config import LocateOptions, MeasureOptions
+from safety_probe.probe.lens import lens_logprobs
+from safety_probe.probe.measure import Measurements, measure
+from safety_probe.probe.patching import final_state, patch_caption, patch_tail
+from safety_probe.probe.record import PairStates, record
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +40,10 @@ def test_lens_of_last_block_is_the_models_next_token_distribution(vlm, pairs_fil
     torch.testing.assert_close(lens[:, -1], torch.log_softmax(logits, -1), rtol=1e-4, atol=1e-4)
 
 
-def test_attention_mass_matches_eager_attention(vlm, pairs_file):
+def test_measured_attention_matches_eager_attention(vlm, pairs_file):
     pairs = load_pairs(pairs_file)
-    mass = caption_attention_mass(vlm, pairs, batch_size=2, progress=False)
-    assert mass.shape == (len(pairs), vlm.n_layers)
+    _, m = measure(vlm, pairs, MeasureOptions(patch_pairs=0), batch_size=2, progress=False)
+    assert m.attention.shape == (len(pairs), vlm.n_layers)
     assert vlm.model.config._attn_implementation != "eager", "the eager switch must be undone"
     vlm.model.set_attn_implementation("eager")
     try:
@@ -46,39 +54,88 @@ def test_attention_mass_matches_eager_attention(vlm, pairs_file):
         vlm.model.set_attn_implementation("sdpa")
     caption = batch.caption_mask[0]
     expected = torch.stack([a[0, :, -1, caption].sum(-1).mean() for a in attn])
-    torch.testing.assert_close(mass[0], expected, rtol=1e-5, atol=1e-6)
-    assert ((mass > 0) & (mass < 1)).all()
+    torch.testing.assert_close(m.attention[0], expected, rtol=1e-5, atol=1e-6)
+    assert ((m.attention > 0) & (m.attention < 1)).all()
+
+
+def _refusal(vlm: VLM, final: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    return lens_logprobs(vlm, final)[..., ids].exp().sum(-1)
 
 
 def test_patching_known_answers(vlm, pairs_file):
     pairs = load_pairs(pairs_file)
     states = record(vlm, pairs, progress=False)
-    ids = [5, 6, 7]
-    layers = range(vlm.n_layers)
+    batch = vlm.encode(pairs, "image")
+    ids, layers = [5, 6, 7], list(range(vlm.n_layers))
+    base = _refusal(vlm, final_state(vlm, batch), ids)
+    torch.testing.assert_close(base, _refusal(vlm, states.image_last[:, -1], ids), rtol=1e-4, atol=1e-7)
     # Moving the image tokens onto their own mean changes nothing.
-    base, same = patch_caption_into_image(vlm, pairs, states.image_mean, ids, layers, "shift", progress=False)
+    same = _refusal(vlm, patch_caption(vlm, batch, states.image_mean, layers, "shift"), ids)
     torch.testing.assert_close(same, base[:, None].expand_as(same), rtol=1e-4, atol=1e-7)
     # Patching the caption's state changes the output, except at the last block: the last prompt token's
     # output there is already computed when image positions change (causal attention).
-    base2, moved = patch_caption_into_image(vlm, pairs, states.caption_mean, ids, layers, "replace", progress=False)
-    torch.testing.assert_close(base2, base)
+    moved = _refusal(vlm, patch_caption(vlm, batch, states.caption_mean, layers, "replace"), ids)
     torch.testing.assert_close(moved[:, -1], base, rtol=1e-5, atol=1e-7)
     assert (moved[:, 0] - base).abs().max() > 1e-6
 
 
 def test_tail_patching_known_answers(vlm, pairs_file):
     pairs = load_pairs(pairs_file)
-    ids = [5, 6, 7]
-    layers = list(range(vlm.n_layers))
-    base, patched, text = patch_text_tail_into_image(vlm, pairs, ids, layers, batch_size=2, progress=False)
-    _, unpatched = patch_caption_into_image(vlm, pairs, record(vlm, pairs, progress=False).image_mean, ids, [0],
-                                            "shift", progress=False)
-    torch.testing.assert_close(base, unpatched[:, 0], rtol=1e-4, atol=1e-7)
+    image, text = vlm.encode(pairs, "image"), vlm.encode(pairs, "text")
+    image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
+    ids, layers = [5, 6, 7], list(range(vlm.n_layers))
+    from safety_probe.models.hooks import Trace
+
+    with torch.no_grad(), Trace(vlm.layers, layers) as trace:
+        vlm.model(**text.inputs)
+    source = {l: trace.outputs[l][text_tail] for l in layers}
+    base = _refusal(vlm, final_state(vlm, image), ids)
+    patched = _refusal(vlm, patch_tail(vlm, image, image_tail, source, layers), ids)
+    text_prob = _refusal(vlm, final_state(vlm, text), ids)
     # At the last block the last prompt position's state is the readout: patching the tail there gives the text run's
     # answer exactly; at block 0 the tail still attends to the image, so the answer moves but not all the way.
-    torch.testing.assert_close(patched[:, -1], text, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(patched[:, -1], text_prob, rtol=1e-4, atol=1e-7)
     assert (patched[:, 0] - base).abs().max() > 1e-6
-    assert (patched[:, 0] - text).abs().max() > 1e-6
+    assert (patched[:, 0] - text_prob).abs().max() > 1e-6
+
+
+def test_measure_encodes_each_run_once_and_records_what_record_records(vlm, pairs_file, monkeypatch):
+    pairs = load_pairs(pairs_file)
+    calls: list[tuple[str, int]] = []
+    encode = VLM.encode
+
+    def counted(self, batch_pairs, run, *args, **kwargs):
+        calls.append((run, len(batch_pairs)))
+        return encode(self, batch_pairs, run, *args, **kwargs)
+
+    monkeypatch.setattr(VLM, "encode", counted)
+    states, m = measure(vlm, pairs, MeasureOptions(patch_pairs=2), batch_size=2, progress=False)
+    monkeypatch.undo()
+    for run in ("image", "text"):
+        assert sum(n for r, n in calls if r == run) == len(pairs), calls  # every pair's run encoded exactly once
+    alone = record(vlm, pairs, batch_size=2, progress=False)
+    torch.testing.assert_close(states.image_mean, alone.image_mean)
+    torch.testing.assert_close(states.caption_mean, alone.caption_mean, rtol=1e-5, atol=1e-5)  # eager vs sdpa
+    assert m.patched == [0, 3] and m.patch["caption"].shape == (2, vlm.n_layers, len(m.pool))
+    assert len(m.responses.texts) == len(pairs) and m.labels[0] == "harmful"
+
+
+def test_analysis_is_a_pure_function_of_what_was_saved(vlm, pairs_file, tmp_path):
+    pairs = load_pairs(pairs_file)
+    states, m = measure(vlm, pairs, MeasureOptions(patch_pairs=2), progress=False)
+    m.save(tmp_path, key="k")
+    states.save(tmp_path / "states.safetensors")
+    again = Measurements.load(tmp_path)
+    options = LocateOptions(min_support=1, safety_layers="0-1")
+    first = analyze(states, m, options)
+    second = analyze(PairStates.load(tmp_path / "states.safetensors"), again, options)
+    pd.testing.assert_frame_equal(first.frame(), second.frame())
+    assert first.summary() == second.summary()
+    first.save(tmp_path)
+    loaded = LayerAnalysis.load(tmp_path)
+    assert loaded.safety_layers == first.safety_layers and loaded.refusal_tokens.ids == first.refusal_tokens.ids
+    pd.testing.assert_frame_equal(loaded.frame(), first.frame(), check_dtype=False, atol=1e-6)
+    assert len(repr(loaded)) < 1000
 
 
 def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path, capsys):
@@ -86,8 +143,6 @@ def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path
     argv = ["--model", str(tiny_model_dir("llava")), "--pairs", str(pairs_file), "--out", str(out),
             "--batch-size", "3", "--safety-layers", "0-1"]
     assert probe_layers_main(argv) == 0
-    from safety_probe.probe.record import PairStates
-
     states = PairStates.load(out / "states.safetensors")
     assert states.image_mean.shape[:2] == (5, 2) and states.layers == [0, 1]
     layers = json.loads((out / "layers.json").read_text())
@@ -101,11 +156,11 @@ def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path
     assert fp["n"] == 2 and fp["lower"] <= fp["share"] <= fp["upper"]
     frame = pd.read_csv(out / "layers.csv")
     assert list(frame.columns[:3]) == ["layer", "hook", "safety_layer"] and len(frame) == 2
-    assert {"alg1_benign_count", "alg1_fire_share_benign_mean"} <= set(frame.columns)
+    assert {"alg1_benign_count", "alg1_fire_share_benign_mean", "cos_tail_mean"} <= set(frame.columns)
     assert frame["alg1_benign_count"].sum() == sum(v is not None for v in layers["algorithm1"]["benign_per_pair"])
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["batch_size"] == 3 and "torch" in run["versions"]
-    assert run["config"]["text_template"] == "caption"
+    assert run["config"]["prompts"]["text_template"] == "caption"
     stems = {p.stem for p in (out / "figures").iterdir()}
     assert {"shift", "locate", "locators"} <= stems
     for stem in stems:
@@ -118,3 +173,20 @@ def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path
     assert {p.suffix for p in (out / "figures").iterdir()} == {".pdf", ".png", ".html"}
     assert main(["figures", str(tmp_path)]) == 2
     assert "no layers.csv" in capsys.readouterr().err
+
+
+def test_locate_rechooses_the_band_without_the_model(tiny_model_dir, pairs_file, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir("llava"), model)
+    out = tmp_path / "run"
+    assert probe_layers_main(["--model", str(model), "--pairs", str(pairs_file), "--out", str(out),
+                              "--figures", "false", "--safety-layers", "0"]) == 0
+    assert json.loads((out / "layers.json").read_text())["safety_layers"] == [0]
+    shutil.rmtree(model)  # the rest happens without the model
+    assert main(["locate", str(out), "--safety-layers", "1", "--figures", "false"]) == 0
+    layers = json.loads((out / "layers.json").read_text())
+    assert layers["safety_layers"] == [1] and layers["safety_layer_rule"] == "override"
+    assert main(["locate", str(out), "--band-share", "0"]) == 2
+    assert "--band-share" in capsys.readouterr().err
+    assert main(["locate", str(tmp_path)]) == 2
+    assert "no states.safetensors" in capsys.readouterr().err

@@ -131,7 +131,7 @@ def test_empty_generations_and_refusals_are_recorded_counted_and_fill_nothing(or
     source = tmp_path / "pairs.jsonl"
     source.write_text("".join(json.dumps({**r, "image": str(organism_pairs.parent / r["image"])}) + "\n" for r in lines))
     texts = iter(["", " \n ", "Sorry, I cannot help you.", "A knife. On a table."])
-    monkeypatch.setattr(cap, "generate", lambda vlm, pairs, *a: [next(texts) for _ in pairs])
+    monkeypatch.setattr(cap, "generate", lambda vlm, pairs, *a, **k: [next(texts) for _ in pairs])
     out = tmp_path / "captions.jsonl"
     assert main(["caption", "--model", "organism", "--images", str(source), "--out", str(out), "--device", "cpu",
                  "--merge", str(tmp_path / "merged.jsonl")]) == 0

@@ -20,6 +20,7 @@ from safety_probe.defenses.hidden_detect import fpr_threshold, lens_scores
 from safety_probe.defenses.refusal_steering import RefusalSteering
 from safety_probe.defenses.self_check import SelfCheck
 from safety_probe.defenses.shift_correction import ShiftCorrection
+from safety_probe.data.prompts import DEFAULT_PROMPTS
 from safety_probe.models.generate import generate
 from safety_probe.models.load import load_vlm
 from safety_probe.probe.record import record
@@ -174,7 +175,7 @@ def test_generation_edits_every_generated_token_as_a_cacheless_forward_does(tiny
         prompt_mask, generated = position_masks(batch, defense.positions if isinstance(defense, ShiftCorrection)
                                                 else "all")
         expected = _greedy_by_hand(vlm, batch, layer, defense.vectors[layer], prompt_mask, generated, steps=5)
-        assert generate_edited(vlm, pairs, run, None, 5, defense.layers, defense.edit) == expected
+        assert generate_edited(vlm, pairs, run, DEFAULT_PROMPTS, 5, defense.layers, defense.edit) == expected
         assert expected != generate(vlm, pairs, run, max_new_tokens=5)
 
 
@@ -212,8 +213,8 @@ def test_batched_defenses_answer_as_one_pair_at_a_time(tiny_model_dir, pairs, ca
     for method in METHODS:
         defense = _calibrated(vlm, method, calibration_file)
         for run in ("image", "text"):
-            batched = defense(vlm, pairs, run, None, 4)
-            alone = [defense(vlm, [p], run, None, 4)[0] for p in pairs]
+            batched = defense(vlm, pairs, run, DEFAULT_PROMPTS, 4)
+            alone = [defense(vlm, [p], run, DEFAULT_PROMPTS, 4)[0] for p in pairs]
             assert [t for t, _ in batched] == [t for t, _ in alone], (family, method, run)
             if method.startswith("hidden_detect"):
                 assert [i["score"] for _, i in batched] == pytest.approx([i["score"] for _, i in alone], abs=1e-4)
@@ -225,12 +226,12 @@ def test_hooks_are_gone_after_an_exception_and_states_round_trip(tiny_model_dir,
                                                                  tmp_path, monkeypatch):
     vlm = load_vlm(tiny_model_dir("llava"))
     defense = _calibrated(vlm, method, calibration_file)
-    before = [defense(vlm, pairs, run, None, 4) for run in ("image", "text")]
+    before = [defense(vlm, pairs, run, DEFAULT_PROMPTS, 4) for run in ("image", "text")]
     defense.state().save(tmp_path / "state")
     assert {p.name for p in (tmp_path / "state").iterdir()} == {"state.safetensors", "state.json"}
     loaded = load_defense(tmp_path / "state")
     assert type(loaded) is type(defense) and loaded.name == method_name(method) and loaded.layers == [1]
-    assert [loaded(vlm, pairs, run, None, 4) for run in ("image", "text")] == before
+    assert [loaded(vlm, pairs, run, DEFAULT_PROMPTS, 4) for run in ("image", "text")] == before
     generate_once = vlm.model.generate
 
     def fails_midway(**kwargs):
@@ -240,7 +241,7 @@ def test_hooks_are_gone_after_an_exception_and_states_round_trip(tiny_model_dir,
 
     monkeypatch.setattr(vlm.model, "generate", fails_midway)
     with pytest.raises(RuntimeError, match="interrupted"):
-        defense(vlm, pairs, "image", None, 4)
+        defense(vlm, pairs, "image", DEFAULT_PROMPTS, 4)
     assert _hooks(vlm) == 0
     assert all(not b._forward_hooks for b in vlm.layers)
 
@@ -251,15 +252,15 @@ def test_detector_scores_in_generation_equal_the_recorded_ones_and_threshold_com
     cal = load_pairs(calibration_file)
     for mode in ("cosine", "logprob"):
         defense = _calibrated(vlm, f"hidden_detect:{mode}", calibration_file)
-        states = record(vlm, pairs, [1], progress=False)
+        states = record(vlm, pairs, layers=[1], progress=False)
         for run, last in (("image", states.image_last), ("text", states.caption_last)):
-            replies = defense(vlm, pairs, run, None, 4)
+            replies = defense(vlm, pairs, run, DEFAULT_PROMPTS, 4)
             scores = lens_scores(vlm, last, defense.vector, mode)
             assert [i["score"] for _, i in replies] == pytest.approx(scores.tolist(), abs=1e-4)
             flagged = [s > defense.thresholds[run] for s in scores.tolist()]
             assert [i["flagged"] for _, i in replies] == flagged
             assert all(t == OPTIONS.refusal_phrase for (t, _), f in zip(replies, flagged) if f)
-        cal_states = record(vlm, cal, [1], progress=False)
+        cal_states = record(vlm, cal, layers=[1], progress=False)
         benign = [i for i, p in enumerate(cal) if p.label == "benign"]
         cal_scores = lens_scores(vlm, cal_states.image_last[benign], defense.vector, mode).numpy()
         assert defense.thresholds["image"] == pytest.approx(fpr_threshold(cal_scores, OPTIONS.max_fpr))
@@ -273,7 +274,7 @@ def test_self_check_answers_flagged_images_from_their_own_caption_in_text(tiny_m
     defense = _calibrated(vlm, "self_check", calibration_file)
     assert isinstance(defense, SelfCheck) and set(defense.state().settings["calibration"]) == {"harmful", "benign"}
     monkeypatch.setattr(SelfCheck, "unsafe", lambda self, vlm, pairs, answers, sp, n: [True, False] * 2 + [True])
-    replies = defense(vlm, pairs, "image", None, 4)
+    replies = defense(vlm, pairs, "image", DEFAULT_PROMPTS, 4)
     plain = generate(vlm, pairs, "image", max_new_tokens=4)
     for i, (text, info) in enumerate(replies):
         assert info["first_answer"] == plain[i]
@@ -283,7 +284,7 @@ def test_self_check_answers_flagged_images_from_their_own_caption_in_text(tiny_m
             assert text == generate(vlm, [replace(pairs[i], caption=info["caption"])], "text", max_new_tokens=4)[0]
         elif not info["unsafe"]:
             assert text == plain[i]
-    assert [t for t, _ in defense(vlm, pairs, "text", None, 4)] == generate(vlm, pairs, "text", max_new_tokens=4)
+    assert [t for t, _ in defense(vlm, pairs, "text", DEFAULT_PROMPTS, 4)] == generate(vlm, pairs, "text", max_new_tokens=4)
 
 
 def _error(capsys) -> str:

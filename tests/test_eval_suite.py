@@ -23,6 +23,7 @@ from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import load_pairs
 from safety_probe.eval.evaluate import summarize
 from safety_probe.eval.tables import benchmark_table, table_frame
+from safety_probe.data.prompts import PromptSettings
 from safety_probe.models.load import load_vlm
 from safety_probe.probe.record import PairStates, record, recording_key
 from safety_probe.viz.evaluation import draw_eval, plot_eval
@@ -52,31 +53,30 @@ def query_pairs(pairs_file, tmp_path_factory) -> Path:
 
 def test_text_run_is_validated_and_keys_the_checkpoint(tiny_model_dir, query_pairs):
     vlm = load_vlm(tiny_model_dir("llava"))
-    assert vlm.text_run == "caption"
-    with pytest.raises(InputError, match="unknown text run 'image': choose one of caption, query"):
-        vlm.text_run = "image"
+    assert PromptSettings().text_run == "caption"
+    with pytest.raises(InputError, match="--text-run must be one of caption, query, got 'image'"):
+        PromptSettings(text_run="image")
     pairs = load_pairs(query_pairs)
-    caption_key = recording_key(vlm, pairs, [0, 1], None, "left", 8, "nnsight")
-    vlm.text_run = "query"
-    assert recording_key(vlm, pairs, [0, 1], None, "left", 8, "nnsight") != caption_key  # a resumed recording never mixes runs
+    caption_key = recording_key(vlm, pairs, [0, 1], PromptSettings(), 8, "nnsight")
+    query_key = recording_key(vlm, pairs, [0, 1], PromptSettings(text_run="query"), 8, "nnsight")
+    assert query_key != caption_key  # a resumed recording never mixes runs
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "gemma3"])
 def test_query_run_sends_the_query_and_pools_its_tokens(tiny_model_dir, query_pairs, family):
     vlm = load_vlm(tiny_model_dir(family))
-    vlm.text_run = "query"
+    query = PromptSettings(text_run="query")
     pairs = load_pairs(query_pairs)
-    batch = vlm.encode(pairs, "text", padding_side="right")
+    batch = vlm.encode(pairs, "text", query, padding_side="right")
     for i, pair in enumerate(pairs):
-        assert pair.text_query in batch.prompts[i] and pair.caption not in batch.prompts[i]
+        assert pair.text_query in batch.texts[i] and pair.caption not in batch.texts[i]
         ids = batch.inputs["input_ids"][i][batch.caption_mask[i].cpu()]
         assert vlm.tokenizer.decode(ids).strip() == pair.text_query, family  # caption mask = the query's tokens
     assert not batch.image_mask.any()
-    states = record(vlm, pairs[:2], progress=False)
+    states = record(vlm, pairs[:2], prompts=query, progress=False)
     assert torch.isfinite(states.caption_mean).all()
     with pytest.raises(InputError, match="pair row-7: no text_query for the query text run"):
-        vlm.encode([replace(pairs[0], text_query=None, source_id="row-7")], "text")
-    vlm.text_run = "caption"
+        vlm.encode([replace(pairs[0], text_query=None, source_id="row-7")], "text", query)
     with pytest.raises(InputError, match="pair row-8: no caption for the caption text run"):
         vlm.prompt(replace(pairs[0], caption=None, source_id="row-8"), "text")
 
@@ -108,15 +108,16 @@ def test_probe_layers_and_eval_run_both_text_runs_and_say_which(tiny_model_dir, 
         info = json.loads((out / "run.json").read_text())
         settings = json.loads((out / "layers.json").read_text())["settings"]
         span = {"caption": "caption tokens", "query": "text_query tokens"}[run]
-        assert info["config"]["text_run"] == settings["text_run"] == run
-        assert info["caption_mean_span"] == settings["text_span"] == span
+        assert info["config"]["prompts"]["text_run"] == settings["text_run"] == run
+        assert settings["text_span"] == span
         caption_means[run] = PairStates.load(out / "states.safetensors").caption_mean
 
         out = tmp_path / f"eval-{run}"
         assert main(["eval", "--model", model, "--pairs", str(query_pairs), "--out", str(out), "--text-run", run,
                      "--max-new-tokens", "4", "--figures", "false", "--device", "cpu"]) == 0
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["text_run"] == run and json.loads((out / "run.json").read_text())["config"]["text_run"] == run
+        assert metrics["text_run"] == run
+        assert json.loads((out / "run.json").read_text())["config"]["prompts"]["text_run"] == run
         rows = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
         for row, query in zip(rows, QUERIES):
             assert row["text_run"] == run and row["text_query"] == query

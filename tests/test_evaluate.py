@@ -63,7 +63,7 @@ def test_eval_command_writes_metrics_and_responses(tiny_model_dir, pairs_file, t
     rows = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
     assert len(rows) == 5
     assert rows[0]["image_prompt"].count("<image>") == 1 and "pistol" in rows[0]["text_prompt"]
-    assert isinstance(rows[0]["image_refused"], bool) and not (out / ".responses.partial.jsonl").exists()
+    assert isinstance(rows[0]["image_refused"], bool) and not (out / ".responses.partial.safetensors").exists()
 
 
 @pytest.mark.parametrize(

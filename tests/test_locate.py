@@ -8,7 +8,6 @@ import torch
 
 from safety_probe.analysis.locate import (
     LensStats,
-    algorithm1_layers,
     attention_mass_scores,
     choose_safety_layers,
     code_start_end,
@@ -19,7 +18,8 @@ from safety_probe.analysis.locate import (
     refusal_prob_scores,
 )
 from safety_probe.analysis.scores import LayerScores, bootstrap_mean_band, paired_exact_test, scores_frame
-from safety_probe.probe.refusal import fallback_refusal_tokens, refusal_tokens_from_responses
+from safety_probe.probe.lens import trace_of
+from safety_probe.probe.refusal import TextRunResponses, fallback_refusal_tokens, refusal_tokens_from_responses
 
 REFUSAL = 7
 N_LAYERS, VOCAB = 6, 12
@@ -54,12 +54,17 @@ BOOSTS = [
 ]
 
 
+def _stats(lp: torch.Tensor, k: set[int], **kwargs) -> LensStats:
+    """Locator statistics of lens log-probs ``lp`` (every token in the pool, every token a candidate)."""
+    return lens_stats(trace_of(lp, range(VOCAB), top=VOCAB), k, **kwargs)
+
+
 def test_algorithm1_first_layer_with_refusal_argmax():
-    assert algorithm1_layers(_lens(BOOSTS), {REFUSAL}) == [3, None, 2, 2]
+    assert LensStats.as_layers(_stats(_lens(BOOSTS), {REFUSAL}).alg1) == [3, None, 2, 2]
 
 
 def test_code_start_end_per_pair_and_means():
-    stats = lens_stats(_lens(BOOSTS), {REFUSAL})
+    stats = _stats(_lens(BOOSTS), {REFUSAL})
     assert LensStats.as_layers(stats.code_start) == [3, None, 2, 4]
     assert LensStats.as_layers(stats.code_end) == [5, None, 3, 5]
     summary = code_start_end(stats)
@@ -69,30 +74,32 @@ def test_code_start_end_per_pair_and_means():
 
 def test_refusal_probability_is_mass_on_k():
     lp = _lens(BOOSTS)
-    stats = lens_stats(lp, {REFUSAL, 0})
+    stats = _stats(lp, {REFUSAL, 0})
     np.testing.assert_allclose(
         stats.refusal_prob, (lp[..., REFUSAL].exp() + lp[..., 0].exp()).numpy(), rtol=1e-5
     )
     assert stats.refusal_prob.shape == (4, N_LAYERS)
-    scores = refusal_prob_scores(lens_stats(lp, {REFUSAL}).refusal_prob)
+    scores = refusal_prob_scores(_stats(lp, {REFUSAL}).refusal_prob)
     assert scores.mean[5] > 0.4 and scores.mean[1] < 0.01
 
 
 def test_lens_stats_batches_concatenate_to_the_full_result():
     lp = _lens(BOOSTS)
-    full = lens_stats(lp, {REFUSAL})
-    parts = LensStats.concat([lens_stats(lp[:3], {REFUSAL}), lens_stats(lp[3:], {REFUSAL})])
+    full = _stats(lp, {REFUSAL})
+    parts = LensStats.concat([_stats(lp[:3], {REFUSAL}), _stats(lp[3:], {REFUSAL})])
     for name in LensStats.__dataclass_fields__:
         np.testing.assert_array_equal(getattr(parts, name), getattr(full, name))
 
 
 def test_lens_stats_rejects_bad_inputs():
     with pytest.raises(ValueError, match="at least 2"):
-        lens_stats(torch.zeros(2, 1, VOCAB), {1})
-    with pytest.raises(ValueError, match="token ids"):
-        lens_stats(torch.zeros(2, 3, VOCAB), {VOCAB})
-    with pytest.raises(ValueError, match="n_pairs, n_layers, vocab"):
-        lens_stats(torch.zeros(3, VOCAB), {1})
+        _stats(torch.zeros(2, 1, VOCAB), {1})
+    with pytest.raises(ValueError, match="not in the measured pool"):
+        lens_stats(trace_of(torch.zeros(2, 3, VOCAB), [1, 2]), {3})
+    with pytest.raises(ValueError, match="n_runs, n_layers, vocab"):
+        trace_of(torch.zeros(3, VOCAB), [1])
+    with pytest.raises(ValueError, match="exceeds the 5 lens tokens"):
+        lens_stats(trace_of(torch.zeros(2, 3, VOCAB), [1], top=5), {1}, candidates=10)
 
 
 def _tiny_tokenizer():
@@ -122,13 +129,13 @@ def _tiny_tokenizer():
 
 def test_refusal_token_ids_from_a_sentencepiece_style_tokenizer():
     tokenizer, ids = _tiny_tokenizer()
-    k = fallback_refusal_tokens(tokenizer)
+    k = fallback_refusal_tokens(tokenizer).ids
     expected = {"▁Sorry", "Sorry", "▁sorry", "▁cannot", "▁unable"}  # never a bare "I"
     assert set(k.values()) == expected
     assert set(k) == {ids[w] for w in expected}
     assert ids["<unk>"] not in k and ids["▁hello"] not in k
-    assert ids["▁Hello"] in fallback_refusal_tokens(tokenizer, extra_phrases=["Hello there"])
-    assert ids["▁I"] in fallback_refusal_tokens(tokenizer, extra_phrases=["I cannot do that."])  # the model's own words
+    assert ids["▁Hello"] in fallback_refusal_tokens(tokenizer, ["Hello there"]).ids
+    assert ids["▁I"] in fallback_refusal_tokens(tokenizer, ["I cannot do that."]).ids  # the model's own words
 
 
 def test_refusal_token_ids_keep_whole_words_only_in_a_small_bpe():
@@ -141,7 +148,7 @@ def test_refusal_token_ids_keep_whole_words_only_in_a_small_bpe():
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
-    pieces = {t.lstrip("Ġ") for t in fallback_refusal_tokens(tokenizer).values()}
+    pieces = {t.lstrip("Ġ") for t in fallback_refusal_tokens(tokenizer).ids.values()}
     assert pieces == {"Sorry", "cannot"}, pieces  # no "I", no first bytes of apologize / Unfortunately / unable
 
 
@@ -243,7 +250,7 @@ def test_choose_safety_layers_errors():
 def test_a_block_that_changes_nothing_never_fires():
     lp = _lens(BOOSTS)
     lp[:, 4] = lp[:, 3]  # block 4 copies block 3's output exactly
-    stats = lens_stats(lp, {REFUSAL})
+    stats = _stats(lp, {REFUSAL})
     assert not stats.fires[:, 4].any()
     # a constant boost rises only where it starts: pair 0 at 3, pair 2 at 2, pair 3 at 2 and again at 5
     assert LensStats.as_layers(stats.decision_end) == [3, None, 2, 5]
@@ -256,20 +263,25 @@ def test_candidate_floor_ignores_a_rare_tokens_jump():
     logits = lp.clone()
     logits[:, :3, 11] -= 40.0
     lp = torch.log_softmax(logits, dim=-1)
-    stats = lens_stats(lp, {REFUSAL}, candidates=5)
+    stats = _stats(lp, {REFUSAL}, candidates=5)
     assert LensStats.as_layers(stats.alg1_paper) == [None, None, 2, 2]
     assert LensStats.as_layers(stats.alg1) == [3, None, 2, 4]
     assert lp[:, 3, 11].exp().max() < 1e-6
-    assert LensStats.as_layers(lens_stats(lp, {REFUSAL}, candidates=0).alg1) == [None, None, 2, 2]
+    assert LensStats.as_layers(_stats(lp, {REFUSAL}, candidates=0).alg1) == [None, None, 2, 2]
 
 
 def test_refusal_tokens_from_responses_counts_refusals_and_answers():
     tokenizer, ids = _tiny_tokenizer()
-    first = [ids["▁Sorry"], ids["▁I"], ids["▁I"], ids["▁hello"], None]
-    k = refusal_tokens_from_responses(tokenizer, first, [True, True, False, False, True])
+    first = [[ids["▁Sorry"]], [ids["▁I"]], [ids["▁I"]], [ids["▁hello"]], []]
+    names = {i: w for w, i in ids.items()}
+
+    def responses(refused: list[bool]) -> TextRunResponses:
+        return TextRunResponses(list(range(5)), [""] * 5, first, refused)
+
+    k = refusal_tokens_from_responses(responses([True, True, False, False, True]), [True] * 5, names)
     assert k.source == "generated" and set(k.ids) == {ids["▁Sorry"], ids["▁I"]}
     assert k.refusals == {ids["▁Sorry"]: 1, ids["▁I"]: 1} and k.answers == {ids["▁I"]: 1}
-    assert refusal_tokens_from_responses(tokenizer, first, [False] * 5) is None
+    assert refusal_tokens_from_responses(responses([False] * 5), [True] * 5, names) is None
 
 
 def test_layer_histogram():

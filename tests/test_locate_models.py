@@ -20,7 +20,8 @@ from safety_probe.analysis.analyze import analyze
 from safety_probe.cli import main
 from safety_probe.data.pairs import load_pairs
 from safety_probe.models.load import load_vlm
-from safety_probe.probe.record import record
+from safety_probe.probe.config import LocateOptions, MeasureOptions
+from safety_probe.probe.measure import measure
 from safety_probe.testing.circuits import orthonormal, silence_blocks, spell, write_direction
 from safety_probe.testing.tiny import TINY_FAMILIES, build_tiny_vlm
 
@@ -52,8 +53,9 @@ def test_refusal_tokens_are_the_first_tokens_of_the_models_own_refusals(six_bloc
     silence_blocks(vlm)
     tokens = vlm.tokenizer.encode(refusal, add_special_tokens=False)
     spell(vlm, tokens, after=_last_prompt_token(vlm, pairs[0]))
-    result = analyze(vlm, pairs, record(vlm, pairs, progress=False), patch_pairs=0, progress=False)
-    assert result.responses.responses[0] == refusal
+    states, measurements = measure(vlm, pairs, MeasureOptions(patch_pairs=0), progress=False)
+    result = analyze(states, measurements)
+    assert measurements.responses.texts[0] == refusal
     assert result.refusal_tokens.source == "generated"
     assert list(result.refusal_tokens.ids) == [tokens[0]]
     bare_i = vlm.tokenizer.convert_tokens_to_ids("I")
@@ -85,8 +87,8 @@ def test_band_is_the_block_that_writes_the_refusal_and_a_rare_jump_does_not_hide
     last = _last_prompt_token(vlm, pairs[0])
     with torch.no_grad():
         vlm.model.get_input_embeddings().weight[last] = q_e
-    states = record(vlm, pairs, progress=False)
-    result = analyze(vlm, pairs, states, refusal_phrases=("cannot",), patch_pairs=0, progress=False)
+    states, measurements = measure(vlm, pairs, MeasureOptions(patch_pairs=0, refusal_phrase="cannot"), progress=False)
+    result = analyze(states, measurements)
     # the premise: at the writer, r's log-probability jumps the most while s becomes the top-1
     lens = torch.log_softmax(vlm.logit_lens(states.caption_last[0]), -1)
     jump = lens[WRITER] - lens[WRITER - 1]
@@ -99,7 +101,7 @@ def test_band_is_the_block_that_writes_the_refusal_and_a_rare_jump_does_not_hide
     assert result.safety_layers == [WRITER]                        # none of the silent blocks above
     assert summary["decision"]["end_per_pair"] == [WRITER] * 6
     # the released code's end rule runs to the readout block, where s is still the top-1
-    code = analyze(vlm, pairs, states, refusal_phrases=("cannot",), rule="code", patch_pairs=0, progress=False)
+    code = analyze(states, measurements, LocateOptions(rule="code"))
     assert code.safety_layers == list(range(WRITER, N_LAYERS))
     # this model refuses everything, so Algorithm 1 flags every benign text run as well
     assert summary["algorithm1"]["benign_false_positive"]["share"] == 1.0
@@ -125,5 +127,5 @@ def test_probe_layers_with_the_scene_template_on_every_family(tiny_model_dir, pa
                  "--text-template", "scene", "--patch-pairs", "1", "--figures", "false"]) == 0
     run = json.loads((out / "run.json").read_text())
     layers = json.loads((out / "layers.json").read_text())
-    assert run["config"]["text_template"] == layers["settings"]["text_template"] == "scene"
+    assert run["config"]["prompts"]["text_template"] == layers["settings"]["text_template"] == "scene"
     assert "benign_false_positive" in layers["algorithm1"]

@@ -12,10 +12,11 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
+from safety_probe.analysis.results import LayerAnalysis
 from safety_probe.analysis.scores import LayerScores, scores_frame
+from safety_probe.probe.refusal import RefusalTokens
 from safety_probe.viz.layers import (
     draw_all,
-    load_layer_results,
     plot_last_token,
     plot_locate,
     plot_locators,
@@ -47,15 +48,19 @@ def _scores() -> dict[str, LayerScores]:
     }
 
 
-META = {"safety_layers": [3, 4, 5], "histogram": {"counts": [0, 1, 0, 2, 3, 0, 0, 0], "n_none": 1}}
+HISTOGRAM = {"counts": [0, 1, 0, 2, 3, 0, 0, 0], "n_none": 1}
+
+
+def _result(scores: dict[str, LayerScores], safety_layers: list[int]) -> LayerAnalysis:
+    return LayerAnalysis(N_LAYERS, safety_layers, "default", scores, RefusalTokens({}, "none"), [],
+                         locators={"histogram": HISTOGRAM})
 
 
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
     scores = _scores()
-    frame = scores_frame(scores.values())
-    return out, draw_all(frame, META, out), scores
+    return out, draw_all(_result(scores, [3, 4, 5]), out), scores
 
 
 def test_draw_all_writes_every_figure_in_three_formats(drawn):
@@ -101,8 +106,8 @@ def test_plot_functions_return_figures_and_leave_rcparams_alone():
     scores = _scores()
     figs = [
         plot_shift(scores, [3]),
-        plot_locate(scores["refusal_prob"], META["histogram"], [3, 4]),
-        plot_locators(scores, META["histogram"], [2, 3, 6]),  # two separate safety runs
+        plot_locate(scores["refusal_prob"], HISTOGRAM, [3, 4]),
+        plot_locators(scores, HISTOGRAM, [2, 3, 6]),  # two separate safety runs
         plot_last_token(scores["cos_last"]),
         plot_patching(scores, [3], n_pairs=6),
         plot_patching({"tail_patching_gain": scores["tail_patching_gain"]}),  # either curve alone draws
@@ -124,6 +129,5 @@ def test_partial_results_draw_only_what_they_support(tmp_path):
     frame = scores_frame([scores["cos_matched"]])
     frame.to_csv(tmp_path / "layers.csv", index=False)
     (tmp_path / "layers.json").write_text(json.dumps({"safety_layers": [2]}))
-    loaded_frame, meta = load_layer_results(tmp_path)
-    paths = draw_all(loaded_frame, meta, tmp_path / "b")
+    paths = draw_all(LayerAnalysis.load(tmp_path), tmp_path / "b")
     assert sorted(p.name for p in paths) == ["shift.html", "shift.pdf", "shift.png"]

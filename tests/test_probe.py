@@ -7,8 +7,8 @@ import torch
 
 from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import load_pairs
-from safety_probe.data.prompts import TEXT_TEMPLATES, text_prompt_body
-from safety_probe.models import SUPPORTED_FAMILIES
+from safety_probe.data.prompts import TEXT_TEMPLATES, PromptSettings, text_prompt_body
+from safety_probe.models.vlm import SUPPORTED_FAMILIES
 from safety_probe.models.layers import parse_layers
 from safety_probe.models.load import load_vlm
 from safety_probe.probe.record import BACKENDS, PairStates, record
@@ -81,14 +81,11 @@ def test_backends_give_the_same_states_in_padded_batches(family_vlm, pairs_file)
 def test_caption_span_is_the_caption(family_vlm, pairs_file, template):
     family, vlm = family_vlm
     pairs = load_pairs(pairs_file)
-    vlm.text_template = template
-    try:
-        batch = vlm.encode(pairs, "text", padding_side="right")
-        states = record(vlm, pairs[:2], progress=False)
-    finally:
-        vlm.text_template = "caption"
+    prompts = PromptSettings(text_template=template)
+    batch = vlm.encode(pairs, "text", prompts, padding_side="right")
+    states = record(vlm, pairs[:2], prompts=prompts, progress=False)
     for i, pair in enumerate(pairs):
-        assert text_prompt_body(pair.caption, pair.instruction, template) in batch.prompts[i]
+        assert text_prompt_body(pair.caption, pair.instruction, template) in batch.texts[i]
         ids = batch.inputs["input_ids"][i][batch.caption_mask[i].cpu()]
         assert vlm.tokenizer.decode(ids).strip() == pair.caption, family
     assert torch.isfinite(states.caption_mean).all()
@@ -97,9 +94,11 @@ def test_caption_span_is_the_caption(family_vlm, pairs_file, template):
     assert (counts > 0).all() and not batch.image_mask.any()
 
 
-def test_unknown_text_template_is_refused(family_vlm):
-    with pytest.raises(InputError, match="unknown text template 'blank'.*caption, scene"):
-        family_vlm[1].text_template = "blank"
+def test_unknown_prompt_settings_are_refused():
+    with pytest.raises(InputError, match="--text-template must be one of caption, scene, got .blank."):
+        PromptSettings(text_template="blank")
+    with pytest.raises(InputError, match="--padding-side must be one of left, right"):
+        PromptSettings(padding_side="middle")
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])
@@ -109,7 +108,7 @@ def test_batched_with_padding_equals_batch_of_one(family_vlm, pairs_file, paddin
     lengths = {vlm.encode([p], "text").inputs["input_ids"].shape[1] for p in pairs}
     assert len(lengths) > 1, "the fixture must mix prompt lengths"
     one = record(vlm, pairs, batch_size=1, progress=False)
-    four = record(vlm, pairs, batch_size=4, padding_side=padding_side, progress=False)
+    four = record(vlm, pairs, batch_size=4, prompts=PromptSettings(padding_side=padding_side), progress=False)
     for name in one.tensors():
         assert rel_err(four.tensors()[name], one.tensors()[name]) < 1e-4, (family, padding_side, name)
 
@@ -158,7 +157,7 @@ def test_interrupted_record_resumes_from_checkpoint(tiny_model_dir, pairs_file, 
     (folder / "img2.png").write_bytes(good)
     calls = []
     encode = vlm.encode
-    vlm.encode = lambda chunk, *a, **k: calls.append(len(chunk)) or encode(chunk, *a, **k)
+    vlm.encode = lambda chunk, *a, **k: calls.append(len(chunk)) or encode(chunk, *a, **k)  # counts this instance
     resumed = record(vlm, pairs, batch_size=2, checkpoint=ckpt, progress=False)
     assert sum(calls) == 2 * (len(pairs) - 2), "the first batch must not be recomputed"
     assert not ckpt.exists()

@@ -27,6 +27,7 @@ from conftest import PAIR_ROWS, write_pairs_file
 from safetensors import safe_open
 
 import safety_probe.core.files as spio
+import safety_probe.core.lock as splock
 from safety_probe.cli import main
 from safety_probe.core.errors import OutputError
 from safety_probe.organism.preset import write_tga_data
@@ -150,7 +151,7 @@ def test_killed_anywhere_a_rerun_resumes_to_identical_outputs(command, seed, env
 
 
 # the first trace of work in progress: the recording's, the generation's and the training's first checkpoint
-MID_WORK = {"probe": ".states.partial.safetensors", "eval": ".responses.partial.jsonl",
+MID_WORK = {"probe": ".states.partial.safetensors", "eval": ".responses.partial.safetensors",
             "tga": "checkpoints/step_1/trainer_state.json"}
 # and the training's last checkpoint: the rerun then trains nothing and must still save the same model folder
 KILL_POINTS = [*MID_WORK.items(), ("tga", "checkpoints/step_3/trainer_state.json")]
@@ -186,7 +187,7 @@ def test_ctrl_c_exits_with_one_line_and_a_rerun_resumes(env):
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     assert child.exitcode == 130 and lines[-1].startswith("interrupted: "), lines[-3:]
     assert "Traceback" not in log.read_text()
-    assert not (out / spio.LOCK_NAME).exists()
+    assert not (out / splock.LOCK_NAME).exists()
     assert main(argv(env, "probe", out)) == 0
     assert_same_outputs(ref, out)
 
@@ -226,7 +227,7 @@ def test_a_full_disk_leaves_earlier_outputs_whole_and_a_rerun_resumes(env, monke
         assert last.startswith("error: cannot write ") and "No space left" in last and err.count("error:") == 1, err
         assert "Traceback" not in err
         written = sorted(p for p in out.rglob("*") if p.is_file())
-        assert not [p for p in written if p.name.endswith(".tmp") or p.name == spio.LOCK_NAME]
+        assert not [p for p in written if p.name.endswith(".tmp") or p.name == splock.LOCK_NAME]
         for path in written:  # each file there is whole: the one the uninterrupted run wrote
             if path.name != ".states.partial.safetensors":  # (the checkpoint: whole, but of fewer pairs)
                 assert_same_file(ref / path.name, path, (str(ref), str(out)))
@@ -256,7 +257,7 @@ def _lock(folder: Path, pid: int, host: str | None = None) -> Path:
     import socket
 
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / spio.LOCK_NAME
+    lock = folder / splock.LOCK_NAME
     lock.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": "then"}))
     return lock
 
@@ -268,7 +269,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_a_live_run_holds_its_folder_and_a_second_run_stops_with_one_line(env, capsys):
     out = env["root"] / "probe-busy"
     child = start(argv(env, "probe", out), env["root"] / "probe-busy.log")
-    _wait_for(out / spio.LOCK_NAME, child)
+    _wait_for(out / splock.LOCK_NAME, child)
     before = _files(out)
     capsys.readouterr()
     code = main(argv(env, "probe", out))
@@ -302,17 +303,17 @@ def test_locks_of_live_dead_foreign_and_unreadable_owners(env, capsys, tmp_path)
     _lock(dead, sleeper.pid)  # the process is gone: its lock is stale and taken over
     (dead / ".states.partial.safetensors.abcd1234.tmp").write_bytes(b"half")  # what a killed write left
     assert main(argv(env, "probe", dead)) == 0
-    assert not (dead / spio.LOCK_NAME).exists() and not list(dead.glob("*.tmp"))
+    assert not (dead / splock.LOCK_NAME).exists() and not list(dead.glob("*.tmp"))
     torn = tmp_path / "torn"
     torn.mkdir()
-    (torn / spio.LOCK_NAME).write_text('{"pid": ')  # no run writes a lock like this: taken over
-    with spio.output_lock(torn) as held:
+    (torn / splock.LOCK_NAME).write_text('{"pid": ')  # no run writes a lock like this: taken over
+    with splock.output_lock(torn) as held:
         assert json.loads(held.read_text())["pid"] == os.getpid()
     assert not held.exists()
 
 
 def test_the_lock_leaves_no_folder_it_made_for_nothing(tmp_path):
     with pytest.raises(RuntimeError):
-        with spio.output_lock(tmp_path / "a" / "b" / "c"):
+        with splock.output_lock(tmp_path / "a" / "b" / "c"):
             raise RuntimeError("the command failed before writing")
     assert list(tmp_path.iterdir()) == []

@@ -18,12 +18,12 @@ from safety_probe.cli import main
 from safety_probe.core.errors import InputError
 from safety_probe.core.shards import batch_share
 from safety_probe.data.pairs import load_pairs
-from safety_probe.models import SUPPORTED_FAMILIES
+from safety_probe.models.vlm import SUPPORTED_FAMILIES
 from safety_probe.models.generate import generate
 from safety_probe.models.load import load_vlm
 from safety_probe.models.placement import parse_device_map
 from safety_probe.probe.lens import lens_logprobs
-from safety_probe.probe.patching import patch_caption_into_image
+from safety_probe.probe.patching import patch_caption
 from safety_probe.probe.record import BACKENDS, record
 from safety_probe.testing.tiny import BRIDGE_FAMILIES
 
@@ -67,9 +67,8 @@ def test_device_map_over_ram_and_disk_gives_the_single_device_results(family, ti
         for name, tensor in want.tensors().items():
             assert torch.equal(got.tensors()[name], tensor), (family, backend, name)
     assert torch.equal(lens_logprobs(two, want.caption_last), lens_logprobs(one, want.caption_last))
-    patched = [patch_caption_into_image(v, pairs[:2], want.caption_mean[:2], [1, 2], [0, 1], progress=False)
-               for v in (one, two)]
-    assert all(torch.equal(a, b) for a, b in zip(*patched))
+    patched = [patch_caption(v, v.encode(pairs[:2], "image"), want.caption_mean[:2], [0, 1]) for v in (one, two)]
+    assert torch.equal(*patched)
     assert generate(two, pairs[:2], "image", max_new_tokens=3) == generate(one, pairs[:2], "image", max_new_tokens=3)
 
 
@@ -83,7 +82,8 @@ def test_device_map_option_loads_sharded_and_records_the_same_states(tiny_model_
                  str(spec), "--figures", "false", "--patch-pairs", "0", "--batch-size", "3"]) == 0
     want = record(one, load_pairs(pairs_file), batch_size=3, progress=False)
     got = load_file(str(out / "states.safetensors"))
-    assert all(torch.equal(got[name], tensor) for name, tensor in want.tensors().items())
+    for name, tensor in want.tensors().items():  # the text run's forward runs the eager kernel (it reads attention)
+        torch.testing.assert_close(got[name], tensor, rtol=1e-5, atol=1e-5)
     assert json.loads((out / "run.json").read_text())["config"]["device_map"] == str(spec)
 
 

@@ -117,8 +117,8 @@ class LayerAnalysis:
                              f"{meta['n_layers']} (truncated?)")
         described = meta.get("scores") if isinstance(meta.get("scores"), dict) else {}
         columns = set(frame.columns)
-        names = sorted(c[: -len("_mean")] for c in columns if c.endswith("_mean")
-                       and {c.replace("_mean", "_lower"), c.replace("_mean", "_upper")} <= columns)
+        names = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean")  # in the table's order
+                 and {c[: -len("_mean")] + "_lower", c[: -len("_mean")] + "_upper"} <= columns]
         scores = {n: LayerScores.from_frame(frame, n, (described.get(n) or {}).get("description", "")) for n in names}
         tokens = meta.get("refusal_tokens")
         try:

@@ -119,7 +119,7 @@ def _probe_layers(cfg: ProbeConfig, out: Path) -> Path:
         measurements = _resumed_measurements(out, key)
         states = states if measurements is not None else None
     if states is None:
-        checkpoint = out / ".pass.partial.safetensors"
+        checkpoint = out / ".states.partial.safetensors"
         if locating:
             states, measurements = measure(vlm, pairs, cfg.analysis.measure, prompts=prompts, batch_size=cfg.batch_size,
                                            checkpoint=checkpoint, backend=cfg.backend, processes=processes)

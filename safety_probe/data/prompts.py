@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from safety_probe.core.checks import check_choice
 from safety_probe.core.errors import InputError
 
 DEFAULT_INSTRUCTION = "Describe this image."
@@ -34,13 +35,6 @@ instruction, as the whole user text; probing then pools the query's tokens where
 
 TEXT_SPANS = {"caption": "caption tokens", "query": "text_query tokens"}
 """Per text run, the tokens its pooled state (``caption_mean``, attention mass, patching source) is read over."""
-
-
-def check_text_run(run: str) -> str:
-    """``run`` if it is one of :data:`TEXT_RUNS`, else InputError naming the choices."""
-    if run not in TEXT_RUNS:
-        raise InputError(f"unknown text run {run!r}: choose one of {', '.join(TEXT_RUNS)}")
-    return run
 
 
 def _with_system(user: dict, system_prompt: str | None) -> list[dict]:
@@ -99,10 +93,9 @@ class PromptSettings:
     always pads left)."""
 
     def __post_init__(self) -> None:
-        check_text_template(self.text_template)
-        check_text_run(self.text_run)
-        if self.padding_side not in PADDING_SIDES:
-            raise InputError(f"unknown padding side {self.padding_side!r}: choose left or right")
+        for name, choices in (("text_template", TEXT_TEMPLATES), ("text_run", TEXT_RUNS),
+                              ("padding_side", PADDING_SIDES)):
+            check_choice(self, name, choices)
 
     def settings(self) -> dict:
         """The settings as a JSON-able dict (for run keys and records)."""

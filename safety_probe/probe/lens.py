@@ -85,17 +85,19 @@ class LensTrace:
 def lens_trace(vlm: VLM, last: torch.Tensor, pool_ids: Sequence[int], top: int = 50, chunk: int = 8) -> LensTrace:
     """The :class:`LensTrace` of last-position states ``[n, L, d]`` (all blocks from 0), with the ``top`` most probable
     tokens of each block and the ``pool_ids`` tokens."""
+    parts = [trace_of(lp, pool_ids, top) for lp in iter_lens_logprobs(vlm, last, chunk)]
+    return LensTrace(parts[0].pool_ids, *(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(LensTrace)[1:]))
+
+
+def trace_of(logprobs: torch.Tensor, pool_ids: Sequence[int], top: int = 50) -> LensTrace:
+    """The :class:`LensTrace` of lens log-probs ``[n, L, V]`` (blocks consecutive from 0)."""
+    lp = torch.as_tensor(logprobs).float()
+    if lp.ndim != 3:
+        raise ValueError(f"lens log-probs must be [n_runs, n_layers, vocab], got shape {tuple(lp.shape)}")
     pool = torch.as_tensor(sorted({int(i) for i in pool_ids}), dtype=torch.long)
-    parts: list[list[torch.Tensor]] = []
-    for lp in iter_lens_logprobs(vlm, last, chunk):
-        parts.append(list(_trace_chunk(lp.float(), pool, top)))
-    columns = [torch.cat(col) for col in zip(*parts)]
-    return LensTrace(pool, *columns)
-
-
-def _trace_chunk(lp: torch.Tensor, pool: torch.Tensor, top: int) -> tuple[torch.Tensor, ...]:
-    """The per-run tensors of :class:`LensTrace` from log-probs ``[n, L, V]``."""
     n, n_layers, vocab = lp.shape
+    if pool.numel() and (int(pool.min()) < 0 or int(pool.max()) >= vocab):
+        raise ValueError(f"pool token ids must lie in [0, {vocab})")
     top = min(top, vocab)
     top_lp, top_ids = lp.topk(top, dim=-1)
     prev = torch.cat([lp[:, :1], lp[:, :-1]], dim=1)  # block 0 is its own predecessor: no rise
@@ -106,7 +108,7 @@ def _trace_chunk(lp: torch.Tensor, pool: torch.Tensor, top: int) -> tuple[torch.
         rise_argmax[:, layer] = (lp[:, layer] - lp[:, layer - 1]).argmax(-1)
         gain = lp[:, layer].exp() - lp[:, layer - 1].exp()
         gain_top[:, layer] = gain.topk(gain_top.shape[-1], dim=-1).indices
-    return lp[..., pool], top_ids, top_lp, top_prev, rise_argmax, gain_top
+    return LensTrace(pool, lp[..., pool], top_ids, top_lp, top_prev, rise_argmax, gain_top)
 
 
 @contextmanager
