@@ -41,7 +41,8 @@ _EXPORTS = {
     "InputError": "safety_probe.core.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["AnalysisConfig", "InputError", "LayerAnalysis", "LayerScores", "Pair", "PromptSettings", "TGAConfig", "Trace",
+           "VLM", "analyze", "draw_all", "evaluate", "load_pairs", "load_vlm", "measure", "record", "run_compare", "train"]
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time the names load on first use
     from safety_probe.analysis.analyze import analyze

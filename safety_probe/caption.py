@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from safety_probe.core.errors import InputError
 from safety_probe.core.files import append_jsonl, read_text, write_jsonl
+from safety_probe.core.resume import resumable, run_key
 from safety_probe.data.pairs import Pair, load_image, load_pairs
 from safety_probe.models.generate import generate
 from safety_probe.models.vlm import VLM
@@ -87,9 +88,10 @@ def read_source(path: str | Path) -> Source:
 class CaptionFile:
     """The captions JSONL of one model and prompt: its finished rows by image key, appended to as batches finish.
 
-    A file holding another model's or prompt's captions is refused unless ``overwrite`` (then it is replaced at the
-    first write, so an interruption before it leaves the old file whole). A last line cut short by an interruption
-    is dropped (its image is captioned again).
+    A file holding another model's or prompt's captions is, as every resumed output, started afresh with a note
+    (:func:`~safety_probe.core.resume.resumable`); so is any file with ``overwrite``. It is replaced at the first
+    write, so an interruption before it leaves the old file whole. A last line cut short by an interruption is
+    dropped (its image is captioned again).
     """
 
     def __init__(self, path: str | Path, model: str, prompt: str, overwrite: bool = False):
@@ -101,10 +103,11 @@ class CaptionFile:
         if self._rewrite:
             return
         rows, torn = _read_rows(self.path)
-        other = next((r for r in rows if (r["model"], r["prompt"]) != (model, prompt)), None)
-        if other:
-            raise InputError(f"{self.path} holds captions by {other['model']!r} with prompt {other['prompt']!r}, not "
-                             f"{model!r} with {prompt!r}: pass --overwrite to replace them, or another --out")
+        key = run_key(model, prompt)
+        other = next((run_key(r["model"], r["prompt"]) for r in rows if run_key(r["model"], r["prompt"]) != key), key)
+        if not resumable(self.path, other, key, "captions"):
+            self._rewrite = True
+            return
         self.rows = {r["image"]: r for r in rows}
         self._rewrite = torn
 

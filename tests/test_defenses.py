@@ -14,13 +14,13 @@ from torch import nn
 from safety_probe.cli import main
 from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import load_pairs
+from safety_probe.data.prompts import DEFAULT_PROMPTS
 from safety_probe.defenses import DefenseOptions, calibrate, load_defense, method_name, parse_method
 from safety_probe.defenses.base import DefenseState, generate_edited, parse_strength, position_masks
 from safety_probe.defenses.hidden_detect import fpr_threshold, lens_scores
 from safety_probe.defenses.refusal_steering import RefusalSteering
 from safety_probe.defenses.self_check import SelfCheck
 from safety_probe.defenses.shift_correction import ShiftCorrection
-from safety_probe.data.prompts import DEFAULT_PROMPTS
 from safety_probe.models.generate import generate
 from safety_probe.models.load import load_vlm
 from safety_probe.probe.record import record

@@ -21,9 +21,9 @@ from safety_probe.analysis.scores import share_with_interval
 from safety_probe.cli import main, probe_layers_main
 from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import load_pairs
+from safety_probe.data.prompts import PromptSettings
 from safety_probe.eval.evaluate import summarize
 from safety_probe.eval.tables import benchmark_table, table_frame
-from safety_probe.data.prompts import PromptSettings
 from safety_probe.models.load import load_vlm
 from safety_probe.probe.record import PairStates, record, recording_key
 from safety_probe.viz.evaluation import draw_eval, plot_eval

@@ -8,9 +8,9 @@ import torch
 from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import load_pairs
 from safety_probe.data.prompts import TEXT_TEMPLATES, PromptSettings, text_prompt_body
-from safety_probe.models.vlm import SUPPORTED_FAMILIES
 from safety_probe.models.layers import parse_layers
 from safety_probe.models.load import load_vlm
+from safety_probe.models.vlm import SUPPORTED_FAMILIES
 from safety_probe.probe.record import BACKENDS, PairStates, record
 from safety_probe.testing.tiny import BRIDGE_FAMILIES
 

@@ -18,10 +18,10 @@ from safety_probe.cli import main
 from safety_probe.core.errors import InputError
 from safety_probe.core.shards import batch_share
 from safety_probe.data.pairs import load_pairs
-from safety_probe.models.vlm import SUPPORTED_FAMILIES
 from safety_probe.models.generate import generate
 from safety_probe.models.load import load_vlm
 from safety_probe.models.placement import parse_device_map
+from safety_probe.models.vlm import SUPPORTED_FAMILIES
 from safety_probe.probe.lens import lens_logprobs
 from safety_probe.probe.patching import patch_caption
 from safety_probe.probe.record import BACKENDS, record

@@ -32,7 +32,8 @@ class CaptionConfig(ModelOptions):
     max_new_tokens: int = 48
     """Generation length (a sentence); the caption is the generation's first sentence."""
     overwrite: bool = False
-    """Replace an --out written with another model or prompt (or redo one with the same)."""
+    """Caption every image again, also those --out already holds captions of with the same model and prompt (an --out
+    written with another model or prompt is always started afresh, with a note)."""
     merge: str | None = None
     """Write the --images pairs file with the captions filled in to this path (pairs input only)."""
     replace_captions: bool = False
@@ -85,7 +86,7 @@ def _run_caption(cfg: CaptionConfig) -> Path:
         cfg, note = replace(cfg, prompt=presets.caption_prompt()), presets.note(cfg.model, "caption prompt")
     cfg = replace(cfg, prompt=cfg.prompt or DEFAULT_PROMPT)
     source = read_source(cfg.images)
-    store = CaptionFile(cfg.out, cfg.model, cfg.prompt, cfg.overwrite)  # a mismatched --out stops before loading
+    store = CaptionFile(cfg.out, cfg.model, cfg.prompt, cfg.overwrite)
     run = caption_images(load_model(cfg), source, store, cfg.batch_size, cfg.max_new_tokens)
     for warning in run.warnings:
         print(f"warning: {warning}", file=sys.stderr)

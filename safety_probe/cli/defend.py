@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from safety_probe.cli.show import print_metrics
 from safety_probe.cli.options import ModelOptions, check_layer_option, load_model
 from safety_probe.cli.presets import is_organism
+from safety_probe.cli.show import print_metrics
 from safety_probe.core.errors import InputError
 from safety_probe.defenses.base import DefenseOptions
 
