@@ -14,14 +14,16 @@ from safety_probe.analysis.analyze import analyze
 from safety_probe.analysis.results import LayerAnalysis
 from safety_probe.cli import main, probe_layers_main
 from safety_probe.data.pairs import load_pairs
+from safety_probe.models.hooks import Trace
 from safety_probe.models.load import load_vlm
 from safety_probe.models.spans import aligned_tails
 from safety_probe.models.vlm import VLM
 from safety_probe.probe.config import LocateOptions, MeasureOptions
 from safety_probe.probe.lens import lens_logprobs
 from safety_probe.probe.measure import Measurements, measure
-from safety_probe.probe.patching import final_state, patch_caption, patch_tail
+from safety_probe.probe.patching import block_outputs, final_state, patch_caption, patch_tail
 from safety_probe.probe.record import PairStates, record
+from safety_probe.testing.tiny import TINY_FAMILIES
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +69,27 @@ def test_patching_known_answers(vlm, pairs_file):
     states = record(vlm, pairs, progress=False)
     batch = vlm.encode(pairs, "image")
     ids, layers = [5, 6, 7], list(range(vlm.n_layers))
+    below = block_outputs(vlm, batch)
     base = _refusal(vlm, final_state(vlm, batch), ids)
     torch.testing.assert_close(base, _refusal(vlm, states.image_last[:, -1], ids), rtol=1e-4, atol=1e-7)
     # Moving the image tokens onto their own mean changes nothing.
-    same = _refusal(vlm, patch_caption(vlm, batch, states.image_mean, layers, "shift"), ids)
+    same = _refusal(vlm, patch_caption(vlm, batch, below, states.image_mean, layers, "shift"), ids)
     torch.testing.assert_close(same, base[:, None].expand_as(same), rtol=1e-4, atol=1e-7)
     # Patching the caption's state changes the output, except at the last block: the last prompt token's
     # output there is already computed when image positions change (causal attention).
-    moved = _refusal(vlm, patch_caption(vlm, batch, states.caption_mean, layers, "replace"), ids)
+    moved = _refusal(vlm, patch_caption(vlm, batch, below, states.caption_mean, layers, "replace"), ids)
     torch.testing.assert_close(moved[:, -1], base, rtol=1e-5, atol=1e-7)
     assert (moved[:, 0] - base).abs().max() > 1e-6
+    # Running only the blocks above the patched one gives what a whole forward with the patch gives.
+    for layer in layers:
+        def replace(_: int, hidden: torch.Tensor, layer: int = layer) -> torch.Tensor:
+            return torch.where(batch.image_mask.unsqueeze(-1), states.caption_mean[:, layer].unsqueeze(1), hidden)
+
+        with torch.no_grad(), Trace(vlm.layers, [layer], retain=False, edit_output=replace), \
+                Trace(vlm.layers, [vlm.n_layers - 1]) as read:
+            vlm.model(**batch.inputs)
+        whole = read.outputs[vlm.n_layers - 1][torch.arange(len(pairs)), batch.last_index]
+        torch.testing.assert_close(_refusal(vlm, whole, ids), moved[:, layer], rtol=1e-5, atol=1e-7)
 
 
 def test_tail_patching_known_answers(vlm, pairs_file):
@@ -84,13 +97,9 @@ def test_tail_patching_known_answers(vlm, pairs_file):
     image, text = vlm.encode(pairs, "image"), vlm.encode(pairs, "text")
     image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
     ids, layers = [5, 6, 7], list(range(vlm.n_layers))
-    from safety_probe.models.hooks import Trace
-
-    with torch.no_grad(), Trace(vlm.layers, layers) as trace:
-        vlm.model(**text.inputs)
-    source = {l: trace.outputs[l][text_tail] for l in layers}
+    source = {l: h[text_tail] for l, h in block_outputs(vlm, text).items()}
     base = _refusal(vlm, final_state(vlm, image), ids)
-    patched = _refusal(vlm, patch_tail(vlm, image, image_tail, source, layers), ids)
+    patched = _refusal(vlm, patch_tail(vlm, image, block_outputs(vlm, image), image_tail, source, layers), ids)
     text_prob = _refusal(vlm, final_state(vlm, text), ids)
     # At the last block the last prompt position's state is the readout: patching the tail there gives the text run's
     # answer exactly; at block 0 the tail still attends to the image, so the answer moves but not all the way.
@@ -190,3 +199,26 @@ def test_locate_rechooses_the_band_without_the_model(tiny_model_dir, pairs_file,
     assert "--band-share" in capsys.readouterr().err
     assert main(["locate", str(tmp_path)]) == 2
     assert "no states.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_patching_from_the_patched_block_equals_a_whole_patched_forward(family, tiny_model_dir, pairs_file):
+    vlm = load_vlm(tiny_model_dir(family))
+    pairs = load_pairs(pairs_file)
+    image, text = vlm.encode(pairs, "image"), vlm.encode(pairs, "text")
+    image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
+    below, above = block_outputs(vlm, image), block_outputs(vlm, text)
+    source = {l: h[text_tail] for l, h in above.items()}
+    layers = list(range(vlm.n_layers))
+    fast = patch_tail(vlm, image, below, image_tail, source, layers)
+    for layer in layers:
+        def put(_: int, hidden: torch.Tensor, layer: int = layer) -> torch.Tensor:
+            hidden = hidden.clone()
+            hidden[image_tail] = source[layer].to(hidden.dtype)
+            return hidden
+
+        with torch.no_grad(), Trace(vlm.layers, [layer], retain=False, edit_output=put), \
+                Trace(vlm.layers, [vlm.n_layers - 1]) as read:
+            vlm.model(**image.inputs)
+        whole = read.outputs[vlm.n_layers - 1][torch.arange(len(pairs)), image.last_index]
+        torch.testing.assert_close(fast[:, layer], whole.float(), rtol=1e-5, atol=1e-5)

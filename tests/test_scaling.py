@@ -23,7 +23,7 @@ from safety_probe.models.load import load_vlm
 from safety_probe.models.placement import parse_device_map
 from safety_probe.models.vlm import SUPPORTED_FAMILIES
 from safety_probe.probe.lens import lens_logprobs
-from safety_probe.probe.patching import patch_caption
+from safety_probe.probe.patching import block_outputs, patch_caption
 from safety_probe.probe.record import BACKENDS, record
 from safety_probe.testing.tiny import BRIDGE_FAMILIES
 
@@ -67,7 +67,8 @@ def test_device_map_over_ram_and_disk_gives_the_single_device_results(family, ti
         for name, tensor in want.tensors().items():
             assert torch.equal(got.tensors()[name], tensor), (family, backend, name)
     assert torch.equal(lens_logprobs(two, want.caption_last), lens_logprobs(one, want.caption_last))
-    patched = [patch_caption(v, v.encode(pairs[:2], "image"), want.caption_mean[:2], [0, 1]) for v in (one, two)]
+    patched = [patch_caption(v, batch := v.encode(pairs[:2], "image"), block_outputs(v, batch), want.caption_mean[:2],
+                             [0, 1]) for v in (one, two)]
     assert torch.equal(*patched)
     assert generate(two, pairs[:2], "image", max_new_tokens=3) == generate(one, pairs[:2], "image", max_new_tokens=3)
 

@@ -9,6 +9,9 @@
     >>> with Trace(vlm.layers, [4], edit_output=to_caption, retain=False):
     ...     logits = vlm.model(**batch.inputs).logits
 
+    >>> with start_at(vlm.layers, 4, states):                     # blocks 0-4 skipped: block 4 "outputs" states
+    ...     vlm.model(**batch.inputs)                              # only blocks 5.. compute
+
 Every hook is removed when the ``with`` block exits, also when it exits by an exception; the
 :class:`StopForward` that ``stop`` raises inside the forward is swallowed there. Outputs keep their autograd
 graph unless the forward runs under ``torch.no_grad()``. Layer l = output of block l (0-based) =
@@ -17,7 +20,8 @@ TransformerLens ``blocks.{l}.hook_resid_post``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 
 import torch
@@ -107,3 +111,31 @@ class Trace:
                 raise StopForward(layer)
             return output
         return hook
+
+
+class _Given(nn.Module):
+    """A stand-in for a decoder block: returns ``value`` (or its input when None) whatever it is called with."""
+
+    def __init__(self, value: torch.Tensor | None = None):
+        super().__init__()
+        self.value = value
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states if self.value is None else self.value.to(hidden_states.device, hidden_states.dtype)
+
+
+@contextmanager
+def start_at(blocks: nn.ModuleList, layer: int, states: torch.Tensor) -> Iterator[None]:
+    """Run the forwards in the block from block ``layer + 1`` on, with ``states`` ``[B, T, d]`` as block ``layer``'s
+    output: blocks ``0..layer`` are swapped for stand-ins that compute nothing (decoder blocks return their hidden
+    states in transformers 5), and put back on exit, also by an exception. Patching at block ``layer`` then costs
+    the blocks above it only; the states below are unchanged by construction, so the caller passes them patched."""
+    saved = [blocks[i] for i in range(layer + 1)]
+    try:
+        for i in range(layer):
+            blocks[i] = _Given()
+        blocks[layer] = _Given(states)
+        yield
+    finally:
+        for i, block in enumerate(saved):
+            blocks[i] = block

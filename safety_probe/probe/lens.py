@@ -128,12 +128,15 @@ def eager_attention(vlm: VLM) -> Iterator[None]:
 def attention_on(vlm: VLM, span: torch.Tensor, last_index: torch.Tensor) -> tuple[Trace, dict[int, torch.Tensor]]:
     """A :class:`~safety_probe.models.hooks.Trace` on every block's attention module and the dict it fills: per block,
     the last prompt token's attention ``[B, H, T, T]`` → ``[B]`` mass on ``span`` ``[B, T]``, mean over heads (needs
-    :func:`eager_attention` around the forward)."""
+    :func:`eager_attention` around the forward). Only the prompt's forward is read: in generation, the later calls
+    (one new token each) are not."""
     mass: dict[int, torch.Tensor] = {}
 
     def read(layer: int, weights: torch.Tensor) -> None:
         if weights is None:
             raise RuntimeError("attention weights are only computed by the eager kernel (use eager_attention)")
+        if weights.shape[-2] != span.shape[1] or layer in mass:
+            return
         where, last = span.to(weights.device), last_index.to(weights.device)
         rows = torch.arange(len(last), device=weights.device)
         mass[layer] = (weights[rows, :, last, :].float() * where.float()[:, None, :]).sum(-1).mean(-1).cpu()

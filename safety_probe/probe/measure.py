@@ -15,8 +15,7 @@ pure analysis reads, so the safety layers can be chosen again without the model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,27 +151,57 @@ class _Pass:
         self.recorder = Recorder(vlm, self.layers, backend) if backend != DEFAULT_BACKEND else None
         self.patched = set(harmful_index(pairs)[:cfg.patch_pairs])
 
-    def forward(self, batch: EncodedBatch, span: str, tail: torch.Tensor, attention: bool
-                ) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor], torch.Tensor | None]:
-        """One forward of ``batch``: pooled states (``mean``, ``last`` ``[B, L, d]``), the states at the ``tail``
-        positions per block (``[ΣK, d]``), and the attention mass on the caption ``[B, L]`` when asked."""
-        vlm, weights = self.vlm, Recorder.weights(self.vlm, batch, span)
-        pooled: list[torch.Tensor] = []
-        tails: dict[int, torch.Tensor] = {}
+    def reader(self, batch: EncodedBatch, span: str, tail: torch.Tensor, keep: list[int]) -> tuple[Callable, dict]:
+        """The per-block reader of a forward of ``batch`` (its first call of each block only, the prompt's: in
+        generation the later calls are the generated tokens) and what it fills: ``pooled`` (span sum and last position,
+        unless another backend records), ``tails`` (``[ΣK, d]`` states at the ``tail`` positions) and ``below`` (the
+        whole block output of the rows ``keep``, for patching)."""
+        weights, width = Recorder.weights(self.vlm, batch, span), batch.inputs["input_ids"].shape[1]
+        got: dict = {"pooled": [], "tails": {}, "below": {}}
 
         def read(layer: int, hidden: torch.Tensor) -> None:
+            if hidden.shape[1] != width or layer in got["tails"]:
+                return
             if self.recorder is None:
-                pooled.append(pool(hidden, weights).to(weights.device))
-            tails[layer] = hidden[tail.to(hidden.device)].float().cpu()
+                got["pooled"].append(pool(hidden, weights).to(weights.device))
+            got["tails"][layer] = hidden[tail.to(hidden.device)].float().cpu()
+            if keep:
+                got["below"][layer] = hidden[torch.as_tensor(keep, device=hidden.device)]
 
-        reading, mass = attention_on(vlm, batch.caption_mask, batch.last_index) if attention else (None, {})
-        with torch.no_grad(), eager_attention(vlm) if attention else nullcontext():
-            with Trace(vlm.layers, self.layers, retain=False, edit_output=read, stop=True), reading or nullcontext():
+        return read, got
+
+    def states(self, batch: EncodedBatch, span: str, got: dict) -> dict[str, torch.Tensor]:
+        """The pooled states of ``batch`` (``mean``, ``last``, each ``[B, L, d]``): from the reader, or the backend."""
+        if self.recorder is not None:
+            return self.recorder(batch, span)
+        weights = Recorder.weights(self.vlm, batch, span)
+        return pooled_states(got["pooled"], span_counts(weights[:, 0].bool()))
+
+    @torch.no_grad()
+    def image_run(self, batch: EncodedBatch, tail: torch.Tensor, keep: list[int]) -> tuple[dict, dict]:
+        """One forward of the image run, stopped after the last block: its states and what the reader kept."""
+        read, got = self.reader(batch, "image", tail, keep)
+        with Trace(self.vlm.layers, self.layers, retain=False, edit_output=read, stop=True):
+            self.vlm.model(**batch.inputs, use_cache=False)
+        return self.states(batch, "image", got), got
+
+    @torch.no_grad()
+    def text_run(self, batch: EncodedBatch, tail: torch.Tensor, pairs: list[Pair]) -> tuple[dict, dict, torch.Tensor, list]:
+        """The text run answered greedily (eager attention), its prompt's forward read on the way: its states, what
+        the reader kept, the attention mass on the caption ``[B, L]`` and the answers. With right padding the answer
+        needs a left-padded encoding of its own."""
+        vlm, tokens = self.vlm, self.cfg.answer_tokens
+        read, got = self.reader(batch, "caption", tail, [])
+        reading, mass = attention_on(vlm, batch.caption_mask, batch.last_index)
+        left = self.prompts.padding_side == "left"
+        with eager_attention(vlm), Trace(vlm.layers, self.layers, retain=False, edit_output=read), reading:
+            if left:
+                replies = generate_encoded(vlm, batch, tokens)
+            else:
                 vlm.model(**batch.inputs, use_cache=False)
-        states = (self.recorder(batch, span) if self.recorder is not None
-                  else pooled_states(pooled, span_counts(weights[:, 0].bool())))
-        attended = torch.stack([mass[l] for l in self.layers], dim=1) if attention else None
-        return states, tails, attended
+        if not left:
+            replies = generate_encoded(vlm, vlm.encode(pairs, "text", self.prompts, "left"), tokens)
+        return self.states(batch, "caption", got), got, torch.stack([mass[l] for l in self.layers], dim=1), replies
 
     def __call__(self, start: int, stop: int) -> Part:
         vlm, cfg, index = self.vlm, self.cfg, list(range(start, stop))
@@ -180,27 +209,27 @@ class _Pass:
         image = vlm.encode(chunk, "image", self.prompts)
         text = vlm.encode(chunk, "text", self.prompts)
         image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
-        image_states, image_tails, _ = self.forward(image, "image", image_tail, attention=False)
-        text_states, text_tails, attention = self.forward(text, "caption", text_tail, attention=True)
+        rows = [i for i, pair in enumerate(index) if pair in self.patched]
+        image_states, image_got = self.image_run(image, image_tail, rows)
+        text_states, text_got, attention, replies = self.text_run(text, text_tail, chunk)
         counts = image_tail.sum(dim=1).cpu()
+        cosines = [torch.nn.functional.cosine_similarity(image_got["tails"][l], text_got["tails"][l], dim=-1)
+                   for l in self.layers]
         tensors = {
             **dict(zip(STATE_NAMES, (image_states["mean"], text_states["mean"], image_states["last"],
                                      text_states["last"]))),
             "attention": attention,
-            "tail_cos": torch.stack([_row_means(torch.nn.functional.cosine_similarity(
-                image_tails[l], text_tails[l], dim=-1), counts) for l in self.layers], dim=1),
+            "tail_cos": torch.stack([_row_means(c, counts) for c in cosines], dim=1),
         }
-        answering = text if self.prompts.padding_side == "left" else vlm.encode(chunk, "text", self.prompts, "left")
-        replies = generate_encoded(vlm, answering, cfg.answer_tokens)
-        rows = [i for i, pair in enumerate(index) if pair in self.patched]
         if rows:
-            sub = image.select(rows)
-            tensors["patched"] = torch.as_tensor([index[r] for r in rows], dtype=torch.long)
-            tensors["patched_caption"] = patch_caption(vlm, sub, text_states["mean"][rows], self.layers, cfg.patch_mode)
+            sub, below = image.select(rows), image_got["below"]
             owner = torch.repeat_interleave(torch.arange(len(index)), counts)
             keep = torch.isin(owner, torch.as_tensor(rows))
-            tensors["patched_tail"] = patch_tail(vlm, sub, image_tail[rows], {l: text_tails[l][keep] for l in self.layers},
-                                                 self.layers)
+            tensors["patched"] = torch.as_tensor([index[r] for r in rows], dtype=torch.long)
+            tensors["patched_caption"] = patch_caption(vlm, sub, below, text_states["mean"][rows], self.layers,
+                                                       cfg.patch_mode)
+            tensors["patched_tail"] = patch_tail(vlm, sub, below, image_tail[rows],
+                                                 {l: text_got["tails"][l][keep] for l in self.layers}, self.layers)
         return Part(tensors, [{"pair": i, "text": t, "token_ids": ids} for i, (t, ids) in zip(index, replies)])
 
 
