@@ -8,7 +8,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from safety_probe.cli.options import (
+    DTYPE_NAMES,
     ModelOptions,
+    check_device,
     check_layer_option,
     launched_processes,
     load_model,
@@ -19,6 +21,8 @@ from safety_probe.core.checks import check_choice, check_number
 from safety_probe.core.errors import InputError
 from safety_probe.core.files import check_input_path, check_out_dir
 from safety_probe.data.prompts import PromptSettings
+from safety_probe.models.folder import read_model_config
+from safety_probe.models.load import resolve_model
 from safety_probe.probe.config import AnalysisConfig
 
 #: The files a probe-layers run writes into its output folder (figures/ besides, unless --figures false).
@@ -46,6 +50,9 @@ class ProbeConfig(ModelOptions):
     (TransformerLens' bridge, blocks.{l}.hook_resid_post; LLaVA, LLaVA-NeXT, Idefics3, Gemma 3). All pool alike."""
     figures: bool = True
     """Draw the figures (PDF, PNG, HTML) into OUT/figures."""
+    plan: bool = False
+    """Print what the run will cost — the bytes of every file, the peak memory, an estimate of each phase's time —
+    from the model's config and the pairs, and stop: no forward, no weights read (a config folder is enough)."""
     prompts: PromptSettings = field(default_factory=PromptSettings)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
@@ -61,7 +68,12 @@ class ProbeConfig(ModelOptions):
         check_out_dir(self.out)
         if self.pairs is not None:
             check_input_path(self.pairs, "--pairs file")
-        super().validate()
+        if self.plan:
+            check_choice(self, "dtype", DTYPE_NAMES)
+            check_device(self.device)
+            read_model_config(resolve_model(self.model))
+        else:
+            super().validate()
         if self.pairs is None and not is_organism(self.model):
             raise InputError("--pairs is required for a model other than the organisms")
         n_layers = n_layers_of(self.model, self.trust_remote_code)
@@ -73,8 +85,33 @@ def probe_layers(cfg: ProbeConfig) -> Path:
     """Run probe-layers (holding the lock of its output folder); returns the output folder."""
     from safety_probe.core.lock import output_lock
 
+    if cfg.plan:
+        return print_plan(cfg, Path(cfg.out))
     with output_lock(cfg.out):
         return _probe_layers(cfg, Path(cfg.out))
+
+
+def print_plan(cfg: ProbeConfig, out: Path) -> Path:
+    """``probe-layers --plan``: the :class:`~safety_probe.probe.plan.RunPlan` of this run, printed; nothing written
+    but the organisms' built-in pairs (into a temporary folder)."""
+    import tempfile
+
+    from safety_probe.cli import presets
+    from safety_probe.cli.options import device_of
+    from safety_probe.data.pairs import load_pairs
+    from safety_probe.probe.plan import plan_run
+
+    cfg, _ = with_presets(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_path = Path(cfg.pairs) if cfg.pairs else presets.demo_pairs(Path(tmp) / "pairs", cfg.demo_pairs)
+        pairs = load_pairs(pairs_path, require_caption=cfg.prompts.text_run == "caption",
+                           require_text_query=cfg.prompts.text_run == "query")
+        shown = str(Path(cfg.pairs) if cfg.pairs else out / "pairs" / "pairs.jsonl")
+        run = plan_run(cfg.model, pairs, cfg.analysis.measure, prompts=cfg.prompts, batch_size=cfg.batch_size,
+                       dtype=cfg.dtype, device=device_of(cfg.device), trust_remote_code=cfg.trust_remote_code,
+                       metadata={"model": cfg.model, "pairs": shown, "run_key": "0" * 16})
+    print("\n".join(run.lines()))
+    return out
 
 
 def with_presets(cfg: ProbeConfig) -> tuple[ProbeConfig, str | None]:

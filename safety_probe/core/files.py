@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from safety_probe.core.errors import InputError, OutputError
 
 SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32",
@@ -224,6 +226,23 @@ def safetensors_header(path: Path) -> bytes:
         if offsets[1] > data:
             raise InputError(f"{path}: truncated: tensor {name!r} ends at byte {offsets[1]} of {data} data bytes")
     return raw
+
+
+#: Bytes per element of the safetensors dtypes the project writes, by the name safetensors gives them.
+DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "BF16": 2, "F16": 2, "I16": 2, "U8": 1, "I8": 1, "BOOL": 1}
+
+
+def safetensors_bytes(tensors: dict[str, tuple[str, tuple[int, ...]]], metadata: dict[str, str] | None = None) -> int:
+    """The size of the safetensors file :func:`write_tensors` writes for tensors ``name -> (dtype, shape)`` and
+    ``metadata``, without any tensor: an 8-byte length, the JSON header padded to 8 bytes, the data."""
+    entries, offset = {}, 0
+    for name, (dtype, shape) in sorted(tensors.items(), key=lambda kv: (-DTYPE_BYTES[kv[1][0]], kv[0])):
+        size = DTYPE_BYTES[dtype] * int(np.prod(shape, dtype=np.int64))
+        entries[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    header = {**({"__metadata__": metadata} if metadata else {}), **entries}
+    length = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode())
+    return 8 + length + (-length) % 8 + offset
 
 
 def write_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:

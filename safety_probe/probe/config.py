@@ -33,6 +33,10 @@ class MeasureOptions:
     """Tokens generated per text run to read the model's answer (enough for any refusal opening)."""
     lens_top: int = 50
     """Most probable tokens of each block's logit lens kept per text run (the upper limit of --candidates)."""
+    pool_size: int = 64
+    """Tokens whose lens probability is kept for every text run and patching: the first two tokens of the refusals
+    and the fallback word list (every refusal token set K is drawn from these), filled up with the answers' first
+    tokens and the most probable ones (more only when the refusals need more)."""
 
     def validate(self) -> None:
         """One-line InputError naming the option that is out of range."""
@@ -40,6 +44,7 @@ class MeasureOptions:
         check_number(self, "patch_pairs", 0)
         check_number(self, "answer_tokens", 1)
         check_number(self, "lens_top", 1)
+        check_number(self, "pool_size", 1)
         check_text(self, "refusal_phrase")
 
 

@@ -15,6 +15,7 @@ pure analysis reads, so the safety layers can be chosen again without the model.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -240,9 +241,17 @@ def _row_means(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return (sums / counts.clamp(min=1)).float()
 
 
-def pool_ids(token_ids: Sequence[Sequence[int]], fallback: RefusalTokens) -> list[int]:
-    """The tokens whose lens probability is kept: the first two of every answer, and the fallback K."""
-    return sorted({int(t) for ids in token_ids for t in ids[:2]} | set(fallback.ids))
+def pool_ids(responses: TextRunResponses, fallback: RefusalTokens, size: int, ranked: Sequence[int]) -> list[int]:
+    """The ``size`` tokens whose lens probability is kept (more only when the refusals need more): the first two tokens
+    of every refusal and the fallback K (every K is drawn from these), then the first two tokens of the answers by
+    frequency, then ``ranked`` (the last block's most probable tokens) — a fixed size, so a run's bytes are known in
+    advance."""
+    needed = {int(t) for ids, refused in zip(responses.token_ids, responses.refused) if refused for t in ids[:2]}
+    needed |= set(fallback.ids)
+    answers = Counter(int(t) for ids, refused in zip(responses.token_ids, responses.refused) if not refused
+                      for t in ids[:2])
+    pool = list(dict.fromkeys([*sorted(needed), *(t for t, _ in answers.most_common()), *map(int, ranked)]))
+    return sorted(pool[:max(size, len(needed))])
 
 
 def measure(
@@ -288,7 +297,9 @@ def readouts(vlm: VLM, done: Part, states: PairStates, cfg: MeasureOptions, labe
     phrases = (cfg.refusal_phrase,) if cfg.refusal_phrase else ()
     responses = judged([r["pair"] for r in replies], [(r["text"], r["token_ids"]) for r in replies], phrases)
     fallback = fallback_refusal_tokens(vlm.tokenizer, phrases)
-    ids = pool_ids(responses.token_ids, fallback)
+    last = vlm.n_layers - 1
+    ranked = lens_logprobs(vlm, states.caption_last[:, last]).exp().mean(0).argsort(descending=True)[:cfg.pool_size]
+    ids = pool_ids(responses, fallback, cfg.pool_size, ranked.tolist())
     lens = lens_trace(vlm, states.caption_last, ids, cfg.lens_top)
     patched = done.tensors.get("patched", torch.zeros(0, dtype=torch.long)).tolist()
     columns = torch.as_tensor(ids, dtype=torch.long)
@@ -298,7 +309,6 @@ def readouts(vlm: VLM, done: Part, states: PairStates, cfg: MeasureOptions, labe
             return torch.zeros(*hidden.shape[:-1], len(ids))
         return lens_logprobs(vlm, hidden)[..., columns]
 
-    last = vlm.n_layers - 1
     patch = {"image": pool_logprob(states.image_last[patched, last]),
              "text": pool_logprob(states.caption_last[patched, last])}
     for name in PATCHINGS:

@@ -582,7 +582,7 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
         raise TypeError(f"unknown overrides {sorted(unknown)}; allowed: {TEXT_OVERRIDES + OTHER_OVERRIDES}")
 
 
-def build_tiny_vlm(family: str, out_dir: Path, *, seed: int = 0, **overrides: Any) -> Path:
+def build_tiny_vlm(family: str, out_dir: Path, *, seed: int = 0, weights: bool = True, **overrides: Any) -> Path:
     """Build a tiny random-initialised VLM of ``family`` and save model + processor into ``out_dir``.
 
     Args:
@@ -595,6 +595,7 @@ def build_tiny_vlm(family: str, out_dir: Path, *, seed: int = 0, **overrides: An
             ``num_key_value_heads``, ``vocab_size``, ``max_position_embeddings``), ``image_size``
             (square input side in pixels; multiple of 14, of 28 for Qwen) and ``dtype`` (saved dtype,
             e.g. ``"bfloat16"``). ``vocab_size`` may exceed the ~550-token tokenizer.
+        weights: False writes the config and processor only (a 7B shape for ``probe-layers --plan`` costs nothing).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -607,6 +608,11 @@ def build_tiny_vlm(family: str, out_dir: Path, *, seed: int = 0, **overrides: An
     arch, builder = _BUILDERS[family]
     built = builder(overrides, overrides.get("image_size"))
     built.config.architectures = [arch]
+    if not weights:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        built.config.save_pretrained(out_dir)
+        built.processor.save_pretrained(out_dir)
+        return Path(out_dir)
     torch.manual_seed(seed)
     model = getattr(transformers, arch)(built.config).eval()
     return _save(
