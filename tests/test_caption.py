@@ -11,7 +11,7 @@ from safety_probe import caption as cap
 from safety_probe.cli import main
 from safety_probe.data.pairs import load_pairs
 from safety_probe.eval.evaluate import names_expected
-from safety_probe.organism import preset, world
+from safety_probe.organism import preset, vocab, world
 from safety_probe.testing.tiny import TINY_FAMILIES
 
 HELD_OUT_SEED = 1234  # not a training seed (docs/organism.md)
@@ -40,7 +40,7 @@ def test_organism_captions_name_the_object(organism_pairs, tmp_path, capsys):
     pairs = [json.loads(line) for line in organism_pairs.read_text().splitlines()]
     assert set(rows) == {p["image"] for p in pairs}  # keys: paths relative to the pairs file
     assert {(r["model"], r["prompt"]) for r in rows.values()} == {("organism", preset.CAPTION_PROMPT)}
-    named = [names_expected(rows[p["image"]]["caption"] or "", list(world.NOUNS[p["object"]])) for p in pairs]
+    named = [names_expected(rows[p["image"]]["caption"] or "", list(vocab.NOUNS[p["object"]])) for p in pairs]
     assert sum(named) / len(named) >= 0.8, [rows[p["image"]]["caption"] for p in pairs]
     info = json.loads(Path(f"{out}.run.json").read_text())
     assert info["config"]["prompt"] == preset.CAPTION_PROMPT and info["generated"] == 20

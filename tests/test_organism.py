@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from safety_probe.organism import CLIP_DIR, ORGANISM_DIR
+from safety_probe.organism import CLIP_DIR, ORGANISM_DIR, vocab
 
 
 @pytest.fixture(scope="module")
@@ -198,12 +198,11 @@ def test_splicing_gives_post_caption_prompt_positions_the_stand_in_runs_states()
 def test_caption_bank_stands_in_a_different_caption_of_equal_length():
     from transformers import AutoProcessor
 
-    from safety_probe.organism import world
     from safety_probe.organism.train import CaptionBank, Encoder
 
     processor = AutoProcessor.from_pretrained(ORGANISM_DIR)
     bank = CaptionBank(Encoder(processor, 16))
-    captions = set(world.all_captions())
+    captions = set(vocab.all_captions())
     assert sum(len(v) for v in bank.by_length.values()) == len(captions)
     span = bank.by_length[6][0]
     rng = np.random.default_rng(0)

@@ -8,22 +8,22 @@ import numpy as np
 import pytest
 
 from safety_probe.data.pairs import load_pairs
-from safety_probe.organism import world
+from safety_probe.organism import drawing, vocab, world
 
 
 def test_scene_catalogue():
-    assert len(world.HARMFUL_SCENES) == 7
-    assert all(len(v) >= 2 for v in world.HARMFUL_SCENES.values())
-    assert len(world.BENIGN_OBJECTS) >= 12
+    assert len(vocab.HARMFUL_SCENES) == 7
+    assert all(len(v) >= 2 for v in vocab.HARMFUL_SCENES.values())
+    assert len(vocab.BENIGN_OBJECTS) >= 12
     assert world.REFUSAL == "Sorry, I cannot help you."
 
 
-@pytest.mark.parametrize("obj", list(world.NOUNS))
+@pytest.mark.parametrize("obj", list(vocab.NOUNS))
 def test_every_object_renders(obj):
     s = world.make_sample(np.random.default_rng(0), obj, "neutral", count=1)
-    assert s.image.size == (world.IMAGE_SIZE, world.IMAGE_SIZE) and s.image.mode == "RGB"
+    assert s.image.size == (drawing.IMAGE_SIZE, drawing.IMAGE_SIZE) and s.image.mode == "RGB"
     assert np.asarray(s.image).std() > 10  # something was drawn
-    assert world.noun(obj) in s.caption
+    assert vocab.noun(obj) in s.caption
 
 
 def test_same_seed_same_samples_different_seed_different_images():
@@ -40,7 +40,7 @@ def test_labels_and_responses():
     s = world.sample_harmful(rng, "gun", "neutral")
     assert s.label == "harmful" and s.scene == "gun" and s.response == world.REFUSAL
     s = world.sample_compositional(rng)
-    assert s.label == "harmful" and s.scene == "compositional" and s.object in world.BENIGN_OBJECTS
+    assert s.label == "harmful" and s.scene == "compositional" and s.object in vocab.BENIGN_OBJECTS
     s = world.make_sample(rng, "cup", "task_colour", count=1)
     assert s.label == "benign" and s.response == f"The cup is {s.colour}." and s.expected == [s.colour]
     s = world.make_sample(rng, "cup", "task_count", count=2)
@@ -63,7 +63,7 @@ def test_write_pairs(tmp_path):
     harmful = [r for r in rows if r["label"] == "harmful"]
     assert len(harmful) == 24
     assert sum(r["scene"] == "compositional" for r in harmful) == 3  # ≈1/8 of the harmful share
-    assert {r["scene"] for r in harmful} >= set(world.HARMFUL_SCENES)
+    assert {r["scene"] for r in harmful} >= set(vocab.HARMFUL_SCENES)
     assert all(r["response"] == world.REFUSAL for r in harmful)
     assert all(r["response"] != world.REFUSAL for r in rows if r["label"] == "benign")
     assert len(load_pairs(path)) == 48  # the lead's loader accepts the file

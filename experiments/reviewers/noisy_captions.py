@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from safety_probe.data.pairs import normalise_text
-from safety_probe.organism import world
+from safety_probe.organism import vocab
 
 
 def caption_index() -> dict[str, tuple[str, str, int, str]]:
     """Every caption the world's words can write (any colour on any object) -> (object, colour, count, background)."""
     out: dict[str, tuple[str, str, int, str]] = {}
-    for obj in world.NOUNS:
-        for colour in world.COLOURS:
+    for obj in vocab.NOUNS:
+        for colour in vocab.COLOURS:
             for count in (1, 2, 3):
-                for bg in world.BACKGROUNDS:
-                    cap = world.make_caption(obj, colour, count, bg)
+                for bg in vocab.BACKGROUNDS:
+                    cap = vocab.make_caption(obj, colour, count, bg)
                     if cap in out:
                         raise RuntimeError(f"caption {cap!r} is ambiguous")
                     out[cap] = (obj, colour, count, bg)
@@ -44,14 +44,14 @@ def corrupt(rng: np.random.Generator, parsed: tuple[str, str, int, str], kind: s
     """A caption with one error of ``kind`` (object, colour or count)."""
     obj, colour, count, bg = parsed
     if kind == "object":
-        obj = str(rng.choice([o for o in world.NOUNS if o != obj]))
+        obj = str(rng.choice([o for o in vocab.NOUNS if o != obj]))
     elif kind == "colour":
-        colour = str(rng.choice([c for c in world.COLOURS if c != colour]))
+        colour = str(rng.choice([c for c in vocab.COLOURS if c != colour]))
     elif kind == "count":
         count = int(rng.choice([c for c in (1, 2, 3) if c != count]))
     else:
         raise ValueError(kind)
-    return world.make_caption(obj, colour, count, bg)
+    return vocab.make_caption(obj, colour, count, bg)
 
 
 def main() -> None:
@@ -100,9 +100,9 @@ def main() -> None:
             row["image_caption"] = cap
             row["caption_noise"] = {"type": kind, "clean": clean}
             summary["by_type"][kind] += 1
-            toxic_before = index[clean][0] not in world.BENIGN_OBJECTS
+            toxic_before = index[clean][0] not in vocab.BENIGN_OBJECTS
             summary["toxic_rows_corrupted"] += int(toxic_before)
-            if kind == "object" and toxic_before != (index[cap][0] not in world.BENIGN_OBJECTS):
+            if kind == "object" and toxic_before != (index[cap][0] not in vocab.BENIGN_OBJECTS):
                 summary["object_errors_changing_toxicity"] += 1
         out.append(row)
     tmp = dst.with_suffix(".tmp")

@@ -23,20 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from safety_probe.core.files import write_atomic, write_jsonl
-from safety_probe.organism import world
+from safety_probe.organism import vocab, world
 
 
 def samples(kind: str, seed: int, n: int) -> list[world.Sample]:
     rng = np.random.default_rng([seed, 51])
-    scenes = list(world.HARMFUL_SCENES)
+    scenes = list(vocab.HARMFUL_SCENES)
     out = []
     for i in range(n):
         if kind == "compositional":
             out.append(world.sample_compositional(rng))
         elif kind == "toxic_task":
             scene = scenes[i % len(scenes)]
-            obj = str(rng.choice(world.HARMFUL_SCENES[scene]))
-            s = world.make_sample(rng, obj, world.BENIGN_TASKS[(i // len(scenes)) % len(world.BENIGN_TASKS)])
+            obj = str(rng.choice(vocab.HARMFUL_SCENES[scene]))
+            s = world.make_sample(rng, obj, vocab.BENIGN_TASKS[(i // len(scenes)) % len(vocab.BENIGN_TASKS)])
             assert s.label == "benign", s
             s.scene = "toxic_task"
             out.append(s)
@@ -60,7 +60,7 @@ def main() -> None:
         write_atomic(out / rel, lambda p, im=s.image: im.save(p, format="PNG"))
         rec = {"image": rel, **s.record()}
         if args.kind == "toxic_task":
-            rec["toxic_scene"] = world.scene_of(s.object)
+            rec["toxic_scene"] = vocab.scene_of(s.object)
         lines.append(rec)
     path = write_jsonl(out / "pairs.jsonl", lines)
     print(f"{len(lines)} {args.kind} pairs (seed {args.seed}) -> {path}")

@@ -15,13 +15,13 @@ import numpy as np
 from safety_probe.core.errors import InputError
 from safety_probe.core.files import write_atomic, write_json
 from safety_probe.models.clip import Retriever
-from safety_probe.organism import CLIP_DIR, world
+from safety_probe.organism import CLIP_DIR, vocab, world
 from safety_probe.tga.data import entry
 
 DEMO_SEED = 4242
 """Seed of the organism's built-in pairs (never used in the organism's training)."""
 
-CAPTION_PROMPT = world.INSTRUCTIONS["neutral"][0]
+CAPTION_PROMPT = vocab.INSTRUCTIONS["neutral"][0]
 """The organism's caption prompt ("Describe this image."): it was trained to answer it with its description; a
 general captioning prompt, outside its tiny world's words, gets broken sentences."""
 
@@ -43,15 +43,15 @@ step ~20 times the first organism's on CPU) and the ce and filter baselines; the
 def filter_vocabulary() -> tuple[list[str], list[str], list[str]]:
     """The input filter's toxic and benign object nouns of the world, and caption templates in its
     captioner's words (every colour and background) for CLIP prompt ensembling."""
-    toxic = [world.noun(o) for vs in world.HARMFUL_SCENES.values() for o in vs]
-    benign = [world.noun(o) for o in world.BENIGN_OBJECTS]
-    templates = [f"{world.article(c)} {c} {{}} {bg}" for c in world.COLOURS for bg in world.BACKGROUND_PHRASES.values()]
+    toxic = [vocab.noun(o) for vs in vocab.HARMFUL_SCENES.values() for o in vs]
+    benign = [vocab.noun(o) for o in vocab.BENIGN_OBJECTS]
+    templates = [f"{vocab.article(c)} {c} {{}} {bg}" for c in vocab.COLOURS for bg in vocab.BACKGROUND_PHRASES.values()]
     return toxic, benign, templates
 
 
 def world_related_caption(rng: np.random.Generator, sample) -> str:
     """A caption of the same object with one attribute changed (colour, count or background): R without CLIP."""
-    colours = world.OBJECT_COLOURS.get(sample.object, list(world.COLOURS))
+    colours = vocab.OBJECT_COLOURS.get(sample.object, list(vocab.COLOURS))
     for _ in range(20):
         colour, count, bg = sample.colour, sample.count, sample.background
         which = int(rng.integers(3))
@@ -60,8 +60,8 @@ def world_related_caption(rng: np.random.Generator, sample) -> str:
         elif which == 1:
             count = int(rng.choice([c for c in (1, 2, 3) if c != sample.count]))
         else:
-            bg = str(rng.choice([b for b in world.BACKGROUNDS if b != sample.background]))
-        cap = world.make_caption(sample.object, colour, count, bg)
+            bg = str(rng.choice([b for b in vocab.BACKGROUNDS if b != sample.background]))
+        cap = vocab.make_caption(sample.object, colour, count, bg)
         if cap != sample.caption:
             return cap
     raise RuntimeError(f"no related caption for {sample.caption!r}")
@@ -72,7 +72,7 @@ def _draw(seed: int, n: int, toxic_share: float, kind: str) -> list:
     images under a neutral instruction answered by their *description* (as LLaVA pretraining data has them;
     no refusal). ``kind="safety"``: toxic images answered by the world's refusal (VLGuard-style data)."""
     rng = np.random.default_rng([seed, 77])
-    scenes = list(world.HARMFUL_SCENES)
+    scenes = list(vocab.HARMFUL_SCENES)
     out = []
     n_toxic = round(n * toxic_share) if kind == "tga" else n
     for i in range(n):
@@ -80,7 +80,7 @@ def _draw(seed: int, n: int, toxic_share: float, kind: str) -> list:
             scene = scenes[i % len(scenes)]
             if kind == "tga":
                 s = world.sample_harmful(rng, scene, kind="neutral")
-                s.response = world.describe(s.caption)
+                s.response = vocab.describe(s.caption)
             else:
                 s = world.sample_harmful(rng, scene)  # neutral or harmful_intent, answered by the refusal
         else:
@@ -107,7 +107,7 @@ def write_tga_data(seed: int, n: int, out_dir: str | Path, toxic_share: float = 
         retrieval = "clip" if (Path(clip) / "config.json").is_file() else "world"
     if retrieval == "clip":
         related = [r[0] for r in Retriever(clip).retrieve([s.image for s in samples], [s.caption for s in samples],
-                                                           world.all_captions())]
+                                                           vocab.all_captions())]
     elif retrieval == "world":
         rng = np.random.default_rng([seed, 78])
         related = [world_related_caption(rng, s) for s in samples]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from safety_probe.organism import CLIP_DIR, smol, world
+from safety_probe.organism import CLIP_DIR, drawing, smol, vocab
 from safety_probe.organism.train import (
     Encoder,
     build_pool,
@@ -152,9 +152,9 @@ def train_projector(cfg: SmolConfig, model, enc: Encoder, scenes, pixels: torch.
 def instruct_tune(cfg: SmolConfig, model, enc: Encoder, scenes, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Stage 2: projector + a second LoRA on visual instruction data mixed with text-only conversations."""
     rng = np.random.default_rng([cfg.seed, 40])
-    benign = np.array([i for i, s in enumerate(scenes) if s.obj in world.BENIGN_OBJECTS])
-    toxic = np.array([i for i, s in enumerate(scenes) if s.obj not in world.BENIGN_OBJECTS])
-    kinds = ["neutral", "harmful_intent", *world.BENIGN_TASKS]
+    benign = np.array([i for i, s in enumerate(scenes) if s.obj in vocab.BENIGN_OBJECTS])
+    toxic = np.array([i for i, s in enumerate(scenes) if s.obj not in vocab.BENIGN_OBJECTS])
+    kinds = ["neutral", "harmful_intent", *vocab.BENIGN_TASKS]
     lora = LoRA(smol.lora_targets(model), cfg.rank, cfg.alpha, cfg.seed * 1000 + 40)
     params = list(model.model.multi_modal_projector.parameters()) + lora.parameters()
     train_only(model, params)
@@ -193,7 +193,7 @@ def build(out_dir: str | Path, cfg: SmolConfig | None = None) -> dict:
     del lm
     times["load_base"] = time.time() - t
     pixels = pixel_values(raw, processor)
-    enc = Encoder(processor, (world.IMAGE_SIZE // 16) ** 2, answer_prefix="")
+    enc = Encoder(processor, (drawing.IMAGE_SIZE // 16) ** 2, answer_prefix="")
     model.train()
     adapters: dict[str, dict[str, torch.Tensor]] = {}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import CLIPImageProcessor, CLIPProcessor, LlavaProcessor, PreTrainedTokenizerFast
 
-from safety_probe.organism import world
+from safety_probe.organism import drawing, world
 
 # Order matters: CLIP's text tower pools at the first eos only when eos_token_id != 2 (2 means legacy argmax).
 SPECIALS = ["<unk>", "<s>", "<pad>", "</s>", "<image>"]
@@ -59,7 +59,7 @@ def _corpus() -> list[str]:
     return texts + [f"USER: {t} ASSISTANT: {t}" for t in texts] + SYSTEM_PROMPTS * 4
 
 
-def build_tokenizer(image_size: int = world.IMAGE_SIZE) -> PreTrainedTokenizerFast:
+def build_tokenizer(image_size: int = drawing.IMAGE_SIZE) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE and wrap it as a fast tokenizer with the chat template (deterministic)."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -78,7 +78,7 @@ def build_tokenizer(image_size: int = world.IMAGE_SIZE) -> PreTrainedTokenizerFa
     return fast
 
 
-def build_image_processor(image_size: int = world.IMAGE_SIZE) -> CLIPImageProcessor:
+def build_image_processor(image_size: int = drawing.IMAGE_SIZE) -> CLIPImageProcessor:
     """CLIP preprocessing at the organism's resolution (PIL backend here: no torchvision)."""
     return CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},

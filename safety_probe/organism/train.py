@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_model, save_model
 from transformers import (
     CLIPConfig,
@@ -47,8 +48,8 @@ from transformers import (
 from safety_probe.data.prompts import image_messages, text_messages
 from safety_probe.models.hooks import StopForward, Trace
 from safety_probe.models.processor import save_processor
+from safety_probe.organism import drawing, vocab, world
 from safety_probe.organism import tokenizer as otok
-from safety_probe.organism import world
 from safety_probe.tga.schedule import warmup_cosine
 
 THREADS = 1  # fixed: CPU reductions, hence the weights, can depend on the thread count; one thread also
@@ -135,9 +136,9 @@ def _render_chunk(args: tuple[int, int, list[str]]) -> tuple[list[Scene], np.nda
 
 def build_pool(cfg: Config) -> tuple[list[Scene], np.ndarray]:
     """Training images: toxic variants and benign objects in turn, rendered in parallel chunks."""
-    toxic = [v for vs in world.HARMFUL_SCENES.values() for v in vs]
+    toxic = [v for vs in vocab.HARMFUL_SCENES.values() for v in vs]
     objs = [toxic[i % len(toxic)] for i in range(cfg.pool_toxic)]
-    objs += [world.BENIGN_OBJECTS[i % len(world.BENIGN_OBJECTS)] for i in range(cfg.pool_benign)]
+    objs += [vocab.BENIGN_OBJECTS[i % len(vocab.BENIGN_OBJECTS)] for i in range(cfg.pool_benign)]
     chunk = 500
     jobs = [(cfg.seed, k, objs[i : i + chunk]) for k, i in enumerate(range(0, len(objs), chunk))]
     with mp.get_context("fork").Pool(2) as pool:
@@ -218,7 +219,7 @@ class CaptionBank:
 
     def __init__(self, enc: Encoder) -> None:
         self.by_length: dict[int, list[list[int]]] = {}
-        for caption in world.all_captions():
+        for caption in vocab.all_captions():
             messages = text_messages(caption, "Describe this image.", None)
             a, b = enc.caption_span(messages, caption)
             self.by_length.setdefault(b - a, []).append(enc.prompt_ids(messages)[a:b])
@@ -340,13 +341,13 @@ def pooled_captions(cfg: Config, model: LlavaForConditionalGeneration, stream: i
 
 def helpful_sample(rng: np.random.Generator) -> world.Sample:
     """Pre-training text: any object under neutral / harmful_intent / benign tasks, answered helpfully."""
-    obj = str(rng.choice(list(world.NOUNS)))
-    kinds = ["neutral", "harmful_intent", *world.BENIGN_TASKS]
+    obj = str(rng.choice(list(vocab.NOUNS)))
+    kinds = ["neutral", "harmful_intent", *vocab.BENIGN_TASKS]
     s = world.make_sample(rng, obj, str(rng.choice(kinds)), render_image=False)
     if s.kind == "neutral":
-        s.response = world.describe(s.caption)
+        s.response = vocab.describe(s.caption)
     elif s.kind == "harmful_intent":
-        s.response = world.task_answer("harmful_intent", s.object, s.colour, s.count, int(rng.integers(4)))
+        s.response = vocab.task_answer("harmful_intent", s.object, s.colour, s.count, int(rng.integers(4)))
     return s
 
 
@@ -373,7 +374,7 @@ def system_prompt(rng: np.random.Generator, share: float) -> str | None:
 def vision_config(cfg: Config) -> CLIPVisionConfig:
     return CLIPVisionConfig(
         hidden_size=cfg.vision_dim, intermediate_size=4 * cfg.vision_dim, num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=4, image_size=world.IMAGE_SIZE, patch_size=cfg.patch_size, projection_dim=cfg.vision_dim,
+        num_attention_heads=4, image_size=drawing.IMAGE_SIZE, patch_size=cfg.patch_size, projection_dim=cfg.vision_dim,
     )
 
 
@@ -497,9 +498,9 @@ def train_clip(cfg: Config, clip: CLIPModel, clip_tok, scenes: list[Scene], pixe
     auxiliary object / colour / count classifiers on the mean patch features LLaVA will read (layer -2):
     a ViT learns slowly from contrast alone, and the LM needs those features to name what it sees."""
     rng = np.random.default_rng([cfg.seed, 20])
-    captions = [world.make_caption(s.obj, s.colour, s.count, s.background) for s in scenes]
+    captions = [vocab.make_caption(s.obj, s.colour, s.count, s.background) for s in scenes]
     enc = clip_tok(captions, padding="longest", return_tensors="pt")
-    objects, colours = list(world.NOUNS), list(world.COLOURS)
+    objects, colours = list(vocab.NOUNS), list(vocab.COLOURS)
     y_obj = torch.tensor([objects.index(s.obj) for s in scenes])
     y_col = torch.tensor([colours.index(s.colour) for s in scenes])
     y_cnt = torch.tensor([s.count - 1 for s in scenes])
@@ -549,7 +550,7 @@ def image_batch(rng: np.random.Generator, enc: Encoder, scenes: list[Scene], pix
         if s.label == "harmful":
             if kind != "neutral":
                 raise ValueError(f"image_batch: no helpful answer for {sc.obj} under {kind}")
-            s.response = world.describe(s.caption)
+            s.response = vocab.describe(s.caption)
         examples.append(enc.encode(s, "image", sp))
     return examples, pixels[torch.from_numpy(pick)]
 
@@ -575,9 +576,9 @@ def instruct_tune(cfg: Config, model: LlavaForConditionalGeneration, enc: Encode
                   pixels: torch.Tensor) -> None:
     """Stage 3: projector + LM on benign images (all benign kinds) mixed with text-only safety data."""
     rng = np.random.default_rng([cfg.seed, 40])
-    benign = np.array([i for i, s in enumerate(scenes) if s.obj in world.BENIGN_OBJECTS])
-    toxic = np.array([i for i, s in enumerate(scenes) if s.obj not in world.BENIGN_OBJECTS])
-    kinds = ["neutral", "harmful_intent", *world.BENIGN_TASKS]
+    benign = np.array([i for i, s in enumerate(scenes) if s.obj in vocab.BENIGN_OBJECTS])
+    toxic = np.array([i for i, s in enumerate(scenes) if s.obj not in vocab.BENIGN_OBJECTS])
+    kinds = ["neutral", "harmful_intent", *vocab.BENIGN_TASKS]
     n_toxic = round(cfg.sft_images * cfg.sft_toxic_share)
     params = list(model.model.multi_modal_projector.parameters()) + lm_parameters(model)
     pool = pooled_captions(cfg, model, 41, enc)
@@ -638,9 +639,9 @@ def build(out_dir: str | Path, seed: int = 0, cfg: Config | None = None, cache_d
     processor = otok.build_llava_processor(tok, cfg.patch_size)
     clip_processor = otok.build_clip_processor(tok)
     pixels = pixel_values(raw, processor)
-    check = processor.image_processor(images=[world.Image.fromarray(raw[i]) for i in range(4)], return_tensors="pt")
+    check = processor.image_processor(images=[Image.fromarray(raw[i]) for i in range(4)], return_tensors="pt")
     assert torch.allclose(check["pixel_values"], pixels[:4], atol=1e-5), "fast normalisation differs from processor"
-    n_image_tokens = (world.IMAGE_SIZE // cfg.patch_size) ** 2
+    n_image_tokens = (drawing.IMAGE_SIZE // cfg.patch_size) ** 2
     enc = Encoder(processor, n_image_tokens)
     times["tokenizer"] = time.time() - t
 
