@@ -45,6 +45,11 @@ class _Parser(ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise InputError(f"{message} (see {self.prog} --help)")
 
+    def format_help(self) -> str:
+        for action in self._actions:  # the usage line shows an option's first spelling: the dashed one
+            action.option_strings.sort(key=lambda option: "_" in option)
+        return super().format_help()
+
 
 def _parse(config_type: type, prog: str, argv: list[str]):
     # a command module may start from a preset config (e.g. `tga --model organism`); options given still win
