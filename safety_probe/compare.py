@@ -1,23 +1,26 @@
 """The before/after harness: TGA and its baselines trained, evaluated and compared on the same held-out pairs.
 
     >>> from safety_probe.compare import CompareConfig, run_compare
-    >>> cfg = CompareConfig(model="runs/llava-base", data="tga.json", eval_pairs="heldout.jsonl",
-    ...                     layers="runs/llava/layers.json", stage=1, baselines=["ce"])
-    >>> record = run_compare(cfg)
+    >>> cfg = CompareConfig.of(data="tga.json", eval_pairs="heldout.jsonl", layers="runs/llava/layers.json",
+    ...                        stage=1, baselines=["ce"])     # or CompareConfig(TGAConfig(TGAMethod(...)), data=...)
+    >>> record = run_compare("runs/llava-base", cfg)         # load=partial(load_vlm, device="cuda", dtype="bfloat16")
     >>> record["rows"]["tga"]["overall"]["image_dsr"], record["rows"]["before"]["overall"]["image_dsr"]
 
-Writes ``out/model`` (the TGA-aligned model, a Hugging Face folder ``load_vlm`` reads), ``out/compare.json``
-(rows: method → metrics, each with the semantic shift at every block, measured by :mod:`safety_probe.analysis.shift`
-exactly as ``probe-layers`` measures it), ``out/responses*.jsonl`` (judged responses),
-``out/baselines/<name>/model`` and, for the inference-time defenses (``defenses``, :mod:`safety_probe.defenses`,
-rows with their cost instead of a shift), ``out/defenses/<name>/state`` and ``responses.jsonl``. Everything it needs comes in through the config: the training data, the
-held-out pairs, the CLIP and the filter's vocabulary; nothing has a built-in default.
+:class:`CompareConfig` holds the TGA run's :class:`~safety_probe.tga.config.TGAConfig` (``cfg.tga``) beside its own
+evaluation, baseline and defense options. Writes ``out/model`` (the TGA-aligned model, a Hugging Face folder
+``load_vlm`` reads), ``out/compare.json`` (rows: method → metrics, each with the semantic shift at every block,
+measured by :mod:`safety_probe.analysis.shift` exactly as ``probe-layers`` measures it), ``out/responses*.jsonl``
+(judged responses), ``out/baselines/<name>/model`` and, for the inference-time defenses (``defenses``,
+:mod:`safety_probe.defenses`, rows with their cost instead of a shift), ``out/defenses/<name>/state`` and
+``responses.jsonl``. Everything it needs comes in through the config: the training data, the held-out pairs, the
+CLIP and the filter's vocabulary; nothing has a built-in default. compare.json carries the run's key
+(:func:`~safety_probe.core.resume.run_key`): a rerun with the same settings keeps its finished rows, one with other
+settings starts afresh and says so.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +31,8 @@ from safety_probe.analysis.shift import semantic_shift
 from safety_probe.core.checks import check_number, option_name
 from safety_probe.core.errors import InputError
 from safety_probe.core.files import check_input_path, check_out_dir, read_json, write_json, write_jsonl
+from safety_probe.core.options import OptionTree
+from safety_probe.core.resume import resumable, run_key
 from safety_probe.data.pairs import Pair, load_pairs
 from safety_probe.data.prompts import DEFAULT_PROMPTS, PromptSettings
 from safety_probe.defenses import calibrate, method_name, parse_method
@@ -38,24 +43,27 @@ from safety_probe.eval.evaluate import evaluate
 from safety_probe.eval.tables import benchmark_table
 from safety_probe.models.clip import read_corpus
 from safety_probe.models.layers import resolve_layers
-from safety_probe.models.load import check_vlm, load_vlm, n_layers_of
+from safety_probe.models.load import load_vlm
 from safety_probe.models.vlm import VLM
 from safety_probe.probe.record import record
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import TGAExample, load_tga_data
 from safety_probe.tga.retrieval import fill_retrieved
-from safety_probe.tga.train import RUN_NEUTRAL, guide_only_rows, run_fingerprint, train
+from safety_probe.tga.train import guide_only_rows, train
 
 BASELINES = ("ce", "safety_ft", "filter")
 PAPER = "Xu et al., Cross-Modal Safety Mechanism Transfer in LVLMs, ICLR 2025"
 
+ModelLoader = Callable[[str], VLM]
+"""Loads a model by name or folder (the model before alignment, and each trained model's folder) for training and
+evaluation: :func:`~safety_probe.models.load.load_vlm` by default; the command loads by its model options."""
+
 
 @dataclass
-class CompareConfig(TGAConfig):
+class CompareConfig(OptionTree):
     """TGA (paper §4) and its baselines, trained and compared on the same held-out pairs (compare.json)."""
 
-    model: str = ""
-    """Model to align: a local Hugging Face folder or a hub name."""
+    tga: TGAConfig = field(default_factory=TGAConfig)
 
     data: str | None = None
     """Training data: LLaVA conversation JSON with ``image_caption`` (and ``retrieved_caption``); see docs/tga.md."""
@@ -116,16 +124,13 @@ class CompareConfig(TGAConfig):
     defense_caption_prompt: str | None = None
     """self_check's caption prompt (default: ECSO's query-aware one, docs/defenses.md)."""
 
-
     def validate(self, generated: bool = False) -> None:
         """Every option checked before any work: one-line InputError naming the option and what it allows.
         ``generated``: the training data, held-out pairs and safety_ft data are made by the caller (the organism)."""
-        super().validate()
+        self.tga.validate()
         check_number(self, "filter_threshold", 0.0, 1.0)
         check_number(self, "eval_batch_size", 1)
         check_number(self, "max_new_tokens", 1)
-        if not self.model:
-            raise InputError("--model is required: a local Hugging Face folder or a hub name")
         if not self.data and not generated:
             raise InputError("--data is required: a TGA data file (LLaVA conversation JSON with image_caption; docs/tga.md)")
         baselines = self.chosen_baselines()
@@ -151,19 +156,16 @@ class CompareConfig(TGAConfig):
             if not generated or self.defense_calibration:
                 check_calibration(self.defense_calibration, self.eval_pairs, "--defense-calibration")
             parse_strength(self.defense_strength)
-        check_vlm(self.model)
-        try:
-            resolve_layers(self.layers, n_layers_of(self.model))
-        except InputError as e:
-            raise InputError(f"--layers: {e}") from None
 
     def chosen_baselines(self) -> list[str]:
         """The baselines named by ``--baselines`` (blank entries dropped)."""
         return [b for b in self.baselines if b.strip()]
 
-
-# compare.json resumes only into a run with the same settings: adding a baseline keeps what was done
-COMPARE_NEUTRAL = RUN_NEUTRAL | {"baselines", "out", "defenses"}
+    def key_settings(self) -> dict:
+        """Every setting that changes compare.json's rows (for its run key): the TGA run's and the evaluation's.
+        Adding a baseline or a defense keeps what was done."""
+        own = {k: v for k, v in asdict(self).items() if k not in ("tga", "out", "baselines", "defenses")}
+        return {"tga": self.tga.key_settings(), **own}
 
 
 def _file_digest(path: str | None) -> str | None:
@@ -196,26 +198,33 @@ def layer_shift(vlm: VLM, pairs: list[Pair], layers: list[int], prompts: PromptS
     return out
 
 
-def _measure(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: CompareConfig,
+def _partial(responses: Path) -> Path:
+    """Where the judged batches of ``responses`` are kept until the run ends (a rerun resumes after them)."""
+    return responses.with_name(f".{responses.stem}.partial.safetensors")
+
+
+def _metrics(vlm: VLM, pairs: list[Pair], layers: list[int], cfg: CompareConfig,
              responses: Path) -> tuple[dict, list[dict]]:
-    """Evaluation metrics and shift of one model; judged responses go to ``responses`` (a rerun reuses them)."""
-    result = evaluate(vlm, pairs, prompts=PromptSettings(cfg.system_prompt), batch_size=cfg.eval_batch_size,
-                      max_new_tokens=cfg.max_new_tokens, partial=responses, progress=False)
+    """Evaluation metrics and shift of one model; its judged responses are written to ``responses``."""
+    prompts = cfg.tga.prompts
+    result = evaluate(vlm, pairs, prompts=prompts, batch_size=cfg.eval_batch_size,
+                      max_new_tokens=cfg.max_new_tokens, partial=_partial(responses), progress=False)
+    write_jsonl(responses, result.rows)
     metrics = {**result.metrics, "benchmarks": benchmark_table(result.rows)}
-    metrics["shift"] = layer_shift(vlm, pairs, layers, PromptSettings(cfg.system_prompt))
+    metrics["shift"] = layer_shift(vlm, pairs, layers, prompts)
     return metrics, result.rows
 
 
-def defense_rows(cfg: CompareConfig, pairs: list[Pair], layers: list[int], rows: dict, save: Callable[[], dict],
-                 out: Path) -> None:
-    """Calibrate each defense of ``cfg`` on the model before alignment and add its row (metrics, cost, state)."""
+def defense_rows(cfg: CompareConfig, model: str, load: ModelLoader, pairs: list[Pair], layers: list[int], rows: dict,
+                 save: Callable[[], dict], out: Path) -> None:
+    """Calibrate each defense of ``cfg`` on ``model`` before alignment and add its row (metrics, cost, state)."""
     specs = [s for s in defense_specs(cfg) if s not in rows]
     if not specs:
         return
-    vlm = load_vlm(cfg.model, dtype=cfg.dtype)
+    vlm = load(model)
     calibration = load_pairs(cfg.defense_calibration)
     prompt = {"caption_prompt": cfg.defense_caption_prompt} if cfg.defense_caption_prompt else {}
-    options = DefenseOptions(strength=cfg.defense_strength, prompts=PromptSettings(cfg.system_prompt),
+    options = DefenseOptions(strength=cfg.defense_strength, prompts=cfg.tga.prompts,
                              batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens, **prompt)
     for spec in specs:
         folder = out / "defenses" / spec.replace(":", "-")
@@ -223,33 +232,37 @@ def defense_rows(cfg: CompareConfig, pairs: list[Pair], layers: list[int], rows:
         defense.state().save(folder / "state", calibration=str(cfg.defense_calibration))
         result = evaluate_defense(vlm, pairs, defense, options)
         write_jsonl(folder / "responses.jsonl", result.rows)
-        rows[spec] = {"model": f"{cfg.model} + {spec}", "state": str(folder / "state"), **result.metrics,
+        rows[spec] = {"model": f"{model} + {spec}", "state": str(folder / "state"), **result.metrics,
                       "benchmarks": benchmark_table(result.rows)}
         save()
 
 
-def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
-    """Train TGA (and the baselines), evaluate each against the model before, write and return ``compare.json``.
+def run_compare(model: str, cfg: CompareConfig, load: ModelLoader = load_vlm, note: str | None = None) -> dict:
+    """Train TGA (and the baselines) on ``model`` (a name or folder), evaluate each against the model before, write
+    and return ``compare.json``.
 
-    Evaluation runs when ``cfg.evaluate`` and ``cfg.eval_pairs`` is given; otherwise only the models are
-    trained and compare.json says why. ``note`` is recorded in compare.json (e.g. the preset applied).
+    ``load`` loads ``model`` and each trained model's folder (training takes the model where ``load`` puts it; under
+    ``accelerate launch`` each process's own device). Evaluation runs when ``cfg.evaluate`` and ``cfg.eval_pairs``
+    is given; otherwise only the models are trained and compare.json says why. ``note`` is recorded in compare.json
+    (e.g. the preset applied).
     """
     cfg.validate()
     baselines = cfg.chosen_baselines()
-    from accelerate import PartialState
-
-    state = PartialState(cpu=cfg.device == "cpu")  # under `accelerate launch`: one per process, shared with train()
-    main = state.is_main_process
+    tga = cfg.tga
     out = Path(cfg.out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if tga.run.threads:
+        torch.set_num_threads(tga.run.threads)
     examples = load_tga_data(cfg.data)  # every input is read and checked before the model loads
     safety = load_tga_data(cfg.safety_ft_data) if "safety_ft" in baselines else []
     pairs = load_pairs(cfg.eval_pairs) if cfg.evaluate and cfg.eval_pairs else None
-    base = load_vlm(cfg.model, dtype=cfg.dtype)
-    layers = resolve_layers(cfg.layers, base.n_layers)
+    base = load(model)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=base.device.type == "cpu")  # under `accelerate launch`: one per process, shared with train()
+    main = state.is_main_process
+    layers = resolve_layers(tga.method.layers, base.n_layers)
     notes = [note] if note else []
-    if cfg.retrieved_in_context:  # TGA and the ce baseline put R in the prompt
+    if tga.method.retrieved_in_context:  # TGA and the ce baseline put R in the prompt
         examples = fill_retrieved(examples, cfg.clip, read_corpus(cfg.corpus) if cfg.corpus else None)
     if pairs is None:
         why = "--evaluate false" if not cfg.evaluate else "no --eval-pairs given"
@@ -264,26 +277,26 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
     if not main:
         pairs = None  # measurements run on the main process only
     compare_path = out / "compare.json"
-    settings = {k: v for k, v in asdict(cfg).items() if k not in COMPARE_NEUTRAL}
-    fingerprint = run_fingerprint(settings, weights=base.weights, layers=layers, data=_file_digest(cfg.data),
-                                  eval_pairs=_file_digest(cfg.eval_pairs), safety_ft=_file_digest(cfg.safety_ft_data))
-    compare = read_json(compare_path, "compare.json") if compare_path.is_file() and cfg.resume else {}
-    if compare and (not isinstance(compare, dict) or compare.get("fingerprint") != fingerprint):
-        state.print(f"note: {compare_path} comes from a run with other settings: starting afresh", file=sys.stderr)
+    base_settings = base.run_settings()
+    key = run_key(cfg.key_settings(), base_settings, layers, _file_digest(cfg.data),
+                  _file_digest(cfg.eval_pairs), _file_digest(cfg.safety_ft_data))
+    compare = read_json(compare_path, "compare.json") if compare_path.is_file() and tga.run.resume else {}
+    if compare and not resumable(compare_path, compare.get("run_key") if isinstance(compare, dict) else None, key,
+                                 "compare record"):
         compare = {}
     rows: dict = compare.get("rows", {})
 
     def save() -> dict:
-        result = {"paper": PAPER, "config": asdict(cfg), "fingerprint": fingerprint, "safety_layers": layers,
-                  "eval_pairs": len(pairs) if pairs else 0, "notes": notes, "rows": rows}
+        result = {"paper": PAPER, "model": base_settings, "config": asdict(cfg), "run_key": key,
+                  "safety_layers": layers, "eval_pairs": len(pairs) if pairs else 0, "notes": notes, "rows": rows}
         if main:
             write_json(compare_path, result)
         return result
 
     base_rows: list[dict] = []
-    if pairs is not None and ("before" not in rows or "filter" in baselines):
-        metrics, base_rows = _measure(base, pairs, layers, cfg, out / "responses_before.jsonl")
-        rows["before"] = {"model": str(cfg.model), **metrics}
+    if pairs is not None and ("before" not in rows or ("filter" in baselines and "filter" not in rows)):
+        metrics, base_rows = _metrics(base, pairs, layers, cfg, out / "responses_before.jsonl")
+        rows["before"] = {"model": str(model), **metrics}
         save()
     del base
 
@@ -291,18 +304,14 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
                    guide_only_ids: frozenset[str] | None = None, **overrides) -> None:
         if name in rows and (out_dir / "model" / "config.json").is_file():
             return
-        vlm = load_vlm(cfg.model, device="cpu", dtype=cfg.dtype)
-        result = train(vlm, cfg, train_examples, out_dir, guide_only_ids=guide_only_ids, **overrides)
-        del vlm
+        result = train(load(model), tga.replace(**overrides), train_examples, out_dir, guide_only_ids)
         if result.model_dir is None:  # interrupted on purpose (stop_after)
             return
         entry = {"model": str(result.model_dir), "weights_sha256": result.weights_hash, "steps": result.steps,
                  "final_log": result.log[-1] if result.log else None, "guide_only_rows": result.guide_only_rows,
-                 "rows": result.rows,
-                 **overrides}
+                 "rows": result.rows, **overrides}
         if pairs is not None:
-            metrics, _ = _measure(load_vlm(result.model_dir, dtype=cfg.dtype), pairs, layers, cfg,
-                                  out_dir / "responses.jsonl")
+            metrics, _ = _metrics(load(str(result.model_dir)), pairs, layers, cfg, out_dir / "responses.jsonl")
             entry.update(metrics)
         rows[name] = entry
         save()
@@ -313,12 +322,17 @@ def run_compare(cfg: CompareConfig, note: str | None = None) -> dict:
     if "safety_ft" in baselines:
         mixed = examples + safety  # guide-only rows come from the alignment data; the refusal rows stay supervised
         run_method("safety_ft", out / "baselines" / "safety_ft", mixed, guide_weight=0.0, retrieved_in_context=False,
-                   guide_only_ids=guide_only_rows(examples, cfg.guide_only_labels))
+                   guide_only_ids=guide_only_rows(examples, tga.method.guide_only_labels))
     if "filter" in baselines and pairs is not None and base_rows:
         flags = filter_flags(pairs, cfg.clip, cfg.filter_toxic, cfg.filter_benign, cfg.filter_templates,
                              cfg.filter_threshold)
-        rows["filter"] = {"model": f"{cfg.model} + CLIP zero-shot input filter",
-                          **filtered_metrics(base_rows, flags, PromptSettings(cfg.system_prompt))}
+        rows["filter"] = {"model": f"{model} + CLIP zero-shot input filter",
+                          **filtered_metrics(base_rows, flags, tga.prompts)}
     if pairs is not None:
-        defense_rows(cfg, pairs, layers, rows, save, out)
-    return save()
+        defense_rows(cfg, model, load, pairs, layers, rows, save, out)
+    record = save()
+    if main:  # the judged batches are kept to the end: a rerun after a kill anywhere generates nothing again
+        for responses in (out / "responses_before.jsonl", out / "responses.jsonl",
+                          *(out / "baselines" / name / "responses.jsonl" for name in ("ce", "safety_ft"))):
+            _partial(responses).unlink(missing_ok=True)
+    return record

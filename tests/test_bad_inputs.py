@@ -426,6 +426,10 @@ TGA: list[Case] = [
     ("organism-train-n-0", lambda w: (["--model", "organism", "--train-n", "0"], None), "--train-n"),
     ("organism-retrieval-bogus", lambda w: (["--model", "organism", "--retrieval", "bogus"], None), "--retrieval"),
     ("organism-toxic-share", lambda w: (["--model", "organism", "--toxic-share", "-0.5"], None), "--toxic-share"),
+    ("device-bad-index", lambda w: (["--device", "cuda:x"], None), "--device"),
+    ("device-map-in-training", lambda w: (["--device-map", "auto"], None), "--device-map"),
+    ("text-run-query", lambda w: (["--text-run", "query"], None), "--text-run"),
+    ("text-template-bogus", lambda w: (["--text-template", "bogus"], None), "text template"),
 ]
 
 

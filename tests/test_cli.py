@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -30,8 +31,8 @@ def test_tga_with_data_and_no_eval_pairs_trains_and_says_evaluation_was_skipped(
     data = write_tga_data(seed=0, n=4, out_dir=tmp_path / "data", retrieval="world")
     out = tmp_path / "run"
     rc = main(["tga", "--model", str(tiny_model_dir("llava")), "--layers", "0-1", "--out", str(out),
-               "--data", str(data), "--stage", "1", "--max-steps", "1", "--batch-size", "2", "--device", "cpu",
-               "--baselines"])
+               "--data", str(data), "--stage", "1", "--max-steps", "1", "--batch-size", "2", "--device", "auto",
+               "--trust-remote-code", "false", "--baselines"])  # the model options of every command
     assert rc == 0
     printed = capsys.readouterr()
     assert "evaluation skipped: no --eval-pairs given" in printed.out + printed.err
@@ -56,17 +57,34 @@ def test_tga_baselines_need_their_data(tiny_model_dir, tmp_path, capsys):
 
 def test_tga_on_the_organism_defaults_to_the_documented_recipe():
     from safety_probe.cli import _parse
+    from safety_probe.cli.presets import TGA_RECIPE
     from safety_probe.cli.tga import TGACommand
-    from safety_probe.organism.preset import TGA_RECIPE
+    from safety_probe.core.options import options_of
 
-    cfg = _parse(TGACommand, "safety-probe tga", ["--model", "organism", "--max-steps", "7"])
-    assert cfg.max_steps == 7  # the command line wins over the preset
-    for key, value in TGA_RECIPE.items():
-        if key != "max_steps":
-            assert getattr(cfg, key) == value, key
+    for argv in (["--model", "organism"], []):  # organism is the default model, as for every command
+        cfg = options_of(_parse(TGACommand, "safety-probe tga", [*argv, "--max-steps", "7"]))
+        assert cfg["max_steps"] == 7  # the command line wins over the preset
+        assert {k: cfg[k] for k in TGA_RECIPE if k != "max_steps"} == {k: v for k, v in TGA_RECIPE.items()
+                                                                        if k != "max_steps"}
     real = _parse(TGACommand, "safety-probe tga", ["--model", "some/model"])
-    assert real.baselines == [] and real.stage == 2 and real.max_steps is None
-    assert _parse(TGACommand, "safety-probe tga", ["--model", "organism", "--baselines", ""]).baselines == [""]
+    assert real.compare.baselines == [] and real.compare.tga.method.stage == 2
+    assert real.compare.tga.optim.max_steps is None and real.organism.train_n == 2000
+    assert _parse(TGACommand, "safety-probe tga", ["--model", "organism", "--baselines", ""]).compare.baselines == [""]
+
+
+def test_tga_options_reach_the_parts_that_hold_them():
+    from safety_probe.cli import _parse
+    from safety_probe.cli.tga import TGACommand
+
+    cfg = _parse(TGACommand, "safety-probe tga", ["--model", "some/model", "--layers", "3,5", "--lr", "0.01",
+                                                  "--stop-after", "2", "--system-prompt", "Be safe.", "--eval-n", "9",
+                                                  "--device", "auto", "--device-map", "auto", "--trust-remote-code",
+                                                  "true", "--text-template", "scene", "--filter-threshold", "0.7"])
+    tga = cfg.compare.tga
+    assert (tga.method.layers, tga.optim.lr, tga.run.stop_after) == ("3,5", 0.01, 2)
+    assert (tga.prompts.system_prompt, tga.prompts.text_template) == ("Be safe.", "scene")
+    assert (cfg.device, cfg.device_map, cfg.trust_remote_code) == ("auto", "auto", True)
+    assert cfg.organism.eval_n == 9 and cfg.compare.filter_threshold == 0.7
 
 
 def test_probe_is_probe_layers(tiny_model_dir, pairs_file, tmp_path):
@@ -82,6 +100,8 @@ def test_python_dash_m_runs_every_command():
     for command in ("probe", "data", "eval", "tga", "defend", "figures"):
         done = subprocess.run([sys.executable, "-m", "safety_probe", command, "--help"], capture_output=True, text=True)
         assert done.returncode == 0 and "usage:" in done.stdout, (command, done.stderr[-500:])
+        usage = done.stdout.split("\n\n")[0]
+        assert not re.findall(r"--\w*_\w*", usage), (command, re.findall(r"--\w*_\w*", usage))
 
 
 def test_positional_arguments(tmp_path):

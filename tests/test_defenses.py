@@ -333,11 +333,12 @@ def test_compare_adds_defense_rows_with_their_cost(tiny_model_dir, pairs_file, c
     from safety_probe.viz.evaluation import METHOD_COLORS, draw_tga
 
     data = write_tga_data(seed=0, n=4, out_dir=tmp_path / "data", retrieval="world")
-    cfg = CompareConfig(model=str(tiny_model_dir("llava")), layers="1", out=str(tmp_path / "run"), data=str(data),
-                        eval_pairs=str(pairs_file), stage=1, lr=1e-3, max_steps=1, batch_size=2, device="cpu",
-                        max_new_tokens=2, defenses=["hidden_detect", "shift_correction:shiftdc"],
-                        defense_calibration=str(calibration_file), defense_strength="1")
-    compare = run_compare(cfg)
+    model = str(tiny_model_dir("llava"))
+    cfg = CompareConfig.of(layers="1", out=str(tmp_path / "run"), data=str(data), eval_pairs=str(pairs_file), stage=1,
+                           lr=1e-3, max_steps=1, batch_size=2, max_new_tokens=2,
+                           defenses=["hidden_detect", "shift_correction:shiftdc"],
+                           defense_calibration=str(calibration_file), defense_strength="1")
+    compare = run_compare(model, cfg)
     assert set(compare["rows"]) == {"before", "tga", "hidden_detect:cosine", "shift_correction:shiftdc"}
     for name in ("hidden_detect:cosine", "shift_correction:shiftdc"):
         row = compare["rows"][name]
@@ -346,4 +347,4 @@ def test_compare_adds_defense_rows_with_their_cost(tiny_model_dir, pairs_file, c
     assert "auroc" in compare["rows"]["hidden_detect:cosine"]
     assert any(p.name == "tga_dsr.png" for p in draw_tga(compare, tmp_path / "figures"))
     with pytest.raises(InputError, match="test pairs file"):
-        run_compare(CompareConfig(**{**cfg.__dict__, "defense_calibration": str(pairs_file)}))
+        run_compare(model, cfg.replace(defense_calibration=str(pairs_file)))

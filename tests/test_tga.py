@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from safety_probe.core.errors import InputError
+from safety_probe.data.prompts import PromptSettings
 from safety_probe.models.hooks import Trace
 from safety_probe.models.layers import resolve_layers
 from safety_probe.models.load import load_vlm
-from safety_probe.models.spans import span_mean
+from safety_probe.models.spans import aligned_tails, span_mean
 from safety_probe.organism.preset import write_tga_data
 from safety_probe.tga.batch import TGACollator
-from safety_probe.tga.config import TGAConfig
+from safety_probe.tga.config import OptimConfig, RunConfig, TGAConfig, TGAMethod
 from safety_probe.tga.data import load_tga_data
 from safety_probe.tga.loss import anneal_weights, guide_loss
 from safety_probe.tga.params import setup_trainable, weights_hash
@@ -104,12 +105,24 @@ def test_centred_guide_compares_what_is_specific_to_each_caption():
     assert raw.item() < -0.98
 
 
-def test_masked_mean_ignores_padding():
+def test_span_mean_ignores_padding():
     h = torch.arange(12, dtype=torch.float32).view(1, 4, 3)
     mask = torch.tensor([[False, True, True, False]])
     assert torch.allclose(span_mean(h, mask), h[0, 1:3].mean(0, keepdim=True))
     with pytest.raises(ValueError):
         span_mean(h, torch.zeros(1, 4, dtype=torch.bool))
+
+
+def test_config_parts_are_set_by_their_option_names():
+    cfg = TGAConfig.of(layers="9-17", stage=1, lr=1e-3, stop_after=2, system_prompt="Be safe.")
+    assert cfg == TGAConfig(TGAMethod(layers="9-17", stage=1), OptimConfig(lr=1e-3), RunConfig(stop_after=2),
+                            PromptSettings(system_prompt="Be safe."))
+    assert cfg.replace(guide_weight=0.0).method.guide_weight == 0.0 and cfg.method.guide_weight == 1.0
+    with pytest.raises(TypeError, match="bogus"):
+        TGAConfig.of(bogus=1)
+    assert cfg.replace(threads=1, save_every=3, resume=False).key_settings() == cfg.key_settings()  # how, not what
+    assert cfg.replace(seed=1).key_settings() != cfg.key_settings()
+    assert cfg.replace(text_template="scene").key_settings() != cfg.key_settings()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,10 +208,7 @@ def test_tail_guide_pairs_the_prompt_tokens_after_image_and_caption(tiny_model_d
         vlm.model(**cap.inputs, use_cache=False)
     with torch.no_grad(), Trace(vlm.layers, [0, 1]) as img_trace:
         vlm.model(**batch.inputs, use_cache=False)
-    from safety_probe.models.spans import tail_lengths, tail_mask
-
-    k = torch.minimum(tail_lengths(batch.image_mask, batch.prompt_last), tail_lengths(cap.caption_mask, cap.last_index))
-    a, b = tail_mask(batch.prompt_last, k, ids.shape[1]), tail_mask(cap.last_index, k, cap.caption_mask.shape[1])
+    a, b = aligned_tails(batch.image_mask, batch.prompt_last, cap.caption_mask, cap.last_index)
     expected = sum(-torch.nn.functional.cosine_similarity(img_trace.outputs[l][a], cap_trace.outputs[l][b]).mean()
                    for l in (0, 1))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -236,8 +246,8 @@ def test_caption_target_comes_from_the_given_model(tiny_model_dir, tga_data, tmp
         own = tga_loss(vlm.model, vlm, batch, [1], guide_weight=1.0)[1]
     assert same["guide"] == pytest.approx(own["guide"]) and moved["lm"] == pytest.approx(own["lm"])
     assert moved["guide"] != pytest.approx(own["guide"])  # only the caption side changed
-    cfg = TGAConfig(layers="1", stage=2, lr=1e-2, max_steps=2, batch_size=2,
-                    device="cpu", caption_target="frozen", plain_share=0.5)
+    cfg = TGAConfig.of(layers="1", stage=2, lr=1e-2, max_steps=2, batch_size=2, caption_target="frozen",
+                       plain_share=0.5)
     result = train(load_vlm(tiny_model_dir("llava")), cfg, load_tga_data(tga_data), tmp_path / "frozen")
     assert result.steps == 2 and all(np.isfinite(row["guide"]) for row in result.log)
 
@@ -272,11 +282,10 @@ def test_caption_forward_stops_after_deepest_safety_layer(tmp_path):
 
 def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, tmp_path):
     examples = load_tga_data(tga_data)
-    cfg = TGAConfig(layers="0-1", stage=2, lr=1e-3, max_steps=3, batch_size=2,
-                    save_every=1, device="cpu")
+    cfg = TGAConfig.of(layers="0-1", stage=2, lr=1e-3, max_steps=3, batch_size=2, save_every=1)
     model = tiny_model_dir("llava")
     full = train(load_vlm(model), cfg, examples, tmp_path / "full")
-    part = train(load_vlm(model), replace(cfg, stop_after=1), examples, tmp_path / "part")
+    part = train(load_vlm(model), cfg.replace(stop_after=1), examples, tmp_path / "part")
     assert part.model_dir is None and part.steps == 1
     ckpt = tmp_path / "part" / "checkpoints" / "step_1"
     assert (ckpt / "model.safetensors").is_file()
@@ -298,8 +307,7 @@ def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, 
 
 
 def test_lora_stage2_trains_and_merges(tiny_model_dir, tga_data, tmp_path):
-    cfg = TGAConfig(layers="1", stage=2, lora=True, lora_r=2, lr=1e-2,
-                    max_steps=1, batch_size=2, device="cpu")
+    cfg = TGAConfig.of(layers="1", stage=2, lora=True, lora_r=2, lr=1e-2, max_steps=1, batch_size=2)
     result = train(load_vlm(tiny_model_dir("llava")), cfg, load_tga_data(tga_data), tmp_path / "lora")
     vlm = load_vlm(result.model_dir)
     assert not any("lora" in n for n, _ in vlm.model.named_parameters())
@@ -382,11 +390,11 @@ def test_run_compare_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_f
     from safety_probe.compare import CompareConfig, run_compare
 
     data = write_tga_data(seed=0, n=4, out_dir=tmp_path / "data", retrieval="clip", clip=tiny_clip)
-    cfg = CompareConfig(model=str(tiny_model_dir("llava")), layers="1", out=str(tmp_path / "run"), data=str(data),
-                        clip=str(tiny_clip), eval_pairs=str(pairs_file), stage=1, lr=1e-3, max_steps=1,
-                        batch_size=2, device="cpu", baselines=["filter"], max_new_tokens=2,
-                        filter_toxic=["pistol", "knife"], filter_benign=["cup", "ball"])
-    compare = run_compare(cfg)
+    cfg = CompareConfig.of(layers="1", out=str(tmp_path / "run"), data=str(data), clip=str(tiny_clip),
+                           eval_pairs=str(pairs_file), stage=1, lr=1e-3, max_steps=1, batch_size=2,
+                           baselines=["filter"], max_new_tokens=2, filter_toxic=["pistol", "knife"],
+                           filter_benign=["cup", "ball"])
+    compare = run_compare(str(tiny_model_dir("llava")), cfg)
     out = Path(cfg.out)
     assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(compare))
     assert set(compare["rows"]) == {"before", "tga", "filter"}

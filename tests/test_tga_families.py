@@ -103,9 +103,8 @@ def test_tga_trains_two_steps_per_stage_and_the_model_loads(family, tiny_model_d
     base = tiny_model_dir(family)
     examples = load_tga_data(two_rows)
     before = dict(load_vlm(base).model.named_parameters())
-    common = {"layers": "1", "max_steps": 2, "batch_size": 2, "device": "cpu", "warmup_ratio": 0.0}
-    for name, cfg in {"stage1": TGAConfig(stage=1, lr=1e-2, **common),
-                      "lora": TGAConfig(stage=2, lora=True, lora_r=2, lr=1e-2, **common)}.items():
+    common = TGAConfig.of(layers="1", max_steps=2, batch_size=2, warmup_ratio=0.0, lr=1e-2)
+    for name, cfg in {"stage1": common.replace(stage=1), "lora": common.replace(stage=2, lora=True, lora_r=2)}.items():
         result = train(load_vlm(base), cfg, examples, tmp_path / name)
         assert result.steps == 2 and result.rows["guided"] == 2
         for row in result.log:
@@ -188,10 +187,10 @@ def test_mixed_batch_labels_every_answer_and_guides_image_rows(family, tiny_mode
 
 def test_a_guide_run_needs_a_captioned_image(tiny_model_dir, mix_file, tmp_path):
     examples = [ex for ex in load_tga_data(mix_file) if not ex.guided]
-    cfg = TGAConfig(layers="1", stage=1, max_steps=1, batch_size=3, device="cpu")
+    cfg = TGAConfig.of(layers="1", stage=1, max_steps=1, batch_size=3)
     with pytest.raises(InputError, match="image_caption"):
         train(load_vlm(tiny_model_dir("llava")), cfg, examples, tmp_path / "guide")
-    result = train(load_vlm(tiny_model_dir("llava")), cfg, examples, tmp_path / "ce", guide_weight=0.0)
+    result = train(load_vlm(tiny_model_dir("llava")), cfg.replace(guide_weight=0.0), examples, tmp_path / "ce")
     assert result.steps == 1 and result.rows == row_counts(examples)
     assert json.loads((tmp_path / "ce" / "train.json").read_text())["rows"] == result.rows
 

@@ -6,6 +6,8 @@ flat option names the command line uses: simple-parsing flattens the parts into 
     ('9-17', 0.001)
     >>> cfg.replace(stop_after=1).run.stop_after                 # a copy; cfg itself is unchanged
     1
+    >>> options_of(cfg)["lr"]                                    # every option by its flat name
+    0.001
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ def _is_part(value: Any) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
-def option_names(cfg: Any) -> set[str]:
-    """The flat option names of the config dataclass ``cfg``: its own fields and, for each nested part, its names."""
-    names = set()
+def options_of(cfg: Any) -> dict[str, Any]:
+    """The options of the config dataclass ``cfg`` by flat name (its own fields and its nested parts' options)."""
+    out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        names |= option_names(value) if _is_part(value) else {f.name}
-    return names
+        out.update(options_of(value) if _is_part(value) else {f.name: value})
+    return out
 
 
 def replaced(cfg: Any, **options: Any) -> Any:
@@ -39,7 +41,7 @@ def replaced(cfg: Any, **options: Any) -> Any:
         part = getattr(cfg, f.name)
         if not rest or not _is_part(part):
             continue
-        mine = {k: v for k, v in rest.items() if k in option_names(part)}
+        mine = {k: v for k, v in rest.items() if k in options_of(part)}
         if mine:
             changes[f.name] = replaced(changes.get(f.name, part), **mine)
             rest = {k: v for k, v in rest.items() if k not in mine}

@@ -2,8 +2,8 @@
 
 ``safety_probe.cli`` applies them when ``--model organism`` is given, and records that it did; no general module
 imports this one. They are the organism's default pairs (:func:`safety_probe.organism.world.write_pairs`), its
-caption prompt, TGA data writer, the filter's vocabulary, the retrieval corpus and CLIP, and the TGA recipe of
-docs/tga.md.
+caption prompt, TGA data writer, the filter's vocabulary, the retrieval corpus and CLIP (the TGA recipe of
+docs/tga.md is a command default: :data:`safety_probe.cli.presets.TGA_RECIPE`).
 """
 
 from __future__ import annotations
@@ -24,20 +24,6 @@ DEMO_SEED = 4242
 CAPTION_PROMPT = vocab.INSTRUCTIONS["neutral"][0]
 """The organism's caption prompt ("Describe this image."): it was trained to answer it with its description; a
 general captioning prompt, outside its tiny world's words, gets broken sentences."""
-
-TGA_RECIPE: dict[str, object] = {
-    "stage": 1, "lr": 1e-3, "max_steps": 1200, "batch_size": 16, "guide_weight": 1.0, "plain_share": 1.0,
-    "guide_only_labels": ["harmful"], "threads": 1, "train_n": 8000, "toxic_share": 0.3, "eval_n": 300,
-    "baselines": ["ce", "safety_ft", "filter"],
-}
-"""The TGA recipe of docs/tga.md (stage 1, the paper's loss with λ = 1, plain prompts, toxic rows guide-only;
-8,000 examples with 30% toxic, 1,200 steps of 16; 300 held-out pairs) with every baseline. Any option given on
-the command line wins over it."""
-
-TGA_RECIPE_SMOL: dict[str, object] = {**TGA_RECIPE, "max_steps": 300, "batch_size": 8, "train_n": 2400,
-                                      "baselines": ["ce", "filter"]}
-"""organism-smol's TGA recipe: :data:`TGA_RECIPE` with 300 steps of 8 on 2,400 examples (a 30-block LM makes each
-step ~20 times the first organism's on CPU) and the ce and filter baselines; the same 300 held-out pairs."""
 
 
 def filter_vocabulary() -> tuple[list[str], list[str], list[str]]:

@@ -18,7 +18,7 @@ from transformers import ProcessorMixin
 
 from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import Pair, load_image
-from safety_probe.data.prompts import PromptSettings, image_messages, user_text_messages
+from safety_probe.data.prompts import DEFAULT_PROMPTS, PromptSettings, image_messages, user_text_messages
 from safety_probe.models.spans import span_mask
 from safety_probe.models.vlm import VLM, EncodedBatch
 from safety_probe.tga.data import TGAExample
@@ -91,15 +91,17 @@ class TGABatch:
 class TGACollator:
     """Turns a list of :class:`TGAExample` into a :class:`TGABatch` for ``vlm``.
 
-    ``retrieved_in_context``: put R in the prompt of image rows (TGA and its CE-only baseline); without it the
-    prompt is the project's plain image run (the safety fine-tuning baseline) and no R span exists.
+    ``prompts``: the system prompt of every row and the text template of the caption run (both runs pad on the
+    right: the answer follows each prompt). ``retrieved_in_context``: put R in the prompt of image rows (TGA and its
+    CE-only baseline); without it the prompt is the project's plain image run (the safety fine-tuning baseline) and
+    no R span exists.
     ``plain_ids``: examples that get the plain image run even so. ``unsupervised_ids``: examples that get no
     answer labels (their rows train the guide loss alone). ``caption_run``: also encode the caption (text) run.
     Prompts go through the processor's chat template like every other run; labels are every answer with the
     template's end of turn (the tokenizer's eos where the template writes none), -100 elsewhere.
     """
 
-    def __init__(self, vlm: VLM, system_prompt: str | None = None, retrieved_in_context: bool = True,
+    def __init__(self, vlm: VLM, prompts: PromptSettings = DEFAULT_PROMPTS, retrieved_in_context: bool = True,
                  caption_run: bool = True, plain_ids: frozenset[str] = frozenset(),
                  unsupervised_ids: frozenset[str] = frozenset()):
         self.vlm = vlm
@@ -110,7 +112,7 @@ class TGACollator:
             raise InputError(f"{vlm.name}: the tokenizer names no eos token to end the answers with")
         self.processor = vlm.processor
         self.placeholder = image_placeholder(self.processor) if retrieved_in_context else None
-        self.system_prompt = system_prompt
+        self.prompts = prompts
         self.retrieved_in_context = retrieved_in_context
         self.plain_ids = plain_ids
         self.unsupervised_ids = unsupervised_ids
@@ -119,14 +121,15 @@ class TGACollator:
 
     def _first_turn(self, ex: TGAExample) -> tuple[list[dict], tuple[str, int, int] | None]:
         """The messages up to the first user turn, and (user text, R's span in it) where R is in the prompt."""
+        system_prompt = self.prompts.system_prompt
         if ex.image is None:
-            return user_text_messages(ex.instruction, self.system_prompt), None
+            return user_text_messages(ex.instruction, system_prompt), None
         if not self.retrieved_in_context or ex.id in self.plain_ids:
-            return image_messages(ex.instruction, self.system_prompt), None
+            return image_messages(ex.instruction, system_prompt), None
         if not ex.retrieved:
             raise InputError(f"example {ex.id}: no retrieved text (fill 'retrieved_caption' or run retrieval)")
         body = retrieved_body(ex.retrieved, self.placeholder, ex.instruction)
-        return user_text_messages(body[0], self.system_prompt), body
+        return user_text_messages(body[0], system_prompt), body
 
     def _segments(self, messages: list[dict], ex: TGAExample) -> list[tuple[str, bool]]:
         """The row's text as (text, labelled) pieces: the template's prompt of each turn, then its answer up to the
@@ -232,6 +235,6 @@ class TGACollator:
         if self.caption_run and guided.any():
             pairs = [Pair(image=ex.image, caption=ex.caption, instruction=ex.instruction)
                      for ex in examples if ex.guided]
-            caption = self.vlm.encode(pairs, "text", PromptSettings(self.system_prompt), padding_side="right")
+            caption = self.vlm.encode(pairs, "text", self.prompts, padding_side="right")
         prompt_last = torch.tensor([it["prompt_last"] for it in items])
         return TGABatch(inputs, image_mask, r_mask, guided, caption, examples, prompt_last)

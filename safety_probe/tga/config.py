@@ -1,16 +1,34 @@
-"""The method's configuration: what TGA trains and how (the comparison harness adds its options in
-:mod:`safety_probe.compare`; ``safety-probe tga`` turns both into command-line options)."""
+"""TGA's configuration in parts, as EleutherAI's sparsify nests them: the method (:class:`TGAMethod`: what is aligned,
+at which layers, with which loss), the optimiser (:class:`OptimConfig`), how a run is carried out (:class:`RunConfig`:
+checkpoints, resuming, threads) and the prompts (:class:`~safety_probe.data.prompts.PromptSettings`), held by one
+:class:`TGAConfig`. The comparison harness holds a TGAConfig in its own config (:mod:`safety_probe.compare`);
+``safety-probe tga`` flattens all of them into its options, so each field's name is its option and its docstring
+its help.
+
+Build one part by part, or by the flat option names (each routed to the part that holds it):
+
+    >>> cfg = TGAConfig(TGAMethod(layers="9-17", stage=1), OptimConfig(lr=1e-3, max_steps=1200))
+    >>> cfg = TGAConfig.of(layers="9-17", stage=1, lr=1e-3, max_steps=1200)      # the same config
+    >>> cfg.replace(guide_weight=0.0).method.guide_weight                           # a copy with one option changed
+    0.0
+
+Where the model lies and in which dtype are the loaded model's: :func:`~safety_probe.tga.train.train` trains the
+VLM it is given where it is, and ``safety-probe tga`` loads it by ``--device`` / ``--dtype`` like every command.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from safety_probe.core.checks import check_choice, check_number
+from safety_probe.core.errors import InputError
+from safety_probe.core.options import OptionTree
+from safety_probe.data.prompts import PromptSettings
 
 
 @dataclass
-class TGAConfig:
+class TGAMethod:
     """Text-Guided Alignment (Xu et al., ICLR 2025, §4): L = L_LM + λ·L_guide on the safety layers J."""
 
     layers: str = "all"
@@ -18,21 +36,6 @@ class TGAConfig:
 
     stage: int = 2
     """1: projector only. 2: projector + language model (full, or LoRA with ``lora``). The vision tower stays frozen."""
-
-    lr: float | None = None
-    """Peak learning rate. None: the paper's 1e-3 (stage 1) or 2e-6 (stage 2)."""
-
-    epochs: int = 1
-    """Passes over the training data (ignored when ``max_steps`` is set)."""
-
-    max_steps: int | None = None
-    """Optimizer steps to train for; None: ``epochs`` passes. Also the horizon t = step / max_steps of ``anneal``."""
-
-    batch_size: int = 8
-    """Examples per device per forward."""
-
-    grad_accum: int = 1
-    """Gradient accumulation steps (accelerate's ``accumulate``)."""
 
     guide_weight: float = 1.0
     """λ in L = L_LM + λ·L_guide."""
@@ -64,15 +67,6 @@ class TGAConfig:
     lora_alpha: int = 32
     """LoRA alpha."""
 
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-
-    warmup_ratio: float = 0.03
-    """Share of steps with linear warm-up; cosine decay after."""
-
-    max_grad_norm: float = 1.0
-    """Gradient clipping (0: off)."""
-
     retrieved_in_context: bool = True
     """Put the retrieved text in the training prompt ("Retrieved Text: R. <image>\\n{instruction}")."""
 
@@ -91,11 +85,71 @@ class TGAConfig:
     before the image, image tokens can match the caption by attending to R; on plain rows only the image path
     can, and the guide there is the pull term alone."""
 
-    system_prompt: str | None = None
-    """System prompt of the training prompts, the caption run and the evaluation (recorded in compare.json)."""
+    def validate(self) -> None:
+        """One-line InputError naming the option that is out of range."""
+        for name, choices in (("stage", (1, 2)), ("guide_form", ("paper", "exp")), ("guide_span", ("image", "tail")),
+                              ("caption_target", ("moving", "frozen"))):
+            check_choice(self, name, choices)
+        for name in ("lora_r", "lora_alpha"):
+            check_number(self, name, 1)
+        check_number(self, "guide_weight", 0.0)
+        check_number(self, "plain_share", 0.0, 1.0)
+
+
+@dataclass
+class OptimConfig:
+    """How the trained weights are optimised: AdamW with linear warm-up and cosine decay."""
+
+    lr: float | None = None
+    """Peak learning rate. None: the paper's 1e-3 (stage 1) or 2e-6 (stage 2)."""
+
+    epochs: int = 1
+    """Passes over the training data (ignored when ``max_steps`` is set)."""
+
+    max_steps: int | None = None
+    """Optimizer steps to train for; None: ``epochs`` passes. Also the horizon t = step / max_steps of ``anneal``."""
+
+    batch_size: int = 8
+    """Examples per device per forward."""
+
+    grad_accum: int = 1
+    """Gradient accumulation steps (accelerate's ``accumulate``)."""
+
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+
+    warmup_ratio: float = 0.03
+    """Share of steps with linear warm-up; cosine decay after."""
+
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0: off)."""
+
+    mixed_precision: str = "no"
+    """accelerate mixed precision: no, bf16 or fp16."""
 
     seed: int = 0
     """Seed of model-independent randomness (data order, generated data)."""
+
+    def peak_lr(self, stage: int) -> float:
+        """``lr``, or the paper's default of ``stage``."""
+        return self.lr if self.lr is not None else (1e-3 if stage == 1 else 2e-6)
+
+    def validate(self) -> None:
+        """One-line InputError naming the option that is out of range."""
+        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
+        for name in ("epochs", "max_steps", "batch_size", "grad_accum"):
+            check_number(self, name, 1)
+        for name in ("weight_decay", "max_grad_norm"):
+            check_number(self, name, 0.0)
+        check_number(self, "lr", 0.0, low_open=True)
+        check_number(self, "warmup_ratio", 0.0, 1.0, high_open=True)
+        check_number(self, "seed", 0, 2**32 - 1)
+
+
+@dataclass
+class RunConfig:
+    """How a run is carried out, never what it computes (none of these enters the run key: a rerun with other values
+    resumes)."""
 
     save_every: int = 50
     """Checkpoint every this many optimizer steps (and at the end)."""
@@ -109,31 +163,35 @@ class TGAConfig:
     stop_after: int | None = None
     """Stop after this many optimizer steps without finishing (simulates an interruption; for tests)."""
 
-    device: str | None = None
-    """Force "cpu"; None: accelerate picks (the GPU of this process when there is one)."""
-
-    dtype: str = "float32"
-    """Weights dtype when loading: float32, bfloat16 or float16."""
-
-    mixed_precision: str = "no"
-    """accelerate mixed precision: no, bf16 or fp16."""
-
     threads: int | None = 2
     """CPU threads (fixed for bitwise-reproducible CPU runs); None leaves torch's default."""
 
     def validate(self) -> None:
-        """Check the method's options before any work: one-line InputError naming the option and what it allows."""
-        for name, choices in (("stage", (1, 2)), ("guide_form", ("paper", "exp")),
-                              ("guide_span", ("image", "tail")), ("caption_target", ("moving", "frozen")),
-                              ("device", (None, "cpu", "cuda")), ("dtype", ("float32", "bfloat16", "float16")),
-                              ("mixed_precision", ("no", "bf16", "fp16"))):
-            check_choice(self, name, choices)
-        for name in ("epochs", "max_steps", "batch_size", "grad_accum", "lora_r", "lora_alpha", "save_every",
-                     "keep_checkpoints", "stop_after", "threads"):
+        """One-line InputError naming the option that is out of range."""
+        for name in ("save_every", "keep_checkpoints", "stop_after", "threads"):
             check_number(self, name, 1)
-        for name in ("guide_weight", "weight_decay", "max_grad_norm"):
-            check_number(self, name, 0.0)
-        check_number(self, "lr", 0.0, low_open=True)
-        check_number(self, "warmup_ratio", 0.0, 1.0, high_open=True)
-        check_number(self, "plain_share", 0.0, 1.0)
-        check_number(self, "seed", 0, 2**32 - 1)
+
+
+@dataclass
+class TGAConfig(OptionTree):
+    """One TGA training run: the method, the optimiser, how the run is carried out, and the prompts."""
+
+    method: TGAMethod = field(default_factory=TGAMethod)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    """Prompts of the training rows, the caption run and the evaluation. Training batches pad on the right whatever
+    ``padding_side`` says (the answer follows each prompt); the caption run is the text run of ``text_template``."""
+
+    def validate(self) -> None:
+        """Check every option before any work: one-line InputError naming the option and what it allows."""
+        self.method.validate()
+        self.optim.validate()
+        self.run.validate()
+        if self.prompts.text_run != "caption":
+            raise InputError(f"--text-run {self.prompts.text_run}: TGA's caption run sends each row's image_caption "
+                             "(use --text-run caption)")
+
+    def key_settings(self) -> dict:
+        """Every setting of this config that changes the trained weights (for run keys): all but :class:`RunConfig`."""
+        return {"method": asdict(self.method), "optim": asdict(self.optim), "prompts": self.prompts.settings()}

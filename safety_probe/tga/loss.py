@@ -5,30 +5,63 @@
 I, C, R: mean-pooled states at block j of the image tokens (image run), the caption tokens (text-only run,
 no gradient) and the retrieved-text tokens (image run); each term is averaged over the batch. ``form="exp"``
 is the released code's: exp(−·) forms of both terms, averaged over the layers of J instead of summed;
-``anneal`` applies its schedule 0.25·(1−t) and 0.1·(1−t)² to the two terms.
+``anneal`` applies its schedule 0.25·(1−t) and 0.1·(1−t)² to the two terms. The tail guide pairs the prompt
+tokens after the image with those after the caption, one row per token, the pull term alone.
+
+The spans are probe-layers' (:mod:`safety_probe.models.spans`): I·C is the cosine ``cos_matched`` probe-layers
+reports, and the tail's mean cosine per pair its ``cos_tail``, for the same pairs, prompts and layers.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
+from safety_probe.models.spans import aligned_tails, span_mean
+
+if TYPE_CHECKING:
+    from safety_probe.tga.batch import TGABatch
+
 GuideForm = Literal["paper", "exp"]
+GuideSpan = Literal["image", "tail"]
 
 
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden [B, T, d]`` over the positions where ``mask [B, T]`` is True → ``[B, d]`` (float32).
+@dataclass
+class GuideStates:
+    """What the guide compares at each layer of J (layer → tensor): row n of ``image`` ``[N, d]`` with row n of
+    ``caption`` ``[N, d]``; ``retrieved`` ``[N_r, d]``: R of the rows where ``ranked`` ``[N]`` is True (the tail has
+    no R: ``retrieved`` empty, ``ranked`` None). ``owner`` ``[N]``: the guided row of the batch each row belongs to
+    (the image span: one row each; the tail: one row per aligned token)."""
 
-    A row with an empty mask raises: pooling nothing would silently give a zero vector.
-    """
-    mask = mask.to(hidden.device)
-    count = mask.sum(dim=1)
-    if bool((count == 0).any()):
-        raise ValueError(f"masked_mean: rows {torch.nonzero(count == 0).flatten().tolist()} have no positions to pool")
-    m = mask.unsqueeze(-1).to(torch.float32)
-    return (hidden.float() * m).sum(dim=1) / count.unsqueeze(-1).to(torch.float32)
+    image: dict[int, torch.Tensor]
+    caption: dict[int, torch.Tensor]
+    retrieved: dict[int, torch.Tensor]
+    ranked: torch.Tensor | None
+    owner: torch.Tensor
+
+
+def guide_states(batch: TGABatch, image: dict[int, torch.Tensor], caption: dict[int, torch.Tensor],
+                 span: GuideSpan = "image") -> GuideStates:
+    """The guide's rows from block outputs of the image run (``image``: layer → ``[B, T, d]``, every row of
+    ``batch``) and of the caption run (``caption``: layer → ``[B_g, T_c, d]``, the guided rows in order). ``span``
+    "image": the image tokens' and R's :func:`span_mean` against the caption tokens'; "tail": the
+    :func:`aligned_tails` of both runs, token by token."""
+    rows, text = batch.guided, batch.caption
+    image_span, prompt_last = batch.image_mask[rows], batch.prompt_last[rows]
+    if span == "tail":
+        image_tail, text_tail = aligned_tails(image_span, prompt_last, text.caption_mask, text.last_index)
+        return GuideStates({l: image[l][rows][image_tail] for l in image},
+                           {l: caption[l][text_tail].float() for l in caption}, {}, None,
+                           image_tail.nonzero()[:, 0])
+    r_mask = batch.retrieved_mask[rows]
+    ranked = r_mask.any(dim=1)  # rows with R in the prompt get the ranking term
+    return GuideStates({l: span_mean(image[l][rows], image_span) for l in image},
+                       {l: span_mean(caption[l], text.caption_mask) for l in caption},
+                       {l: span_mean(image[l][rows][ranked], r_mask[ranked]) for l in image}, ranked,
+                       torch.arange(len(image_span), device=image_span.device))
 
 
 def anneal_weights(step: int, max_steps: int) -> tuple[float, float]:
@@ -50,17 +83,6 @@ def _terms(cos_ic: torch.Tensor, cos_rc: torch.Tensor | None, form: GuideForm) -
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.float(), b.float(), dim=-1)
-
-
-def guide_terms(image: torch.Tensor, caption: torch.Tensor, retrieved: torch.Tensor | None,
-                form: GuideForm = "paper") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-example (pull, rank) terms at one layer from pooled ``[B, d]`` states; each ``[B]``.
-
-    paper: pull = −cos(I, C), rank = softplus(−(cos(I, C) − cos(R, C)));
-    exp:   pull = exp(−cos(I, C)), rank = exp(−(cos(I, C) − cos(R, C))).
-    ``retrieved=None`` (no R in the prompt): rank is None.
-    """
-    return _terms(_cos(image, caption), None if retrieved is None else _cos(retrieved, caption), form)
 
 
 def guide_loss(

@@ -4,21 +4,21 @@
 
 Hidden states come from forward hooks on the decoder blocks (:class:`~safety_probe.models.hooks.Trace`, gradients
 kept) during the image run; C from a no-grad text-only forward of the same model that stops after the deepest
-block in J. The trainer receives a loaded model (``train(vlm, cfg, examples, out_dir)``). Checkpoints
-(:mod:`safety_probe.tga.state`: trainable parameters, optimizer and RNG states in safetensors, step counter in
-``trainer_state.json``, nothing pickled) are written every ``save_every`` steps; a rerun with the same settings
-resumes from the newest one and ends bitwise equal to an uninterrupted run on CPU; one with other settings starts
-afresh.
+block in J; the guide's rows are :func:`~safety_probe.tga.loss.guide_states`. The trainer receives a loaded model
+and trains it where it lies (``train(vlm, cfg, examples, out_dir)``). Checkpoints (:mod:`safety_probe.tga.state`:
+trainable parameters, optimizer and RNG states in safetensors, step counter in ``trainer_state.json``, nothing
+pickled) are written every ``save_every`` steps with the run's key (:func:`~safety_probe.core.resume.run_key`); a
+rerun with the same settings resumes from the newest one and ends bitwise equal to an uninterrupted run on CPU, one
+with other settings starts afresh and says so (:func:`~safety_probe.core.resume.resumable`).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import shutil
-import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +27,15 @@ from torch import nn
 
 from safety_probe.core.errors import InputError
 from safety_probe.core.files import write_json
-from safety_probe.core.resume import run_key
+from safety_probe.core.resume import resumable, run_key
 from safety_probe.models.hooks import Trace
 from safety_probe.models.layers import resolve_layers
 from safety_probe.models.processor import save_processor
-from safety_probe.models.spans import span_mean, tail_lengths, tail_mask
 from safety_probe.models.vlm import VLM
 from safety_probe.tga.batch import TGABatch, TGACollator
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import TGAExample, row_counts
-from safety_probe.tga.loss import anneal_weights, guide_loss
+from safety_probe.tga.loss import GuideForm, GuideSpan, anneal_weights, guide_loss, guide_states
 from safety_probe.tga.params import setup_trainable, trainable_names, weights_hash
 from safety_probe.tga.schedule import warmup_cosine
 from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, remove_checkpoint, save_checkpoint
@@ -47,13 +46,14 @@ from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, rem
 
 
 def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], guide_weight: float,
-             form: str = "paper", weights: tuple[float, float] = (1.0, 1.0),
-             caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool = False, span: str = "image"
+             form: GuideForm = "paper", weights: tuple[float, float] = (1.0, 1.0),
+             caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool = False, span: GuideSpan = "image"
              ) -> tuple[torch.Tensor, dict[str, float]]:
-    """lm_weight·L_LM + λ·L_guide for one batch; the guide term pools the rows of ``batch.guided`` only. ``model``
-    runs the image run (may be DDP-wrapped); ``caption_vlm`` (default ``vlm``: the model being trained) runs the
-    no-grad caption run, stopped after the deepest block of ``layers``. ``span`` (see ``TGAConfig.guide_span``):
-    "image" pools image and caption tokens; "tail" pairs the prompt tokens after them one by one."""
+    """lm_weight·L_LM + λ·L_guide for one batch and its logging scalars; the guide term pools the rows of
+    ``batch.guided`` only. ``model`` runs the image run (may be DDP-wrapped); ``caption_vlm`` (default ``vlm``: the
+    model being trained) runs the no-grad caption run, stopped after the deepest block of ``layers``. ``span`` (see
+    :attr:`TGAMethod.guide_span <safety_probe.tga.config.TGAMethod.guide_span>`): "image" pools image and caption
+    tokens; "tail" pairs the prompt tokens after them one by one."""
     guide_on = guide_weight != 0 and len(layers) > 0
     use_guide = guide_on and bool(batch.guided.any())
     stats: dict[str, float] = {}
@@ -63,37 +63,18 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
         target = caption_vlm or vlm
         with torch.no_grad(), Trace(target.layers, layers, stop=True) as caption_trace:
             target.model(**batch.caption.inputs, use_cache=False)
-        if span == "tail":  # the last K prompt tokens of both runs, K the shorter tail (the junction may differ)
-            rows = batch.guided
-            k = torch.minimum(tail_lengths(batch.image_mask[rows], batch.prompt_last[rows]),
-                              tail_lengths(batch.caption.caption_mask, batch.caption.last_index))
-            caption_tail = tail_mask(batch.caption.last_index, k, batch.caption.caption_mask.shape[1])
-            image_tail = tail_mask(batch.prompt_last[rows], k, batch.image_mask.shape[1])
-            caption = {l: caption_trace.outputs[l].detach()[caption_tail.to(caption_trace.outputs[l].device)].float()
-                       for l in layers}
-        else:
-            caption = {l: span_mean(caption_trace.outputs[l].detach(), batch.caption.caption_mask) for l in layers}
     inputs = batch.inputs
     supervised = bool((inputs["labels"] != -100).any())
     if not supervised:  # every row guide-only: no answer tokens to average over
         inputs = {k: v for k, v in inputs.items() if k != "labels"}
     with Trace(vlm.layers, layers if use_guide else []) as image_trace:
         out = model(**inputs, use_cache=False)
-    captured = image_trace.outputs
     lm = out.loss if supervised else out.logits.new_zeros(())
     stats["lm"] = lm.item()
     loss = lm_weight * lm
     if use_guide:
-        rows = batch.guided
-        if span == "tail":  # token by token: each tail token is a row of the guide, pull term only
-            image = {l: captured[l][rows][image_tail.to(captured[l].device)] for l in layers}
-            guide, gstats = guide_loss(image, caption, {}, form, weights, None, centre)
-        else:
-            image = {l: span_mean(captured[l][rows], batch.image_mask[rows]) for l in layers}
-            r_mask = batch.retrieved_mask[rows]
-            ranked = r_mask.any(dim=1)  # rows with R in the prompt get the ranking term
-            retrieved = {l: span_mean(captured[l][rows][ranked], r_mask[ranked]) for l in layers}
-            guide, gstats = guide_loss(image, caption, retrieved, form, weights, ranked, centre)
+        g = guide_states(batch, image_trace.outputs, caption_trace.outputs, span)
+        guide, gstats = guide_loss(g.image, g.caption, g.retrieved, form, weights, g.ranked, centre)
         loss = loss + guide_weight * guide
         stats["guide"] = guide.item()
         stats.update(gstats)
@@ -182,23 +163,10 @@ class TrainResult:
     """:func:`~safety_probe.tga.data.row_counts` of the training examples."""
 
 
-RUN_NEUTRAL = {"resume", "stop_after", "threads", "save_every", "keep_checkpoints"}
-
-
-def run_fingerprint(settings: dict, **overrides) -> str:
-    """Hash of ``settings`` and ``overrides`` (JSON, sorted keys): a checkpoint resumes only into the same run."""
-    return run_key({**settings, **overrides})
-
-
 def data_digest(examples: list[TGAExample]) -> str:
     """Hash of everything of the training examples that training reads (ids, images, texts, extra fields)."""
     return run_key([(ex.id, str(ex.image), ex.instruction, ex.response, ex.caption, ex.retrieved, ex.followups,
-                         ex.extra) for ex in examples])
-
-
-def method_settings(cfg: TGAConfig) -> dict:
-    """The :class:`TGAConfig` fields of ``cfg`` that change the trained weights."""
-    return {f.name: getattr(cfg, f.name) for f in fields(TGAConfig) if f.name not in RUN_NEUTRAL}
+                     ex.extra) for ex in examples])
 
 
 def _lr_at(step: int, total: int, peak: float, warmup_ratio: float) -> float:
@@ -207,90 +175,80 @@ def _lr_at(step: int, total: int, peak: float, warmup_ratio: float) -> float:
 
 
 def train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: str | Path,
-          guide_weight: float | None = None, retrieved_in_context: bool | None = None,
           guide_only_ids: frozenset[str] | None = None) -> TrainResult:
-    """Train the loaded ``vlm`` (on the CPU; accelerate moves it) on ``examples``, in place.
+    """Train the loaded ``vlm`` on ``examples`` in place, where it lies (its device; under ``accelerate launch``
+    each process's model on that process's device).
 
-    Checkpoints go to ``out_dir/checkpoints``, the final model to ``out_dir/model``. ``guide_weight`` /
-    ``retrieved_in_context`` override the config (baselines train with λ = 0); ``guide_only_ids`` overrides the
-    rows chosen by ``cfg.guide_only_labels``.
+    Checkpoints go to ``out_dir/checkpoints``, the final model to ``out_dir/model``, the record to
+    ``out_dir/train.json``. ``guide_only_ids`` overrides the rows chosen by ``cfg.method.guide_only_labels``.
 
-        >>> result = train(load_vlm("runs/llava-base"), TGAConfig(layers="9-17", stage=1), examples, "runs/tga")
+        >>> result = train(load_vlm("runs/llava-base"), TGAConfig.of(layers="9-17", stage=1), examples, "runs/tga")
     """
+    cfg.validate()
     prev = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
-    try:
-        return _train(vlm, cfg, examples, Path(out_dir), guide_weight, retrieved_in_context, guide_only_ids)
+    device = vlm.device
+    try:  # a single process on cuda:N: accelerate's "cuda" is the current device
+        with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+            return _train(vlm, cfg, examples, Path(out_dir), guide_only_ids)
     finally:  # leave the process as we found it
         torch.use_deterministic_algorithms(prev[0])
         torch.set_num_threads(prev[1])
 
 
-def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, guide_weight: float | None,
-           retrieved_in_context: bool | None, guide_only_ids: frozenset[str] | None) -> TrainResult:
+def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path,
+           guide_only_ids: frozenset[str] | None) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    guide_weight = cfg.guide_weight if guide_weight is None else guide_weight
-    in_context = cfg.retrieved_in_context if retrieved_in_context is None else retrieved_in_context
+    method, optim, run = cfg.method, cfg.optim, cfg.run
     rows = row_counts(examples)
-    if guide_weight != 0 and not rows["guided"]:
+    if method.guide_weight != 0 and not rows["guided"]:
         raise InputError("no training row has an image with an 'image_caption': the guide loss has nothing to align "
                          "(add captions, or train with guide weight 0)")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(cpu=cfg.device == "cpu", gradient_accumulation_steps=cfg.grad_accum,
-                              mixed_precision=cfg.mixed_precision)
-    deterministic_cpu = accelerator.device.type == "cpu"
-    if deterministic_cpu:
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    accelerator = Accelerator(cpu=vlm.device.type == "cpu", gradient_accumulation_steps=optim.grad_accum,
+                              mixed_precision=optim.mixed_precision)
+    if accelerator.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-    set_seed(cfg.seed)
+    set_seed(optim.seed)
     accelerator.print("[tga] rows: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
 
-    layers = resolve_layers(cfg.layers, vlm.n_layers)
-    frozen_target = cfg.caption_target == "frozen" and cfg.stage == 2 and guide_weight != 0
-    if cfg.caption_target not in ("moving", "frozen"):
-        raise InputError(f"caption_target must be 'moving' or 'frozen', got {cfg.caption_target!r}")
+    layers = resolve_layers(method.layers, vlm.n_layers)
+    run_settings = vlm.run_settings()
+    frozen_target = method.caption_target == "frozen" and method.stage == 2 and method.guide_weight != 0
     caption_vlm = copy.deepcopy(vlm) if frozen_target else None  # None: the model being trained
-    peft_model = setup_trainable(vlm, cfg.stage, cfg.lora, cfg.lora_r, cfg.lora_alpha)
+    peft_model = setup_trainable(vlm, method.stage, method.lora, method.lora_r, method.lora_alpha)
     model = vlm.model
     names = trainable_names(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    lr = cfg.lr if cfg.lr is not None else (1e-3 if cfg.stage == 1 else 2e-6)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    lr = optim.peak_lr(method.stage)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=optim.weight_decay)
 
-    collator = TGACollator(vlm, cfg.system_prompt, retrieved_in_context=in_context, caption_run=guide_weight != 0,
-                           plain_ids=plain_rows(examples, cfg.plain_share, cfg.seed),
-                           unsupervised_ids=guide_only_rows(examples, cfg.guide_only_labels)
+    collator = TGACollator(vlm, cfg.prompts, retrieved_in_context=method.retrieved_in_context,
+                           caption_run=method.guide_weight != 0,
+                           plain_ids=plain_rows(examples, method.plain_share, optim.seed),
+                           unsupervised_ids=guide_only_rows(examples, method.guide_only_labels)
                            if guide_only_ids is None else guide_only_ids)
-    per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
-    if cfg.max_steps:
-        total = cfg.max_steps
-    else:
-        total = max(1, (cfg.epochs * len(examples)) // per_step)
-    order = data_order(len(examples), cfg.seed, total * per_step)
+    per_step = optim.batch_size * optim.grad_accum * accelerator.num_processes
+    total = optim.max_steps or max(1, (optim.epochs * len(examples)) // per_step)
+    order = data_order(len(examples), optim.seed, total * per_step)
     # its own generator: starting an iteration draws a seed, which must not advance the RNG a checkpoint restores
-    loader = torch.utils.data.DataLoader(_ListDataset(examples), batch_size=cfg.batch_size, sampler=_FixedOrder(order),
-                                         collate_fn=collator, num_workers=0,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(_ListDataset(examples), batch_size=optim.batch_size,
+                                         sampler=_FixedOrder(order), collate_fn=collator, num_workers=0,
+                                         generator=torch.Generator().manual_seed(optim.seed))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    vlm_model = accelerator.unwrap_model(model)
-    vlm.model = vlm_model
+    vlm.model = accelerator.unwrap_model(model)
     if caption_vlm is not None:
         caption_vlm.model.requires_grad_(False).to(accelerator.device)
 
-    def digest(ids) -> str:
-        return hashlib.sha256("|".join(ids).encode()).hexdigest()[:16]
-
-    key = run_fingerprint(method_settings(cfg), model=vlm.name, weights=vlm.weights, layers=layers,
-                                  guide_weight=guide_weight, retrieved_in_context=in_context, n_examples=len(examples),
-                                  data=data_digest(examples), guide_only_ids=digest(sorted(collator.unsupervised_ids)))
+    key = run_key(cfg.key_settings(), run_settings, layers, total, data_digest(examples),
+                  sorted(collator.unsupervised_ids))
     ckpt_dir = out_dir / "checkpoints"
     step, log = 0, []
-    existing = checkpoints(ckpt_dir) if cfg.resume and ckpt_dir.is_dir() else []
+    existing = checkpoints(ckpt_dir) if run.resume and ckpt_dir.is_dir() else []
     state = read_state(existing[-1]) if existing else None
-    if state is not None and (state.get("run_key") != key or state.get("total_steps") != total):
-        accelerator.print(f"note: {existing[-1]} is a checkpoint of a run with other settings: training afresh",
-                          file=sys.stderr)
+    if state is not None and not resumable(existing[-1], state.get("run_key"), key, "TGA checkpoint"):
         state = None
     if state is None and ckpt_dir.is_dir() and accelerator.is_main_process:
         shutil.rmtree(ckpt_dir)  # a fresh run: old checkpoints would mix with the new ones
@@ -298,7 +256,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
 
     def prune() -> None:
         if accelerator.is_main_process:  # older ones go, and any a kill left half-written or half-deleted
-            keep = set(checkpoints(ckpt_dir)[-cfg.keep_checkpoints:])
+            keep = set(checkpoints(ckpt_dir)[-run.keep_checkpoints:])
             for old in [p for p in ckpt_dir.glob("step_*") if p not in keep]:
                 remove_checkpoint(old)
         accelerator.wait_for_everyone()
@@ -314,7 +272,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
         step, log = state["step"], state.get("log", [])
         accelerator.print(f"[tga] resumed from {existing[-1]} at step {step}/{total}")
         prune()  # a kill between a checkpoint and the pruning after it left one too many
-        loader_iter = accelerator.skip_first_batches(loader, step * cfg.grad_accum)
+        loader_iter = accelerator.skip_first_batches(loader, step * optim.grad_accum)
     else:
         loader_iter = loader
 
@@ -324,14 +282,14 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
         for batch in loader_iter:
             batch = batch.to(accelerator.device)
             with accelerator.accumulate(model):
-                weights = anneal_weights(step, total) if cfg.anneal else (1.0, 1.0)
-                loss, stats = tga_loss(model, vlm, batch, layers, guide_weight, cfg.guide_form, weights,
-                                       caption_vlm=caption_vlm, centre=cfg.guide_centre, span=cfg.guide_span)
+                weights = anneal_weights(step, total) if method.anneal else (1.0, 1.0)
+                loss, stats = tga_loss(model, vlm, batch, layers, method.guide_weight, method.guide_form, weights,
+                                       caption_vlm=caption_vlm, centre=method.guide_centre, span=method.guide_span)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                if accelerator.sync_gradients and optim.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, optim.max_grad_norm)
                 for g in optimizer.param_groups:
-                    g["lr"] = _lr_at(step, total, lr, cfg.warmup_ratio)
+                    g["lr"] = _lr_at(step, total, lr, optim.warmup_ratio)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
@@ -341,9 +299,9 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
             if step % 10 == 0 or step == total:
                 accelerator.print(f"[tga] step {step}/{total} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items())
                                   + f" ({time.time() - t0:.0f}s)")
-            if step % cfg.save_every == 0 or step == total:
+            if step % run.save_every == 0 or step == total:
                 save()
-            if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
+            if run.stop_after is not None and step >= run.stop_after and step < total:
                 return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids), rows=rows)
             if step >= total:
                 break
@@ -358,8 +316,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path, 
         model_dir.mkdir(parents=True, exist_ok=True)
         final.save_pretrained(model_dir, safe_serialization=True)
         save_processor(vlm.processor, model_dir)
-        write_json(out_dir / "train.json", {"config": asdict(cfg), "guide_weight": guide_weight,
-                                            "retrieved_in_context": in_context, "safety_layers": layers,
+        write_json(out_dir / "train.json", {"config": asdict(cfg), "model": run_settings, "safety_layers": layers,
                                             "guide_only_rows": len(collator.unsupervised_ids), "rows": rows,
                                             "lr": lr, "total_steps": total, "trainable": names,
                                             "weights_sha256": digest, "log": log})
