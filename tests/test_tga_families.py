@@ -121,6 +121,41 @@ def test_tga_trains_two_steps_per_stage_and_the_model_loads(family, tiny_model_d
         assert _generates(vlm, examples[0].image)
 
 
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_the_guide_at_weight_one_is_the_cosine_probe_layers_reports(family, tiny_model_dir, pairs_file):
+    """Plain prompts (no R in context), the same pairs and layers: each row's cos(I, C) of the guide is probe-layers'
+    cos_matched of that pair, each row's mean tail cosine its cos_tail, and the guide loss at λ = 1 is minus their
+    mean over the batch summed over J. TGA pads on the right, probe-layers on the left: RoPE makes that float noise."""
+    from safety_probe.analysis.shift import pair_cosine
+    from safety_probe.probe.config import MeasureOptions
+    from safety_probe.probe.measure import measure
+    from safety_probe.tga.loss import guide_states
+
+    vlm = load_vlm(tiny_model_dir(family))
+    pairs = load_pairs(pairs_file)
+    layers = list(range(vlm.n_layers))
+    states, measured = measure(vlm, pairs, MeasureOptions(patch_pairs=0, answer_tokens=1), progress=False)
+    reported = {"image": pair_cosine(states.image_mean, states.caption_mean).float(), "tail": measured.tail_cos}
+    examples = [TGAExample(str(i), p.image, p.instruction, "A thing.", p.caption) for i, p in enumerate(pairs)]
+    batch = TGACollator(vlm, retrieved_in_context=False)(examples)
+    with torch.no_grad():
+        with Trace(vlm.layers, layers) as image:
+            vlm.model(**{k: v for k, v in batch.inputs.items() if k != "labels"}, use_cache=False)
+        with Trace(vlm.layers, layers) as text:
+            vlm.model(**batch.caption.inputs, use_cache=False)
+    for span, cosine in reported.items():
+        guide = guide_states(batch, image.outputs, text.outputs, span)
+        rows = torch.bincount(guide.owner, minlength=len(pairs)).float()  # one per pair, or its tail tokens
+        for l in layers:
+            cos = torch.nn.functional.cosine_similarity(guide.image[l].float(), guide.caption[l].float(), dim=-1)
+            per_pair = torch.zeros(len(pairs)).index_add_(0, guide.owner, cos) / rows
+            assert per_pair.tolist() == pytest.approx(cosine[:, l].tolist(), abs=1e-5), (span, l)
+        with torch.no_grad():
+            loss, _ = tga_loss(vlm.model, vlm, batch, layers, guide_weight=1.0, lm_weight=0.0, span=span)
+        expected = -sum(float((rows * cosine[:, l]).sum() / rows.sum()) for l in layers)
+        assert loss.item() == pytest.approx(expected, abs=1e-5), span
+
+
 @pytest.mark.parametrize("family", ["llava_next", "idefics3"])
 def test_images_with_different_tile_counts_batch_together(family, tiny_model_dir, tmp_path):
     """Per-image tensors of unequal tile counts are zero-padded: each row's image states match its own batch's."""
