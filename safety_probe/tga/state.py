@@ -3,7 +3,7 @@
 A checkpoint folder ``step_N`` holds ``model.safetensors`` (the trainable parameters), ``optimizer.safetensors``
 (the optimizer's tensors; its layout and param groups in the metadata), ``rng_{process}.safetensors`` (torch and
 CUDA generators and numpy's Mersenne Twister; Python's ``random`` state in the metadata) and, written last,
-``trainer_state.json`` (step, fingerprint, log, gradient scaler): a folder without it is incomplete and never
+``trainer_state.json`` (step, run key, log, gradient scaler): a folder without it is incomplete and never
 resumed. Every file is written atomically and read back with the checked readers of :mod:`safety_probe.core.files`.
 """
 
@@ -95,7 +95,7 @@ def save_checkpoint(path: Path, accelerator, model: torch.nn.Module, optimizer, 
 
 
 def read_state(path: Path) -> dict:
-    """The ``trainer_state.json`` of checkpoint ``path`` (step, total_steps, fingerprint, log, scaler)."""
+    """The ``trainer_state.json`` of checkpoint ``path`` (step, total_steps, run key, log, scaler)."""
     state = read_json(path / STATE_FILE, "trainer state")
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise InputError(f"{path / STATE_FILE}: expected an object with an integer 'step'")
