@@ -429,7 +429,7 @@ TGA: list[Case] = [
     ("device-bad-index", lambda w: (["--device", "cuda:x"], None), "--device"),
     ("device-map-in-training", lambda w: (["--device-map", "auto"], None), "--device-map"),
     ("text-run-query", lambda w: (["--text-run", "query"], None), "--text-run"),
-    ("text-template-bogus", lambda w: (["--text-template", "bogus"], None), "text template"),
+    ("text-template-bogus", lambda w: (["--text-template", "bogus"], None), "--text-template"),
 ]
 
 
