@@ -1,5 +1,5 @@
 """The compare harness's input-filter row on any pairs: the base model's judged responses (``safety-probe eval``'s
-responses.jsonl) with the images the CLIP filter flags answered by the refusal (:func:`safety_probe.compare.filtered_metrics`).
+responses.jsonl) with the images the CLIP filter flags answered by the refusal (:func:`safety_probe.defenses.input_filter.filtered_metrics`).
 
     python experiments/reviewers/filter_eval.py --pairs DIR/pairs.jsonl --responses EVAL/responses.jsonl --out OUT
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from safety_probe.core.files import write_json, write_jsonl
 from safety_probe.data.pairs import load_pairs
+from safety_probe.data.prompts import DEFAULT_PROMPTS
 from safety_probe.defenses.input_filter import filter_flags, filtered_metrics
 from safety_probe.organism import CLIP_DIR, preset
 
@@ -34,7 +35,7 @@ def main() -> None:
         raise SystemExit(f"{args.responses} does not hold the responses to {args.pairs} in order")
     toxic, benign, templates = preset.filter_vocabulary()
     flags = filter_flags(pairs, args.clip, toxic, benign, templates, args.threshold)
-    metrics = filtered_metrics(rows, flags, None)
+    metrics = filtered_metrics(rows, flags, DEFAULT_PROMPTS)  # safety-probe eval's default prompts
     metrics["filter"]["flag_rate_all"] = round(sum(flags) / len(flags), 4)
     metrics["filter"]["flagged"] = int(sum(flags))
     out = Path(args.out)
