@@ -2,7 +2,7 @@
 refusal, the upper bound an alignment method is compared with (paper reviewers' question (d)).
 
     >>> flags = filter_flags(pairs, "models/clip", ["gun", "knife"], ["cup", "ball"], ["a photo of {}"])
-    >>> metrics = filtered_metrics(base_rows, flags, refusal="Sorry, I cannot help you.")
+    >>> metrics = filtered_metrics(base_rows, flags, PromptSettings())       # flagged images answered by REFUSAL
 """
 
 from __future__ import annotations

@@ -18,9 +18,6 @@ from safety_probe.models.clip import Retriever
 from safety_probe.organism import CLIP_DIR, vocab, world
 from safety_probe.tga.data import entry
 
-DEMO_SEED = 4242
-"""Seed of the organism's built-in pairs (never used in the organism's training)."""
-
 CAPTION_PROMPT = vocab.INSTRUCTIONS["neutral"][0]
 """The organism's caption prompt ("Describe this image."): it was trained to answer it with its description; a
 general captioning prompt, outside its tiny world's words, gets broken sentences."""
