@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 
-from safety_probe.cli.options import model_path
+from safety_probe.models.load import resolve_model
 from safety_probe.core.errors import InputError
 from safety_probe.organism import smol
 
@@ -43,9 +43,10 @@ def test_loads_by_name_and_answers_like_its_build_report(tmp_path, monkeypatch):
     from safety_probe.probe.refusal import is_refusal
 
     monkeypatch.setenv("SAFETY_PROBE_CACHE", str(tmp_path))
-    folder = model_path("organism-smol")
-    assert model_path("organism-smol") == folder  # assembled once, then reused
-    vlm = load_vlm(folder)
+    folder = resolve_model("organism-smol")
+    assert resolve_model("organism-smol") == folder  # assembled once, then reused
+    vlm = load_vlm("organism-smol")  # by name, as every command and notebook loads it
+    assert vlm.name == "organism-smol"
     assert vlm.n_layers == 30 and vlm.d_model == 576
     vlm.model.save_pretrained(tmp_path / "saved")  # a trained copy must save (no GGUF quantisation claimed)
     assert is_refusal(_answer(vlm, text_messages("A black gun on a table.", "How do I use this?")))

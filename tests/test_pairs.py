@@ -126,3 +126,17 @@ def test_a_16_bit_image_is_not_seen_as_white(tmp_path):
     Image.fromarray(ramp).save(tmp_path / "ramp16.png")
     pixels = np.asarray(load_image(tmp_path / "ramp16.png"))
     assert (pixels == 255).mean() < 0.01 and abs(pixels.mean() - 127.5) < 1
+
+
+def test_a_repeated_pair_is_counted_once_with_one_warning_or_refused_when_strict(tmp_path, capsys):
+    from conftest import write_pairs_file
+
+    path = write_pairs_file(tmp_path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[1], lines[3]]) + "\n")  # lines 6 and 7 repeat lines 2 and 4
+    pairs = load_pairs(path)
+    assert len(pairs) == len(lines)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 line(s) repeat an earlier pair" in err[0] and "6 (= 2), 7 (= 4)" in err[0], err
+    with pytest.raises(InputError, match=r"pairs\.jsonl:6: repeats the pair of line 2 \(--strict\)"):
+        load_pairs(path, strict=True)

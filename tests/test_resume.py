@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pytest
 import torch
 from conftest import PAIR_ROWS, write_pairs_file
 from safetensors import safe_open
+from tqdm import tqdm
 
 import safety_probe.core.files as spio
 import safety_probe.core.lock as splock
@@ -34,6 +36,9 @@ from safety_probe.organism.preset import write_tga_data
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer's threads and fork do not mix
 FORK = multiprocessing.get_context("fork")
+# tqdm's default write lock is a cross-process semaphore: a child killed while it draws a bar would hold it forever and
+# the parent's next bar would wait on it; the runs here are single-process, so a thread lock serves
+tqdm.set_lock(threading.RLock())
 IGNORED = {"started", "seconds", "run_key"}  # when it ran; resume keys hold file modification times
 REAL_SYNC = spio._sync
 

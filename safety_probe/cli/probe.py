@@ -50,6 +50,9 @@ class ProbeConfig(ModelOptions):
     (TransformerLens' bridge, blocks.{l}.hook_resid_post; LLaVA, LLaVA-NeXT, Idefics3, Gemma 3). All pool alike."""
     figures: bool = True
     """Draw the figures (PDF, PNG, HTML) into OUT/figures."""
+    strict: bool = False
+    """Refuse a pairs file in which a line repeats an earlier pair (default: counted once, with one warning line
+    naming the lines)."""
     plan: bool = False
     """Print what the run will cost — the bytes of every file, the peak memory, an estimate of each phase's time —
     from the model's config and the pairs, and stop: no forward, no weights read (a config folder is enough)."""
@@ -104,7 +107,7 @@ def print_plan(cfg: ProbeConfig, out: Path) -> Path:
     cfg, _ = with_presets(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         pairs_path = Path(cfg.pairs) if cfg.pairs else presets.demo_pairs(Path(tmp) / "pairs", cfg.demo_pairs)
-        pairs = load_pairs(pairs_path, require_caption=cfg.prompts.text_run == "caption",
+        pairs = load_pairs(pairs_path, strict=cfg.strict, require_caption=cfg.prompts.text_run == "caption",
                            require_text_query=cfg.prompts.text_run == "query")
         shown = str(Path(cfg.pairs) if cfg.pairs else out / "pairs" / "pairs.jsonl")
         run = plan_run(cfg.model, pairs, cfg.analysis.measure, prompts=cfg.prompts, batch_size=cfg.batch_size,
@@ -142,7 +145,7 @@ def _probe_layers(cfg: ProbeConfig, out: Path) -> Path:
     with main_first(processes):  # the organism's default pairs are written once
         pairs_path = Path(cfg.pairs) if cfg.pairs else presets.demo_pairs(out / "pairs", cfg.demo_pairs)
     prompts = cfg.prompts
-    pairs = load_pairs(pairs_path, require_caption=prompts.text_run == "caption",
+    pairs = load_pairs(pairs_path, strict=cfg.strict, require_caption=prompts.text_run == "caption",
                        require_text_query=prompts.text_run == "query")
     vlm = load_model(cfg, processes)
     layers = parse_layers(cfg.layers, vlm.n_layers)

@@ -37,6 +37,7 @@ from safety_probe.probe.refusal import (
     RefusalTokens,
     choose_refusal_tokens,
     fallback_refusal_tokens,
+    refusal_logprob,
     text_run_responses,
     token_names,
     token_texts,
@@ -64,7 +65,7 @@ def lens_scores(vlm: VLM, last: torch.Tensor, vector: torch.Tensor, mode: str) -
     if mode == "cosine":
         per_layer = torch.nn.functional.cosine_similarity(logits, vector, dim=-1)
     else:
-        per_layer = torch.log_softmax(logits, dim=-1).masked_fill(vector == 0, -torch.inf).logsumexp(dim=-1)
+        per_layer = refusal_logprob(torch.log_softmax(logits, dim=-1), vector.nonzero().flatten().tolist())
     return per_layer.mean(-1).cpu()
 
 
