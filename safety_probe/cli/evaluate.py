@@ -89,7 +89,7 @@ def _run_eval(cfg: EvalConfig, out: Path) -> Path:
                        require_text_query=prompts.text_run == "query")
     processes = launched_processes(cfg.device)
     device = process_device(cfg.device, processes)
-    guard = GuardJudge(cfg.judge_model, cfg.judge_format, device, cfg.dtype) if cfg.judge_model else None
+    guard = GuardJudge(cfg.judge_model, cfg.judge_format, device=device, dtype=cfg.dtype) if cfg.judge_model else None
     vlm = load_model(cfg, processes)
     partial = out / ".responses.partial.safetensors"
     judge = KeywordJudge((cfg.refusal_phrase,) if cfg.refusal_phrase else ())
