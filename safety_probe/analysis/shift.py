@@ -331,5 +331,5 @@ def _repaired_cka(gx: torch.Tensor, gy: torch.Tensor, perms: np.ndarray) -> tupl
     m = float(n)
     hxy = _hsic(trace - dy[perms] @ dx, ry[perms] @ rx, hx.sum() * hy.sum(), m, True)
     hxx, hyy = (_hsic((h * h).sum(), r @ r, h.sum() ** 2, m, True) for h, r in ((hx, rx), (hy, ry)))
-    denom = np.sqrt(hxx * hyy)
-    return trace / scale, hxy / denom if denom > 0 else np.full(len(perms), np.nan)
+    norms = hxx * hyy  # the unbiased HSIC of a representation with itself may fall to or below 0 (as in _cka: no CKA)
+    return trace / scale, hxy / np.sqrt(norms) if norms > 0 else np.full(len(perms), np.nan)

@@ -18,8 +18,9 @@ import torch
 
 from safety_probe.data.pairs import Pair
 from safety_probe.defenses.base import Defense, DefenseOptions
-from safety_probe.eval.evaluate import EvalResult, Responder, evaluate
+from safety_probe.eval.evaluate import Responder, evaluate
 from safety_probe.eval.judges import KeywordJudge
+from safety_probe.eval.results import EvalResult
 from safety_probe.models.vlm import VLM
 
 

@@ -4,6 +4,7 @@
     >>> result = evaluate(vlm, load_pairs("pairs.jsonl"))                     # keyword refusal judge only
     >>> result = evaluate(vlm, pairs, harm_judge=GuardJudge("/models/Llama-Guard-3-1B"))
     >>> result.metrics["overall"]["image_dsr"], result.metrics["judges"]
+    >>> result.save("runs/eval", figures=True)      # what safety-probe eval --out runs/eval writes
 
 Every response gets two verdicts: ``refused`` from a refusal judge (:class:`KeywordJudge`) and ``harmful`` from an
 optional guard model (:class:`GuardJudge`; None without one, or where its answer could not be read). DSR = share
@@ -22,7 +23,6 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +31,7 @@ from safety_probe.core.resume import run_key
 from safety_probe.data.pairs import Pair, pairs_digest
 from safety_probe.data.prompts import DEFAULT_PROMPTS, PromptSettings
 from safety_probe.eval.judges import HarmJudge, KeywordJudge, RefusalJudge, guard_request
+from safety_probe.eval.results import EvalResult
 from safety_probe.models.generate import generate
 from safety_probe.models.vlm import VLM, Run
 
@@ -110,28 +111,6 @@ def metrics_of(rows: list[dict], judge: str | None, prompts: PromptSettings, har
             "overall": summarize(rows), "per_scene": {s: summarize(rs) for s, rs in sorted(by_scene.items())}}
 
 
-@dataclass
-class EvalResult:
-    """Judged responses (one dict per pair) and their metrics, overall and per scene."""
-
-    rows: list[dict]
-    metrics: dict
-    run_key: str | None = None
-    """:func:`eval_key` of the settings that produced the rows."""
-
-    def __repr__(self) -> str:
-        m = self.metrics["overall"]
-        show = ", ".join(f"{k} {m[k]:.3f}" for k in ("text_dsr", "image_dsr", "image_benign_refusal")
-                         if m.get(k) is not None)
-        return f"EvalResult({m['n_pairs']} pairs: {show}; judge {self.metrics['judge']})"
-
-    def frame(self):
-        """Responses as a pandas DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame(self.rows)
-
-
 def eval_key(vlm: VLM, pairs: list[Pair], prompts: PromptSettings, judge: RefusalJudge, batch_size: int,
              max_new_tokens: int, harm_judge: HarmJudge | None = None, responder: Responder | None = None) -> str:
     """The key of an evaluation: every setting that changes a judged row (model, weights, dtype, device, prompts,
@@ -165,8 +144,12 @@ def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, *,
 
     done = run_batched(len(pairs), batch_size, work, key=key, checkpoint=partial, processes=processes,
                        progress=progress, desc="evaluate", what="judged responses")
-    return EvalResult(done.rows, metrics_of(done.rows, judge.name, prompts, harm_judge.name if harm_judge else None),
-                      key)
+    from safety_probe.eval.tables import benchmark_table  # tables reads `defended` from this module
+
+    metrics = metrics_of(done.rows, judge.name, prompts, harm_judge.name if harm_judge else None)
+    settings = {"model": vlm.run_settings(), "model_family": vlm.family, "batch_size": batch_size,
+                "max_new_tokens": max_new_tokens, "defense": responder.name if responder else None}
+    return EvalResult(done.rows, {**metrics, "benchmarks": benchmark_table(done.rows)}, key, settings)
 
 
 def judged_rows(vlm: VLM, pairs: list[Pair], prompts: PromptSettings, judge: RefusalJudge, max_new_tokens: int,

@@ -71,7 +71,8 @@ class Measurements:
     ``tail_cos`` ``[n, L]``: mean cosine of the image run's and the text run's states over their aligned prompt tails.
     ``patched`` ``[m]``: the pair indices patched; ``patch`` name → log p of the pool tokens at the last prompt
     position: ``image`` / ``text`` ``[m, P]`` unpatched, ``caption`` / ``tail`` ``[m, L, P]`` patched at each block.
-    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts.
+    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts;
+    ``run_key``: the key of the pass (:func:`measurement_key`).
     ``cont_ids`` ``[A]``: the ambiguous first tokens (they open refusals and answers); ``cont_logprob``
     ``[n, A, L, P]``: log p of the pool tokens at position T+1 of each text run followed by each of them.
     """
@@ -89,6 +90,7 @@ class Measurements:
     settings: dict
     cont_ids: list[int]
     cont_logprob: torch.Tensor
+    run_key: str | None = None
 
     def __repr__(self) -> str:
         refused = sum(self.responses.refused)
@@ -96,8 +98,9 @@ class Measurements:
                 f"{len(self.patched)} patched pairs)")
 
     def save(self, out_dir: str | Path, key: str | None = None) -> Path:
-        """Write ``measurements.safetensors`` and ``measurements.json`` into ``out_dir`` atomically."""
-        out_dir = Path(out_dir)
+        """Write ``measurements.safetensors`` and ``measurements.json`` into ``out_dir`` atomically, under the run key
+        ``key`` (default: :attr:`run_key`)."""
+        out_dir, key = Path(out_dir), key or self.run_key
         tensors = {**self.lens.tensors("lens."), "attention": self.attention, "tail_cos": self.tail_cos,
                    "patched": torch.as_tensor(self.patched, dtype=torch.long),
                    "cont.ids": torch.as_tensor(self.cont_ids, dtype=torch.long), "cont.logprob": self.cont_logprob,
@@ -131,7 +134,8 @@ class Measurements:
                        LensTrace.from_tensors(tensors, "lens."), tensors["attention"], tensors["tail_cos"],
                        tensors["patched"].tolist(),
                        {k.removeprefix("patch."): v for k, v in tensors.items() if k.startswith("patch.")},
-                       list(meta["labels"]), meta["settings"], tensors["cont.ids"].tolist(), tensors["cont.logprob"])
+                       list(meta["labels"]), meta["settings"], tensors["cont.ids"].tolist(), tensors["cont.logprob"],
+                       meta.get("run_key"))
         except (KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{out_dir}: malformed measurements ({type(e).__name__}: {e}); rerun probe-layers") from None
 
@@ -294,10 +298,12 @@ def measure(
                        progress=progress, desc="measure", what="measurement checkpoint")
     if checkpoint and processes is None:
         Path(checkpoint).unlink(missing_ok=True)
-    states = states_of(done, step.layers, vlm.d_model)
+    states = states_of(done, step.layers, vlm, key)
     if processes is not None and not processes.is_main_process:
         return states, None
-    return states, readouts(vlm, done, states, cfg, step, batch_size)
+    measurements = readouts(vlm, done, states, cfg, step, batch_size)
+    measurements.run_key = key
+    return states, measurements
 
 
 def appended(batch: EncodedBatch, token: int) -> EncodedBatch:
