@@ -272,3 +272,27 @@ def test_repr_is_short_whatever_the_warnings():
     text = repr(result)
     assert len(text) <= 1000 and "K = 'Sorry'" in text and "more warning(s)" in text
     assert all(len(line) <= 180 for line in text.splitlines())
+
+
+def test_progress_ticks_block_runs_inside_each_batch_so_patching_keeps_the_eta(vlm, pairs_file, monkeypatch):
+    from safety_probe.core import batches
+    from safety_probe.eval.evaluate import evaluate
+
+    settled = []
+    real_settle = batches.Ticks.settle
+
+    def settle(self, start: int, stop: int) -> None:
+        settled.append((self.unit, start, stop, self._in_batch, self.cost(start, stop)))
+        real_settle(self, start, stop)
+
+    monkeypatch.setattr(batches.Ticks, "settle", settle)
+    pairs = load_pairs(pairs_file)  # harmful: 0, 3, 4
+    measure(vlm, pairs, MeasureOptions(patch_pairs=2), batch_size=2, progress=False)
+    n = vlm.n_layers
+    assert [(start, stop, cost) for _, start, stop, _, cost in settled] == [
+        (0, 2, 6 * n + n * (n - 1)), (2, 4, 6 * n + n * (n - 1)), (4, 5, 3 * n)]  # pairs 0 and 3 patched
+    assert all(ticked == cost for _, _, _, ticked, cost in settled)  # every unit ticked inside its batch
+    settled.clear()
+    evaluate(vlm, pairs, batch_size=2, max_new_tokens=2, progress=False)
+    assert [(unit, ticked, cost) for unit, _, _, ticked, cost in settled] == [
+        ("answer", 4, 4), ("answer", 4, 4), ("answer", 2, 2)]  # one tick per run answered

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from safety_probe.core.batches import Part, run_batched
+from safety_probe.core.batches import Part, Ticks, run_batched
 from safety_probe.core.errors import InputError
 from safety_probe.core.files import read_json, read_tensors, write_json, write_tensors
 from safety_probe.core.resume import run_key
@@ -162,6 +162,14 @@ class _Pass:
         self.recorder = Recorder(vlm, self.layers, backend) if backend != DEFAULT_BACKEND else None
         self.patched = set(harmful_index(pairs)[:cfg.patch_pairs])
         self.answering: dict[int, EncodedBatch] = {}  # batch start -> its left-padded text run, for continuations
+        self.ticks = Ticks(self.cost, unit="block")
+
+    def cost(self, start: int, stop: int) -> int:
+        """Block runs of the pairs ``[start, stop)``, the progress unit: about L each for the image run, the text run
+        and its answer, and for a patched pair L(L − 1) more (each of the two patchings runs the blocks above the
+        patched one, at every block), so the first batches, where the patched pairs are, do not skew the ETA."""
+        n = len(self.layers)
+        return sum(3 * n + (n * (n - 1) if i in self.patched else 0) for i in range(start, stop))
 
     def reader(self, batch: EncodedBatch, span: str, tail: torch.Tensor, keep: list[int]) -> tuple[Callable, dict]:
         """The per-block reader of a forward of ``batch`` (its first call of each block only, the prompt's: in
@@ -225,7 +233,9 @@ class _Pass:
         image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
         rows = [i for i, pair in enumerate(index) if pair in self.patched]
         image_states, image_got = self.image_run(image, image_tail, rows)
+        self.ticks.advance(len(index) * len(self.layers))
         text_states, text_got, attention, replies = self.text_run(text, text_tail, start)
+        self.ticks.advance(2 * len(index) * len(self.layers))
         counts = image_tail.sum(dim=1).cpu()
         cosines = [torch.nn.functional.cosine_similarity(image_got["tails"][l], text_got["tails"][l], dim=-1)
                    for l in self.layers]
@@ -241,9 +251,10 @@ class _Pass:
             keep = torch.isin(owner, torch.as_tensor(rows))
             tensors["patched"] = torch.as_tensor([index[r] for r in rows], dtype=torch.long)
             tensors["patched_caption"] = patch_caption(vlm, sub, below, text_states["mean"][rows], self.layers,
-                                                       cfg.patch_mode)
+                                                       cfg.patch_mode, self.ticks.advance)
             tensors["patched_tail"] = patch_tail(vlm, sub, below, image_tail[rows],
-                                                 {l: text_got["tails"][l][keep] for l in self.layers}, self.layers)
+                                                 {l: text_got["tails"][l][keep] for l in self.layers}, self.layers,
+                                                 self.ticks.advance)
         return Part(tensors, [{"pair": i, "text": t, "token_ids": ids} for i, (t, ids) in zip(index, replies)])
 
 
@@ -283,10 +294,11 @@ def measure(
     """Record every block's states of every pair and measure what the analysis reads (the module docstring), each run
     of each pair encoded once (the text run a second time for answering only when ``prompts`` pad on the right).
 
-    With ``checkpoint`` every finished batch is saved there and a rerun with the same settings resumes after them;
-    with ``processes`` each process runs its share of the batches, every process returns the states and the main
-    process the measurements (the others None). With a ``backend`` other than hooks, the states come from a
-    forward of that backend and the measurements from a second (hooks) forward.
+    Progress counts block runs (:meth:`_Pass.cost`), ticking after each run and each patched block, so its ETA holds
+    from the first batch. With ``checkpoint`` every finished batch is saved there and a rerun with the same settings
+    resumes after them; with ``processes`` each process runs its share of the batches, every process returns the
+    states and the main process the measurements (the others None). With a ``backend`` other than hooks, the states
+    come from a forward of that backend and the measurements from a second (hooks) forward.
     """
     cfg = cfg or MeasureOptions()
     cfg.validate()
@@ -295,7 +307,7 @@ def measure(
     step = _Pass(vlm, pairs, prompts, cfg, backend)
     key = measurement_key(vlm, pairs, prompts, cfg, batch_size, backend)
     done = run_batched(len(pairs), batch_size, step, key=key, checkpoint=checkpoint, processes=processes,
-                       progress=progress, desc="measure", what="measurement checkpoint")
+                       progress=progress, desc="measure", what="measurement checkpoint", ticks=step.ticks)
     if checkpoint and processes is None:
         Path(checkpoint).unlink(missing_ok=True)
     states = states_of(done, step.layers, vlm, key)
