@@ -91,11 +91,14 @@ def _run_defend(cfg: DefendConfig) -> Path:
     out = check_out_dir(cfg.out)
     layers = resolve_layers(cfg.layers, n_layers_of(cfg.model, cfg.trust_remote_code))
     note = None
-    if is_organism(cfg.model) and cfg.caption_prompt == DefenseOptions.caption_prompt:
+    if is_organism(cfg.model):  # the organism's own prompt and refusal sentence, each unless given
         from safety_probe.cli import presets
 
-        cfg = replace(cfg, caption_prompt=presets.caption_prompt(), refusal_phrase=presets.refusal_phrase(cfg.model))
-        note = presets.note(cfg.model, "self_check caption prompt, refusal phrase")
+        preset = {"caption_prompt": presets.caption_prompt(), "refusal_phrase": presets.refusal_phrase(cfg.model)}
+        preset = {k: v for k, v in preset.items() if getattr(cfg, k) == getattr(DefenseOptions, k)}
+        if preset:
+            cfg = replace(cfg, **preset)
+            note = presets.note(cfg.model, ", ".join(k.replace("_", " ") for k in preset))
     pairs = load_pairs(cfg.pairs)
     vlm = load_model(cfg)
     if cfg.state is None:
