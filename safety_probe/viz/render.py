@@ -195,28 +195,15 @@ def _to_matplotlib(spec: Spec) -> Figure:
                 continue
             for i, (s, e) in enumerate(_runs(spec.safety_layers)):
                 # Labelled once per figure: the band means the same in every panel.
-                ax.axvspan(
-                    s - 0.5,
-                    e + 0.5,
-                    color=COLORS["band"],
-                    alpha=0.3,
-                    lw=0,
-                    zorder=0,
-                    label="safety layers" if i == 0 and row == 0 else None,
-                )
+                ax.axvspan(s - 0.5, e + 0.5, color=COLORS["band"], alpha=0.3, lw=0, zorder=0,
+                           label="safety layers" if i == 0 and row == 0 else None)
             for s in panel.series:
                 _mpl_series(ax, s)
             ax.set_ylabel(panel.ylabel)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             # Legend above the axes, outside the data area.
-            ax.legend(
-                loc="lower left",
-                bbox_to_anchor=(0.0, 1.0),
-                ncol=2,
-                borderaxespad=0.2,
-                handlelength=1.8,
-                columnspacing=1.0,
-            )
+            ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, borderaxespad=0.2, handlelength=1.8,
+                      columnspacing=1.0)
         axes[-1].set_xlabel(spec.xlabel)
         if _x_range(spec):
             axes[-1].set_xlim(*_x_range(spec))
@@ -230,30 +217,16 @@ def _mpl_series(ax, s: Series) -> None:
         return
     if s.lower is not None and s.upper is not None:
         ax.fill_between(s.layers, s.lower, s.upper, color=s.color, alpha=0.2, lw=0, zorder=1)
-    ax.plot(
-        s.layers,
-        s.y,
-        color=s.color,
-        ls="--" if s.dashed else "-",
-        marker=None if s.dashed else "o",
-        label=s.label,
-        zorder=3,
-    )
+    ax.plot(s.layers, s.y, color=s.color, ls="--" if s.dashed else "-", marker=None if s.dashed else "o", label=s.label,
+            zorder=3)
 
 
 def _mpl_heatmap(fig: Figure, ax, heat: Heatmap, safety_layers: Sequence[int]) -> None:
     x0, x1 = heat.layers[0] - 0.5, heat.layers[-1] + 0.5
     grid = np.full((len(heat.rows), heat.layers[-1] - heat.layers[0] + 1), np.nan)
     grid[:, np.asarray(heat.layers) - heat.layers[0]] = heat.values
-    img = ax.imshow(
-        grid,
-        aspect="auto",
-        cmap="RdBu_r",
-        vmin=heat.vmin,
-        vmax=heat.vmax,
-        interpolation="nearest",
-        extent=(x0, x1, len(heat.rows) - 0.5, -0.5),
-    )
+    img = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=heat.vmin, vmax=heat.vmax, interpolation="nearest",
+                    extent=(x0, x1, len(heat.rows) - 0.5, -0.5))
     ax.set_yticks(range(len(heat.rows)), heat.rows)
     ax.tick_params(axis="y", length=0)
     for side in ("left", "bottom"):
@@ -262,23 +235,10 @@ def _mpl_heatmap(fig: Figure, ax, heat: Heatmap, safety_layers: Sequence[int]) -
     for i, (s, e) in enumerate(_runs(safety_layers)):
         ax.axvline(s - 0.5, color="black", lw=0.8, ls="--")
         ax.axvline(e + 0.5, color="black", lw=0.8, ls="--")
-        ax.plot(
-            [s - 0.5, e + 0.5],
-            [1.03, 1.03],
-            color="black",
-            lw=1.2,
-            clip_on=False,
-            transform=ax.get_xaxis_transform(),
-        )
+        ax.plot([s - 0.5, e + 0.5], [1.03, 1.03], color="black", lw=1.2, clip_on=False,
+                transform=ax.get_xaxis_transform())
         if i == 0:
-            ax.text(
-                (s + e) / 2,
-                1.06,
-                "safety layers",
-                ha="center",
-                va="bottom",
-                transform=ax.get_xaxis_transform(),
-            )
+            ax.text((s + e) / 2, 1.06, "safety layers", ha="center", va="bottom", transform=ax.get_xaxis_transform())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     cbar = fig.colorbar(img, ax=ax, fraction=0.05, pad=0.02, ticks=[heat.vmin, 0, heat.vmax])
     cbar.set_label(heat.unit)
@@ -287,13 +247,8 @@ def _mpl_heatmap(fig: Figure, ax, heat: Heatmap, safety_layers: Sequence[int]) -
 
 def _to_plotly(spec: Spec) -> go.Figure:
     heights = [p.height for p in spec.panels]
-    fig = make_subplots(
-        rows=len(spec.panels),
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        row_heights=[h / sum(heights) for h in heights],
-    )
+    fig = make_subplots(rows=len(spec.panels), cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[h / sum(heights) for h in heights])
     for row, panel in enumerate(spec.panels, start=1):
         if panel.heatmap is not None:
             h = panel.heatmap
