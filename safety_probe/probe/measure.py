@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
 from safety_probe.core.batches import Part, Ticks, run_batched
 from safety_probe.core.errors import InputError
@@ -156,8 +157,9 @@ def harmful_index(pairs: list[Pair]) -> list[int]:
 class _Pass:
     """One batch of the model pass (see the module docstring): everything but the lens readouts."""
 
-    def __init__(self, vlm: VLM, pairs: list[Pair], prompts: PromptSettings, cfg: MeasureOptions, backend: str):
-        self.vlm, self.pairs, self.prompts, self.cfg = vlm, pairs, prompts, cfg
+    def __init__(self, vlm: VLM, pairs: list[Pair], prompts: PromptSettings, cfg: MeasureOptions, backend: str,
+                 progress: bool = False):
+        self.vlm, self.pairs, self.prompts, self.cfg, self.progress = vlm, pairs, prompts, cfg, progress
         self.layers = list(range(vlm.n_layers))
         self.recorder = Recorder(vlm, self.layers, backend) if backend != DEFAULT_BACKEND else None
         self.patched = set(harmful_index(pairs)[:cfg.patch_pairs])
@@ -304,7 +306,7 @@ def measure(
     cfg.validate()
     if not pairs:
         raise InputError("no pairs to measure")
-    step = _Pass(vlm, pairs, prompts, cfg, backend)
+    step = _Pass(vlm, pairs, prompts, cfg, backend, progress and (processes is None or processes.is_main_process))
     key = measurement_key(vlm, pairs, prompts, cfg, batch_size, backend)
     done = run_batched(len(pairs), batch_size, step, key=key, checkpoint=checkpoint, processes=processes,
                        progress=progress, desc="measure", what="measurement checkpoint", ticks=step.ticks)
@@ -337,8 +339,9 @@ def appended(batch: EncodedBatch, token: int) -> EncodedBatch:
 def continuations(vlm: VLM, step: _Pass, batch_size: int, tokens: list[int]) -> torch.Tensor:
     """``[n, A, L, d]``: for every text run and each of ``tokens``, every block's state at position T+1 of the prompt
     followed by that token (one more position per run and token; the run's kept encoding, re-encoded only for batches
-    a resumed pass did not encode)."""
+    a resumed pass did not encode); a progress bar counts the forwards, per pair and token."""
     out = []
+    bar = tqdm(total=len(step.pairs) * len(tokens), desc="continuations", unit="forward", disable=not step.progress)
     for start in range(0, len(step.pairs), batch_size):
         batch = step.answering.get(start) or step.vlm.encode(step.pairs[start:start + batch_size], "text",
                                                               step.prompts, "left")
@@ -347,7 +350,9 @@ def continuations(vlm: VLM, step: _Pass, batch_size: int, tokens: list[int]) -> 
             with Trace(vlm.layers, step.layers, stop=True) as trace:
                 vlm.model(**appended(batch, token).inputs, use_cache=False)
             per_token.append(torch.stack([trace.outputs[l][:, -1].float().cpu() for l in step.layers], dim=1))
+            bar.update(len(batch))
         out.append(torch.stack(per_token, dim=1) if per_token else torch.zeros(len(batch), 0, vlm.n_layers, vlm.d_model))
+    bar.close()
     return torch.cat(out)
 
 
