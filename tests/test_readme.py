@@ -92,7 +92,7 @@ def test_the_cpu_commands_and_the_python_run_as_written(tmp_path, monkeypatch):
         assert run(command) == 0, command
     # The numbers getting-started quotes are this run's.
     layers = json.loads((tmp_path / "runs" / "organism" / "layers.json").read_text())
-    assert layers["safety_layers"] == [4, 5, 6] and layers["support"]["refusing"] == 50
+    assert layers["safety_layers"] == [6] and layers["support"]["refusing"] == 50
     assert [t["text"].strip() for t in layers["refusal_tokens"]["tokens"].values()] == ["Sorry"]
     assert "locate" in json.loads((tmp_path / "runs" / "organism" / "run.json").read_text())
     python = list(dict.fromkeys(b for page in PAGES for b in blocks(page, "python")))

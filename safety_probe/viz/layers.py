@@ -27,11 +27,14 @@ from safety_probe.analysis.scores import LayerScores
 from safety_probe.viz.render import COLORS, Backend, Drawn, Heatmap, Panel, Series, Spec, render, save_drawn
 
 #: Locator rows of the side-by-side figure: (column in layers.csv, label). Every row is drawn on one absolute scale
-#: (a probability, its change, or a share of pairs): "refusal_prob" as its rise from the block before (block 0: from
-#: 0), because the probability itself keeps growing after the decision; the Algorithm-1 layer as the share of pairs
+#: (a probability, its change, or a share of pairs or its difference): "refusal_prob" as its rise from the block before
+#: (block 0: from 0), because the probability itself keeps growing after the decision; the band's test as its firing
+#: share on refused text runs and the contrast of refused and answered runs; the Algorithm-1 layer as the share of pairs
 #: whose layer it is; the refusal direction's AUROC as 2·AUROC − 1, so that 0 is chance there too.
 LOCATORS: tuple[tuple[str, str], ...] = (
     ("refusal_prob", "ΔP(refusal)"),
+    ("fires_refused", "chosen test fires"),
+    ("contrast", "refused − answered"),
     ("alg1_fire_share", "K rises most"),
     ("alg1_hist", "Alg. 1 layer"),
     ("attention_mass", "attn. on caption"),
@@ -77,12 +80,14 @@ def plot_locate(
     fire_share: LayerScores | None = None,
     fire_share_benign: LayerScores | None = None,
     support: Mapping[str, int] | None = None,
+    test: str = "K rises most",
 ) -> Figure | go.Figure:
     """Where refusal appears: logit-lens P(refusal) per layer; the share of refused (and, dashed, benign) text
-    runs where a refusal token rises the most (the band's test); the Algorithm-1 histogram of pairs.
+    runs where the per-pair ``test`` fires (the band's evidence); the Algorithm-1 histogram of pairs.
 
     ``support`` (``layers.json``'s: ``harmful``, ``refusing``, ``benign`` counts) puts each panel's n in its legend
-    and the harmful n under the layer axis. ``result.plot_locate()`` fills every argument in from a result.
+    and the harmful n under the layer axis. ``result.plot_locate()`` fills every argument in from a result: the test
+    the band was drawn with, or Algorithm 1's where the result names none.
     """
     n = dict(support or {})
 
@@ -99,7 +104,7 @@ def plot_locate(
         shares.append(_series(fire_share_benign, with_n("benign", "benign"), COLORS["grey"],
                               dashed=True))
     if shares:
-        panels.append(Panel("share: K rises most", shares, height=1.2))
+        panels.append(Panel(f"share: {test}", shares, height=1.2))
     if histogram is not None:
         counts = np.asarray(histogram["counts"], dtype=float)
         n_none = int(histogram.get("n_none", 0))
@@ -173,10 +178,12 @@ def _shift(result: LayerAnalysis, backend: Backend) -> Figure | go.Figure:
 
 
 def _locate(result: LayerAnalysis, backend: Backend) -> Figure | go.Figure:
-    scores = result.scores
+    scores, test = result.scores, result.settings.get("test")
+    fires = ("fires_refused", "fires_benign", f"{test} test fires") if test and "fires_refused" in scores else \
+        ("alg1_fire_share", "alg1_fire_share_benign", "K rises most")
     return plot_locate(scores["refusal_prob"], result.locators.get("histogram"), result.safety_layers, backend,
-                       fire_share=scores.get("alg1_fire_share"), fire_share_benign=scores.get("alg1_fire_share_benign"),
-                       support=result.support)
+                       fire_share=scores.get(fires[0]), fire_share_benign=scores.get(fires[1]), support=result.support,
+                       test=fires[2])
 
 
 def _locators(result: LayerAnalysis, backend: Backend) -> Figure | go.Figure:
