@@ -56,6 +56,7 @@ def test_quickstart_notebook_executes_with_figures(tmp_path):
     figures = [cell for cell in nb.cells if cell.cell_type == "code" and ".plot_locate()" in cell.source]
     assert len(figures) == 2  # both organisms' locate figure: three panels and n, as PNG
     assert all(any("image/png" in o.get("data", {}) for o in cell.outputs) for cell in figures)
+    assert all("with 3 Axes" in o["data"]["text/plain"] for cell in figures for o in cell.outputs if "data" in o)
 
 
 def _files(folder: Path) -> list[str]:
