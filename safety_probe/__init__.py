@@ -6,6 +6,8 @@
     >>> states, measurements = sp.measure(vlm, pairs)    # one model pass: states [n_pairs, n_layers, d_model] x 4
     >>> result = sp.analyze(states, measurements)        # pure: safety layers, locators, shift
     >>> result.safety_layers, result.frame()
+    >>> result.plot_locate(), result.save("runs/llava", figures=True)   # what probe-layers --out runs/llava writes
+    >>> vlm.run_with_cache(pairs[:2], "image")["blocks.3.hook_resid_post"]   # [2, seq, d_model]
 
 The stages, one package each, data flowing one way: ``core`` → ``data``, ``models`` → ``probe`` (every forward that
 reads the model) → ``analysis`` (pure functions of what was saved) → ``eval`` → ``tga``, ``defenses`` → ``compare`` →

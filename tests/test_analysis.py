@@ -170,7 +170,7 @@ def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["batch_size"] == 3 and "torch" in run["versions"]
     assert run["config"]["prompts"]["text_template"] == "caption"
-    stems = {p.stem for p in (out / "figures").iterdir()}
+    stems = {p.stem for p in (out / "figures").iterdir() if p.name != "plotly.min.js"}
     assert {"shift", "locate", "locators"} <= stems
     for stem in stems:
         for ext in ("pdf", "png", "html"):
@@ -179,7 +179,7 @@ def test_probe_layers_end_to_end_and_redraw(tiny_model_dir, pairs_file, tmp_path
     for f in (out / "figures").iterdir():
         f.unlink()
     assert main(["figures", str(out)]) == 0
-    assert {p.suffix for p in (out / "figures").iterdir()} == {".pdf", ".png", ".html"}
+    assert {p.suffix for p in (out / "figures").iterdir()} == {".pdf", ".png", ".html", ".js"}
     assert main(["figures", str(tmp_path)]) == 2
     assert "no layers.csv" in capsys.readouterr().err
 
@@ -222,3 +222,77 @@ def test_patching_from_the_patched_block_equals_a_whole_patched_forward(family, 
             vlm.model(**image.inputs)
         whole = read.outputs[vlm.n_layers - 1][torch.arange(len(pairs)), image.last_index]
         torch.testing.assert_close(fast[:, layer], whole.float(), rtol=1e-5, atol=1e-5)
+
+
+def _files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_result_saves_the_folder_probe_layers_writes_and_draws_itself(vlm, tiny_model_dir, pairs_file, tmp_path):
+    from matplotlib.figure import Figure
+
+    from safety_probe.cli.probe import RUN_FILES
+
+    out = tmp_path / "command"
+    assert probe_layers_main(["--model", str(tiny_model_dir("llava")), "--pairs", str(pairs_file), "--out", str(out),
+                              "--device", "cpu"]) == 0
+    states, measurements = measure(vlm, load_pairs(pairs_file), progress=False)
+    result = analyze(states, measurements)
+    paths = result.save(tmp_path / "python", figures=True)
+    assert _files(tmp_path / "python") == _files(out)  # exactly the command's files
+    assert sorted(str(p.relative_to(tmp_path / "python")) for p in paths) == _files(out)
+    assert {p for p in _files(out) if "/" not in p} == set(RUN_FILES)
+    assert json.loads((tmp_path / "python" / "layers.json").read_text()) == json.loads((out / "layers.json").read_text())
+    run = json.loads((tmp_path / "python" / "run.json").read_text())
+    assert run["config"]["model"] == vlm.name and run["run_key"] == measurements.run_key
+    assert run["config"]["analysis"]["locate"]["band_share"] == 0.5 and run["n_layers"] == vlm.n_layers
+    # A second save keeps the states of the same run (no rewrite), and a loaded folder analyses the same.
+    before = (tmp_path / "python" / "states.safetensors").stat().st_mtime_ns
+    result.save(tmp_path / "python")
+    assert (tmp_path / "python" / "states.safetensors").stat().st_mtime_ns == before
+    again = analyze(PairStates.load(out / "states.safetensors"), Measurements.load(out))
+    assert again.summary() == result.summary()
+    # Figures with everything the result knows: three locate panels with their n, the shift with its n.
+    locate = result.plot_locate()
+    assert isinstance(locate, Figure) and len(locate.axes) == 3
+    legends = [t.get_text() for ax in locate.axes for t in ax.get_legend().get_texts()]
+    assert any(f"(n={result.support['harmful']})" in t for t in legends)
+    assert "n = 3 harmful pairs" in result.plot_shift().axes[-1].get_xlabel()
+    assert result.plot_patching(backend="plotly").data and result.plot_locators() and result.plot_last_token()
+    assert repr(result).startswith(f"LayerAnalysis({vlm.name}: 3 harmful / 2 benign pairs, 2 blocks")
+    assert len(repr(result)) <= 1000 and "states" not in repr(result)
+    assert "<table" in result._repr_html_() and "P(refuse)" in result._repr_html_()
+
+
+def test_repr_is_short_whatever_the_warnings():
+    from safety_probe.probe.refusal import RefusalTokens
+
+    result = LayerAnalysis(40, [], "default", {}, RefusalTokens({1: "ĠSorry"}, "generated", {1: " Sorry"}), [0],
+                           warnings=[f"warning {i}: " + "x" * 400 for i in range(30)])
+    text = repr(result)
+    assert len(text) <= 1000 and "K = 'Sorry'" in text and "more warning(s)" in text
+    assert all(len(line) <= 180 for line in text.splitlines())
+
+
+def test_progress_ticks_block_runs_inside_each_batch_so_patching_keeps_the_eta(vlm, pairs_file, monkeypatch):
+    from safety_probe.core import batches
+    from safety_probe.eval.evaluate import evaluate
+
+    settled = []
+    real_settle = batches.Ticks.settle
+
+    def settle(self, start: int, stop: int) -> None:
+        settled.append((self.unit, start, stop, self._in_batch, self.cost(start, stop)))
+        real_settle(self, start, stop)
+
+    monkeypatch.setattr(batches.Ticks, "settle", settle)
+    pairs = load_pairs(pairs_file)  # harmful: 0, 3, 4
+    measure(vlm, pairs, MeasureOptions(patch_pairs=2), batch_size=2, progress=False)
+    n = vlm.n_layers
+    assert [(start, stop, cost) for _, start, stop, _, cost in settled] == [
+        (0, 2, 6 * n + n * (n - 1)), (2, 4, 6 * n + n * (n - 1)), (4, 5, 3 * n)]  # pairs 0 and 3 patched
+    assert all(ticked == cost for _, _, _, ticked, cost in settled)  # every unit ticked inside its batch
+    settled.clear()
+    evaluate(vlm, pairs, batch_size=2, max_new_tokens=2, progress=False)
+    assert [(unit, ticked, cost) for unit, _, _, ticked, cost in settled] == [
+        ("answer", 4, 4), ("answer", 4, 4), ("answer", 2, 2)]  # one tick per run answered

@@ -298,9 +298,16 @@ def test_defend_command_writes_metrics_auroc_cost_and_a_loadable_state(tiny_mode
     out = tmp_path / "defend"
     base = ["defend", "--model", str(tiny_model_dir("llava")), "--calibrate", str(calibration_file),
             "--pairs", str(pairs_file), "--layers", "1", "--max-new-tokens", "2", "--repeats", "1"]
+    capsys.readouterr()
     assert main([*base, "--method", "hidden_detect", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     plain = json.loads((out / "metrics_plain.json").read_text())
+    printed = capsys.readouterr().out  # plain and defended side by side, with the difference
+    assert "plain vs hidden_detect:cosine" in printed
+    for key in ("image_dsr", "text_benign_refusal"):
+        line = next(line for line in printed.splitlines() if f" {key} " in line)  # the overall group comes first
+        a, b = plain["overall"][key], metrics["overall"][key]
+        assert line.split()[-6:-1:2] == [f"{a:.3f}", f"{b:.3f}", f"{b - a:+.3f}"], line
     assert metrics["overall"]["n_pairs"] == plain["overall"]["n_pairs"] == 5
     assert set(metrics["overall"]) == set(plain["overall"]) and metrics["judge"] == plain["judge"] == "keyword"
     for run in ("image", "text"):

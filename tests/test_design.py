@@ -2,6 +2,11 @@
 
 Every import of every module (top-level and inside functions) is read with ``ast``; an import of a later stage,
 or of ``organism`` / ``testing`` from a general module, fails the test with the file and line.
+
+One exception, named file by file in :data:`RESULTS_MAY_DRAW`: results draw and save themselves
+(``result.plot_locate()``, ``result.save(dir, figures=True)`` writing what the command writes), so the results
+modules may import ``viz`` — and only inside a function, where it runs when a figure is asked for. A top-level import
+there, or a viz import anywhere else before the viz stage, still fails.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ STAGES: dict[str, int] = {
     **dict.fromkeys(("cli", "__main__"), 9),
 }
 BESIDE = ("organism", "testing")  # test subject and test tools: beside the pipeline, imported by none of it
+# The results modules (file relative to the package -> the later stage they may import inside a function only).
+RESULTS_MAY_DRAW = {"analysis/results.py": "viz", "eval/results.py": "viz"}
 MAY_IMPORT_ORGANISM = ("cli",)
 
 
@@ -36,17 +43,21 @@ def _component(module: str) -> str | None:
     return parts[1] if parts[0] == "safety_probe" and len(parts) > 1 else None
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """(line, imported module) for every import statement in ``path``, nested ones included; a relative import
-    reads as ``.`` (the package writes absolute imports, so the checker needs no resolution)."""
+def _imports(path: Path) -> list[tuple[int, str, bool]]:
+    """(line, imported module, inside a function) for every import statement in ``path``, nested ones included; a
+    relative import reads as ``.`` (the package writes absolute imports, so the checker needs no resolution)."""
+    tree = ast.parse(path.read_text(), str(path))
+    in_function = {id(inner) for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   for inner in ast.walk(node) if inner is not node}
     out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
+        nested = id(node) in in_function
         if isinstance(node, ast.Import):
-            out += [(node.lineno, alias.name) for alias in node.names]
+            out += [(node.lineno, alias.name, nested) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = "." if node.level else node.module or ""
-            out.append((node.lineno, base))
-            out += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]  # `from safety_probe import x`
+            out.append((node.lineno, base, nested))
+            out += [(node.lineno, f"{base}.{alias.name}", nested) for alias in node.names]  # `from safety_probe import x`
     return out
 
 
@@ -61,7 +72,7 @@ def violations(package: Path = PACKAGE) -> list[str]:
         if me not in STAGES:
             found.append(f"{rel}: module not placed in a pipeline stage (add it to STAGES)")
             continue
-        for line, module in _imports(path):
+        for line, module, nested in _imports(path):
             if module.startswith("."):
                 found.append(f"{rel}:{line}: relative import (write it absolute)")
                 continue
@@ -72,6 +83,8 @@ def violations(package: Path = PACKAGE) -> list[str]:
                 if not (other == "organism" and me in MAY_IMPORT_ORGANISM):
                     found.append(f"{rel}:{line}: a general module imports safety_probe.{other}")
             elif other in STAGES and STAGES[other] > STAGES[me]:
+                if nested and RESULTS_MAY_DRAW.get(rel.as_posix()) == other:
+                    continue  # a result drawing itself (module docstring)
                 found.append(f"{rel}:{line}: {me} (stage {STAGES[me]}) imports the later stage {other} ({STAGES[other]})")
     return found
 
@@ -92,6 +105,23 @@ def test_the_checker_sees_a_backward_edge_and_an_organism_import(tmp_path):
     found = violations(copy)
     assert any("shift.py" in v and "safety_probe.organism" in v for v in found)
     assert any("shift.py" in v and "later stage eval" in v for v in found)
+
+
+def test_results_may_draw_themselves_only_inside_a_function(tmp_path):
+    copy = tmp_path / "safety_probe"
+    for path in PACKAGE.rglob("*.py"):
+        target = copy / path.relative_to(PACKAGE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
+    assert violations(copy) == []
+    results, scores = copy / "analysis" / "results.py", copy / "analysis" / "scores.py"
+    results.write_text("from safety_probe.viz.render import COLORS\n" + results.read_text())
+    scores.write_text(scores.read_text() + "\n\ndef _draw():\n    from safety_probe.viz.layers import draw_all\n")
+    found = violations(copy)
+    assert any(v.startswith("analysis/results.py:1:") and "later stage viz" in v for v in found)  # top level
+    assert any("analysis/scores.py" in v and "later stage viz" in v for v in found)  # not a results module
+    results.write_text(results.read_text() + "\n\ndef _late():\n    from safety_probe.cli.show import console\n")
+    assert any("analysis/results.py" in v and "later stage cli" in v for v in violations(copy))  # viz only
 
 
 def test_top_level_api_names_no_organism_part():

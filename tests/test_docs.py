@@ -1,4 +1,5 @@
-"""The docs site builds offline with no warnings, and the quickstart notebook executes with its figures embedded."""
+"""The docs site builds offline with no warnings, and the quickstart notebook executes on both organisms with its
+figures and tables embedded, its results saving exactly the files the commands write."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def test_docs_site_builds_strict(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_notebook_executes_with_figures(tmp_path):
+    from safety_probe.cli import probe_layers_main
+    from safety_probe.organism import world
+
     nb = nbformat.read(ROOT / "docs" / "notebooks" / "quickstart.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
@@ -30,3 +34,30 @@ def test_quickstart_notebook_executes_with_figures(tmp_path):
     mimes = {m for o in outputs for m in o.get("data", {})}
     assert "image/png" in mimes, "matplotlib figures must be embedded"
     assert "application/vnd.plotly.v1+json" in mimes, "the plotly figure must be embedded"
+    assert "text/html" in mimes, "results show as tables"
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    work = Path(printed.split("working folder: ", 1)[1].split("\n", 1)[0])
+    for name in ("LayerAnalysis(organism: ", "LayerAnalysis(organism-smol: ", "EvalResult(organism: ",
+                 "EvalResult(organism-smol: ", "VLM('organism-smol': LLaVA-1.5 (llava), 30 blocks",
+                 "TokenCache(image run, 2 pairs", "TokenCache(text run, 2 pairs", "PairStates(2 pairs, blocks 0,15,29"):
+        assert name in printed, name
+    assert all(len(line) <= 1000 for line in printed.splitlines())  # short reprs
+    # Both organisms' result.save(dir, figures=True) wrote exactly the files probe-layers --out writes.
+    pairs = world.write_pairs(seed=7, n=6, out_dir=tmp_path / "pairs")
+    assert probe_layers_main(["--model", "organism", "--pairs", str(pairs), "--out", str(tmp_path / "command"),
+                              "--patch-pairs", "1", "--device", "cpu"]) == 0
+    expected = _files(tmp_path / "command")
+    assert "figures/locate.png" in expected and "measurements.json" in expected
+    assert _files(work / "probe") == expected
+    assert _files(work / "smol_probe") == expected
+    assert _files(work / "eval") == sorted(["metrics.json", "metrics.csv", "responses.jsonl", "run.json",
+                                            *(f"figures/eval_dsr.{ext}" for ext in ("pdf", "png", "html")),
+                                            "figures/plotly.min.js"])
+    figures = [cell for cell in nb.cells if cell.cell_type == "code" and ".plot_locate()" in cell.source]
+    assert len(figures) == 2  # both organisms' locate figure: three panels and n, as PNG
+    assert all(any("image/png" in o.get("data", {}) for o in cell.outputs) for cell in figures)
+    assert all("with 3 Axes" in o["data"]["text/plain"] for cell in figures for o in cell.outputs if "data" in o)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())

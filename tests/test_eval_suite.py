@@ -187,7 +187,7 @@ def test_benchmark_table_groups_by_benchmark_variant_and_scene():
 def test_eval_figure_is_drawn_and_redrawn_from_metrics_json(tmp_path, capsys):
     metrics = {"judge": "keyword", "text_run": "caption", "benchmarks": benchmark_table(TABLE_ROWS)}
     paths = draw_eval(metrics, tmp_path / "figures")
-    assert sorted(p.name for p in paths) == ["eval_dsr.html", "eval_dsr.pdf", "eval_dsr.png"]
+    assert sorted(p.name for p in paths) == ["eval_dsr.html", "eval_dsr.pdf", "eval_dsr.png", "plotly.min.js"]
     pdf = (tmp_path / "figures" / "eval_dsr.pdf").read_bytes()
     assert b"/FontType 3" not in pdf and b"/Subtype /Type3" not in pdf
     html = (tmp_path / "figures" / "eval_dsr.html").read_text(encoding="utf-8")

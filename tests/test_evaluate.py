@@ -64,6 +64,20 @@ def test_eval_command_writes_metrics_and_responses(tiny_model_dir, pairs_file, t
     assert len(rows) == 5
     assert rows[0]["image_prompt"].count("<image>") == 1 and "pistol" in rows[0]["text_prompt"]
     assert isinstance(rows[0]["image_refused"], bool) and not (out / ".responses.partial.safetensors").exists()
+    # From Python: the same folder, file for file, and the same metrics.
+    result = evaluate(load_vlm(tiny_model_dir("llava")), load_pairs(pairs_file), batch_size=2, max_new_tokens=4,
+                      progress=False)
+    paths = result.save(tmp_path / "python", figures=True)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(tmp_path / "python")) for p in paths) == files
+    assert "figures/eval_dsr.png" in files and "figures/plotly.min.js" in files
+    assert json.loads((tmp_path / "python" / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "python" / "metrics.csv").read_text() == (out / "metrics.csv").read_text()
+    assert json.loads((tmp_path / "python" / "run.json").read_text())["run_key"] == result.run_key
+    assert repr(result).startswith(f"EvalResult({tiny_model_dir('llava')}: 5 pairs (3 harmful, 2 benign): text_dsr")
+    assert len(repr(result)) <= 1000 and "<table" in result._repr_html_()
+    assert list(result.table().index) == ["overall", "alcohol", "benign", "gun", "knife"]
+    assert result.plot().axes
 
 
 @pytest.mark.parametrize(

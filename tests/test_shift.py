@@ -60,7 +60,7 @@ def test_cka_scores_band_contains_estimate():
     x = _randn(40, 3, 8, seed=8)
     y = x + 0.5 * _randn(40, 3, 8, seed=9)
     out = cka_scores(x, y, layers=[5, 6, 7])
-    assert set(out) == {"cka", "cka_debiased", "cka_null", "cka_p"}
+    assert set(out) == {"cka", "cka_debiased", "cka_null", "cka_p", "cka_debiased_null", "cka_debiased_p"}
     for name, s in out.items():
         assert s.layers == [5, 6, 7] and s.name == name
         assert np.all(s.lower <= s.mean) and np.all(s.mean <= s.upper)
@@ -147,8 +147,12 @@ def test_cka_of_independent_wide_states_is_biased_and_the_debiased_one_and_null_
     assert np.all(np.abs(out["cka_debiased"].mean) < 0.08)
     # The null sits where the raw CKA is, and the p-values are uniform: none is systematically small.
     assert abs(out["cka_null"].mean.mean() - out["cka"].mean.mean()) < 0.01
-    p = out["cka_p"].mean
-    assert np.median(p) > 0.2 and np.sum(p <= 0.05) <= 3  # 1 expected below 0.05
+    for name in ("cka", "cka_debiased"):
+        p = out[f"{name}_p"].mean
+        assert np.median(p) > 0.2 and np.sum(p <= 0.05) <= 3, name  # 1 expected below 0.05
+    # The debiased statistic's own null sits where it is (near 0), far below the raw CKA's null.
+    assert abs(out["cka_debiased_null"].mean.mean() - out["cka_debiased"].mean.mean()) < 0.02
+    assert np.all(out["cka_debiased_null"].upper < out["cka_null"].lower)
 
 
 def test_cka_of_dependent_wide_states_is_significant_and_debiased_near_one():
@@ -157,9 +161,23 @@ def test_cka_of_dependent_wide_states_is_significant_and_debiased_near_one():
     caption = image @ rotation + 0.01 * _randn(60, 2, 2000, seed=24).double()
     out = cka_scores(image, caption, n_perm=199)
     np.testing.assert_allclose(out["cka_p"].mean, 1 / 200)  # no re-pairing reaches the observed CKA
+    np.testing.assert_allclose(out["cka_debiased_p"].mean, 1 / 200)
     assert np.all(out["cka_p"].lower > 0) and np.all(out["cka_p"].upper < 0.05)
     assert np.all(out["cka_debiased"].mean > 0.95)
     assert np.all(out["cka_null"].upper < out["cka"].mean)
+    assert np.all(out["cka_debiased_null"].upper < out["cka_debiased"].mean)
+
+
+def test_the_debiased_null_is_the_debiased_cka_of_each_re_pairing():
+    from safety_probe.analysis.shift import _gram, _repaired_cka
+
+    x, y = _randn(15, 1, 40, seed=30)[:, 0] + 2, _randn(15, 1, 30, seed=31)[:, 0]
+    y = y + x @ _randn(40, 30, seed=32) * 0.2
+    perms = np.stack([np.arange(15), *(np.random.default_rng(5).permutation(15) for _ in range(8))])
+    raw, debiased = _repaired_cka(_gram(x), _gram(y), perms)
+    for p, r, d in zip(perms, raw, debiased):
+        assert r == pytest.approx(linear_cka(x, y[p]), rel=1e-5)
+        assert d == pytest.approx(debiased_cka(x, y[p]), abs=1e-5)
 
 
 def _unbiased_hsic_reference(k: np.ndarray, l: np.ndarray) -> float:
@@ -204,9 +222,10 @@ def test_cka_is_linear_cka_with_a_leave_one_out_band():
 def test_permutation_null_is_seeded_and_counts_the_observed():
     x, y = _randn(12, 2, 30, seed=28), _randn(12, 2, 30, seed=29)
     a, b = cka_scores(x, y, n_perm=50, seed=3), cka_scores(x, y, n_perm=50, seed=3)
-    np.testing.assert_array_equal(a["cka_null"].mean, b["cka_null"].mean)
-    assert not np.array_equal(a["cka_null"].mean, cka_scores(x, y, n_perm=50, seed=4)["cka_null"].mean)
-    assert np.all(a["cka_p"].mean >= 1 / 51)  # the +1 correction: never 0
+    for name in ("cka", "cka_debiased"):
+        np.testing.assert_array_equal(a[f"{name}_null"].mean, b[f"{name}_null"].mean)
+        assert not np.array_equal(a[f"{name}_null"].mean, cka_scores(x, y, n_perm=50, seed=4)[f"{name}_null"].mean)
+        assert np.all(a[f"{name}_p"].mean >= 1 / 51)  # the +1 correction: never 0
     with pytest.raises(ValueError, match="n_perm"):
         cka_scores(x, y, n_perm=-1)
 
@@ -231,7 +250,8 @@ def test_few_pairs_give_what_they_can_and_name_the_rest(n):
     full = semantic_shift(_paired_states()).scores
     np.testing.assert_allclose(result.scores["cos_matched"].mean, full["cos_matched"].per_pair[:n].mean(0))
     off = semantic_shift(_paired_states(), n_perm=0)
-    assert off.skipped == {"cka_null": "turned off (n_perm=0)", "cka_p": "turned off (n_perm=0)"}
+    assert off.skipped == dict.fromkeys(("cka_null", "cka_p", "cka_debiased_null", "cka_debiased_p"),
+                                        "turned off (n_perm=0)")
 
 
 def test_constant_states_have_no_cka_and_no_p_value():

@@ -83,7 +83,8 @@ def analyze(states: PairStates, measurements: Measurements | None = None,
         k = measurements.fallback if measurements is not None else RefusalTokens({}, "none")
         chosen = choose_safety_layers(n_layers, override=override) if override else []
         return LayerAnalysis(n_layers, chosen, "override" if override else "none", scores, k, harmful, benign,
-                             {**support, "band_drawn": False}, settings=settings, notes=notes, warnings=warnings)
+                             {**support, "band_drawn": False}, settings=settings, notes=notes, warnings=warnings,
+                             states=states, measurements=measurements)
 
     m = measurements
     order = {pair: k for k, pair in enumerate(m.responses.index)}
@@ -151,7 +152,7 @@ def analyze(states: PairStates, measurements: Measurements | None = None,
         "separation": {name: ev.separation(e, groups, bands[name][0]) for name, e in evidence.items()},
         **_locator_records(lens, benign_lens, refusing, n_layers, cfg)}
     return LayerAnalysis(n_layers, chosen, used_rule, scores, k_set, harmful, benign, support, locators, counts,
-                         settings, notes, warnings)
+                         settings, notes, warnings, states=states, measurements=measurements)
 
 
 def _evidence(states: PairStates, m: Measurements, refused: np.ndarray, ids: list[int],

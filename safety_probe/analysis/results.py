@@ -1,30 +1,56 @@
-"""What probe-layers learns per layer (:class:`LayerAnalysis`) and the one owner of its files, ``layers.json`` and
-``layers.csv``: written by :meth:`LayerAnalysis.save`, read back and checked by :meth:`LayerAnalysis.load`.
+"""What probe-layers learns per layer (:class:`LayerAnalysis`) and the one writer of its output folder: ``layers.json``
+and ``layers.csv`` (read back and checked by :meth:`LayerAnalysis.load`), and beside them the states, measurements,
+``run.json`` and figures, exactly the files ``probe-layers --out`` writes.
 
     >>> result = analyze(states, measurements)
+    >>> result                                      # short: pairs, safety layers, K, warnings (a table in Jupyter)
     >>> result.safety_layers, result.frame()        # block indices; one row per layer, every metric
-    >>> result.save("runs/llava")                   # layers.json + layers.csv
+    >>> result.plot_locate(), result.plot_shift()   # figures with the histogram, support and n filled in
+    >>> result.save("runs/llava", figures=True)     # what probe-layers --out runs/llava writes
     >>> LayerAnalysis.load("runs/llava").safety_layers
+
+Results draw themselves: the methods that draw import :mod:`safety_probe.viz` inside themselves, the one import of a
+later stage the package allows (``tests/test_design.py`` names this file), so importing a result never loads the
+figure code.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
 from safety_probe.analysis.scores import LayerScores, scores_frame
 from safety_probe.core.errors import InputError
-from safety_probe.core.files import read_json, read_text, write_atomic, write_json
+from safety_probe.core.files import read_json, read_text, tensors_metadata, write_atomic, write_json
+from safety_probe.core.runinfo import package_versions
 from safety_probe.probe.refusal import RefusalTokens
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+    from matplotlib.figure import Figure
+
+    from safety_probe.probe.measure import Measurements
+    from safety_probe.probe.record import PairStates
 
 LAYER_CONVENTION = "layer l = output of decoder block l (0-based) = TransformerLens blocks.{l}.hook_resid_post"
 #: Per-layer count columns of layers.csv: pairs whose Algorithm-1 layer is the row's block.
 COUNT_COLUMNS = ("alg1_count", "alg1_benign_count")
+#: The per-layer table people read (the command's printout, the notebook's): layers.csv column -> heading.
+LAYER_COLUMNS = {"refusal_prob_mean": "P(refuse)", "fires_refused_mean": "fires: refused",
+                 "fires_answered_harmful_mean": "answered", "fires_benign_mean": "benign",
+                 "contrast_lower": "contrast (low)", "patching_gain_mean": "patch",
+                 "tail_patching_gain_mean": "tail patch", "cos_matched_mean": "cos", "cos_gap_mean": "cos gap",
+                 "cos_tail_mean": "cos tail", "cka_debiased_mean": "CKA (deb.)"}
+Backend = Literal["matplotlib", "plotly"]
+#: The longest ``repr`` of a result: a notebook cell prints it whole.
+REPR_CHARS = 1000
 
 
 @dataclass
@@ -37,6 +63,8 @@ class LayerAnalysis:
     per-pair records of ``layers.json`` (``algorithm1``, ``histogram``, ``decision``, ``released_code``,
     ``text_run_refusal``). ``counts``: the per-layer count columns of ``layers.csv``. ``support``: how many harmful,
     benign and refusing pairs the numbers rest on. ``warnings``: what was asked for but skipped or is unreliable.
+    ``states`` / ``measurements``: what :func:`~safety_probe.analysis.analyze.analyze` was given (None for a loaded
+    result), kept so that :meth:`save` writes the whole run folder.
     """
 
     n_layers: int
@@ -52,14 +80,28 @@ class LayerAnalysis:
     settings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    states: PairStates | None = field(default=None, repr=False, compare=False)
+    measurements: Measurements | None = field(default=None, repr=False, compare=False)
+
+    def headline(self) -> str:
+        """One line: the model, the pairs, the blocks, the safety layers and K."""
+        model = f"{self.states.metadata['model']}: " if self.states is not None and self.states.metadata.get("model") \
+            else ""
+        harmful = self.support.get("harmful", len(self.harmful_index))
+        return (f"{model}{harmful} harmful / {self.support.get('benign', len(self.benign_index))} benign pairs, "
+                f"{self.n_layers} blocks; safety layers {self.safety_layers} (rule {self.rule}; {self.refusing} of "
+                f"{harmful} harmful text runs refused); K = {self.refusal_tokens.label() or '-'}")
 
     def __repr__(self) -> str:
-        k = self.refusal_tokens.label() or "-"
-        warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
-        return (f"LayerAnalysis({self.support.get('harmful', len(self.harmful_index))} harmful / "
-                f"{self.support.get('benign', len(self.benign_index))} benign pairs, {self.n_layers} blocks; "
-                f"safety layers {self.safety_layers} (rule {self.rule}, {self.support.get('refusing', 0)} refusing); "
-                f"K = {k}{warned})")
+        return _short_repr(f"LayerAnalysis({self.headline()})", self.warnings)
+
+    def _repr_html_(self) -> str:
+        frame = self.frame()
+        columns = {"layer": "layer", **{c: h for c, h in LAYER_COLUMNS.items() if c in frame}}
+        table = frame[list(columns)].rename(columns=columns)
+        table["layer"] = [f"{'*' if safe else ''}{int(l)}" for l, safe in zip(frame["layer"], frame["safety_layer"])]
+        return _html(f"LayerAnalysis: {self.headline()}", self.warnings,
+                     table.to_html(index=False, float_format="{:.3f}".format) + "<p>* = safety layer</p>")
 
     @property
     def refusing(self) -> int:
@@ -97,11 +139,72 @@ class LayerAnalysis:
                        for name, s in self.scores.items()},
         }
 
-    def save(self, out_dir: str | Path) -> tuple[Path, Path]:
-        """Write ``layers.json`` and ``layers.csv`` atomically."""
+    def save(self, out_dir: str | Path, figures: bool = False, *, run: dict | None = None) -> list[Path]:
+        """Write the run folder ``probe-layers --out`` writes, atomically; returns the paths.
+
+        ``states.safetensors``, ``measurements.safetensors`` and ``measurements.json`` when :func:`analyze` was given
+        them (a file of the same run key already there is kept, not written again), ``layers.csv``, ``layers.json``,
+        ``run.json`` (``run``, or :meth:`run_record`) and with ``figures`` every figure in ``figures/`` (PDF, PNG,
+        HTML and the one ``plotly.min.js``).
+        """
         out_dir = Path(out_dir)
-        csv_path = write_atomic(out_dir / "layers.csv", lambda p: self.frame().to_csv(p, index=False))
-        return write_json(out_dir / "layers.json", self.summary()), csv_path
+        paths = []
+        if self.states is not None:
+            path = out_dir / "states.safetensors"
+            paths.append(path if _same_run(path, self.states.metadata.get("run_key")) else self.states.save(path))
+        if self.measurements is not None:
+            kept = _same_run(out_dir / "measurements.safetensors", self.measurements.run_key) and \
+                _same_run(out_dir / "measurements.json", self.measurements.run_key)
+            if not kept:
+                self.measurements.save(out_dir)
+            paths += [out_dir / "measurements.safetensors", out_dir / "measurements.json"]
+        paths.append(write_atomic(out_dir / "layers.csv", lambda p: self.frame().to_csv(p, index=False)))
+        paths.append(write_json(out_dir / "layers.json", self.summary()))
+        if figures:
+            from safety_probe.viz.layers import draw_all  # results draw themselves (module docstring)
+
+            paths += draw_all(self, out_dir / "figures")
+        paths.append(write_json(out_dir / "run.json", self.run_record() if run is None else run))
+        return paths
+
+    def run_record(self) -> dict:
+        """The ``run.json`` of a result saved from Python: the model, the pairs, the measure and locate settings and
+        the package versions (the command line writes its own, with its command and timing)."""
+        meta = self.states.metadata if self.states is not None else {}
+        measured = self.measurements.settings if self.measurements is not None else {}
+        return {"config": {"model": meta.get("model"), "prompts": measured.get("prompts"),
+                           "analysis": {"measure": {k: v for k, v in measured.items() if k != "prompts"} or None,
+                                        "locate": self.settings}},
+                "command": "python: LayerAnalysis.save", "versions": package_versions(),
+                "n_pairs": None if self.states is None else int(self.states.image_mean.shape[0]),
+                "layers": None if self.states is None else self.states.layers, "model_family": meta.get("model_family"),
+                "n_layers": self.n_layers, "prompts": measured.get("prompts"), "run_key": meta.get("run_key")}
+
+    def plot_locate(self, backend: Backend = "matplotlib") -> Figure | go.Figure:
+        """Where refusal appears (logit-lens P(refusal); the share of refused and benign text runs where K rises the
+        most; the Algorithm-1 histogram), each panel's n in its legend."""
+        return self._figure("locate", backend)
+
+    def plot_shift(self, backend: Backend = "matplotlib") -> Figure | go.Figure:
+        """The semantic shift per layer: cosines with their baselines, CKA and debiased CKA each against its own null."""
+        return self._figure("shift", backend)
+
+    def plot_patching(self, backend: Backend = "matplotlib") -> Figure | go.Figure:
+        """The gain in the image run's P(refusal) from caption patching and tail patching, per layer."""
+        return self._figure("patching", backend)
+
+    def plot_locators(self, backend: Backend = "matplotlib") -> Figure | go.Figure:
+        """Every locator side by side on one absolute colour scale."""
+        return self._figure("locators", backend)
+
+    def plot_last_token(self, backend: Backend = "matplotlib") -> Figure | go.Figure:
+        """Cosine of the last prompt position, image run vs text run, per layer."""
+        return self._figure("last_token", backend)
+
+    def _figure(self, stem: str, backend: Backend) -> Figure | go.Figure:
+        from safety_probe.viz.layers import result_figure  # results draw themselves (module docstring)
+
+        return result_figure(self, stem, backend)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> LayerAnalysis:
@@ -135,6 +238,38 @@ class LayerAnalysis:
             counts={c: [int(v) for v in frame[c]] for c in COUNT_COLUMNS if c in frame},
             settings=dict(meta.get("settings") or {}), notes=list(meta.get("notes") or []),
             warnings=list(meta.get("warnings") or []))
+
+
+def _same_run(path: Path, key: str | None) -> bool:
+    """Whether ``path`` holds the output of run ``key`` already (its run key: the safetensors metadata or the JSON's)."""
+    if key is None or not path.is_file():
+        return False
+    if path.suffix == ".json":
+        try:
+            stored = read_json(path, "run record")
+        except InputError:
+            return False
+        return isinstance(stored, dict) and stored.get("run_key") == key
+    return tensors_metadata(path).get("run_key") == key
+
+
+def _short_repr(head: str, warnings: list[str]) -> str:
+    """``head`` and the warnings under it, each cut to one line, the whole at most :data:`REPR_CHARS` characters."""
+    lines = [head]
+    for i, warning in enumerate(warnings):
+        line = f"  warning: {warning if len(warning) <= 160 else warning[:157] + '...'}"
+        more = f"  ... and {len(warnings) - i} more warning(s)"
+        if sum(map(len, lines)) + len(lines) + len(line) + len(more) + 1 > REPR_CHARS:
+            lines.append(more)
+            break
+        lines.append(line)
+    return "\n".join(lines)[:REPR_CHARS]
+
+
+def _html(head: str, warnings: list[str], body: str) -> str:
+    """A result in Jupyter: its headline, its warnings, then ``body`` (an HTML table)."""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    return (f"<p><b>{html.escape(head)}</b></p>" + (f"<p>warnings:</p><ul>{items}</ul>" if items else "") + body)
 
 
 def _check_meta(meta: object, path: Path) -> None:

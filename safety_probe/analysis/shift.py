@@ -8,7 +8,8 @@ and linear CKA (Kornblith et al., "Similarity of Neural Network Representations 
 Linear CKA is biased upwards when d ≫ n (two independent representations can score near 1), so it comes
 with the debiased estimator (the unbiased HSIC of Song et al., "Feature Selection via Dependence
 Maximization", JMLR 2012, as used for CKA by Nguyen, Raghu & Kornblith, "Do Wide and Deep Networks Learn
-the Same Things?", ICLR 2021) and a permutation null (captions re-paired with images at random).
+the Same Things?", ICLR 2021) and, for each of the two, its own permutation null (captions re-paired with images
+at random, the same re-pairings for both): a statistic is only ever read against its own null.
 
 Inputs are the recorder's float tensors ``[n_pairs, n_layers, d_model]``; layer l = output of block l.
 """
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from safety_probe.analysis.scores import BOOT_SEED, LayerScores, column_layers, wilson_interval
 
+Num = TypeVar("Num", torch.Tensor, np.ndarray, float)
 MEAN_KEYS = ("image_mean", "caption_mean")
 LAST_KEYS = ("image_last", "caption_last")
 # Random re-pairings of captions with images for the CKA null; 200 resolve p down to 1/201.
@@ -40,6 +43,8 @@ MIN_PAIRS: dict[str, int] = {
     "cka_null": 3,
     "cka_p": 3,
     "cka_debiased": 5,
+    "cka_debiased_null": 5,
+    "cka_debiased_p": 5,
 }
 
 
@@ -109,14 +114,14 @@ def cka_scores(
     n_perm: int = N_PERM,
     seed: int = BOOT_SEED,
 ) -> dict[str, LayerScores]:
-    """Linear CKA across pairs per layer between ``[n, L, d]`` states, with its debiased value and null.
+    """Linear CKA across pairs per layer between ``[n, L, d]`` states, with its debiased value and their nulls.
 
     Returns ``cka`` and, for n >= 5, ``cka_debiased``, each with a jackknife 95% band (± 1.96 leave-one-out
     standard errors; a pair bootstrap duplicates pairs, which inflates CKA so much that its band can miss
-    the estimate). With ``n_perm > 0``: ``cka_null``, the mean CKA over ``n_perm`` seeded re-pairings of
-    captions with images (band: their 2.5–97.5 percentiles), and ``cka_p``, the one-sided permutation
-    p-value (1 + #{null >= cka}) / (n_perm + 1) (band: Wilson 95% interval of its Monte Carlo error).
-    One Gram matrix per modality and layer serves all of them.
+    the estimate). With ``n_perm > 0``, for each of the two statistics ``{name}_null``, its mean over ``n_perm``
+    seeded re-pairings of captions with images (band: their 2.5–97.5 percentiles), and ``{name}_p``, the one-sided
+    permutation p-value (1 + #{null >= observed}) / (n_perm + 1) (band: Wilson 95% interval of its Monte Carlo
+    error); both statistics see the same re-pairings. One Gram matrix per modality and layer serves all of them.
     """
     n, n_layers = image.shape[:2]
     if n < MIN_PAIRS["cka"]:
@@ -129,14 +134,14 @@ def cka_scores(
     rng = np.random.default_rng(seed)
     perms = np.stack([np.arange(n), *(rng.permutation(n) for _ in range(n_perm))])
     cka, debiased = np.empty((3, n_layers)), np.empty((3, n_layers))
-    null = np.empty((n_perm + 1, n_layers))
+    null, debiased_null = np.empty((n_perm + 1, n_layers)), np.empty((n_perm + 1, n_layers))
     for layer in range(n_layers):
         gx, gy = _gram(image[:, layer]), _gram(caption[:, layer])
         cka[:, layer] = _jackknife(_cka(gx, gy))
         if debias:
             debiased[:, layer] = _jackknife(_cka(gx, gy, unbiased=True))
         if n_perm:
-            null[:, layer] = _repaired_cka(gx, gy, perms)
+            null[:, layer], debiased_null[:, layer] = _repaired_cka(gx, gy, perms)
     about = "linear CKA across pairs between image-token and caption-token mean states"
     out = {"cka": LayerScores("cka", layers, *cka, description=f"{about} (Kornblith et al. 2019)")}
     if debias:
@@ -144,18 +149,28 @@ def cka_scores(
             "cka_debiased", layers, *debiased, description=f"debiased {about} (unbiased HSIC; Nguyen et al. 2021)"
         )
     if n_perm:
-        draws = null[1:]
-        lower, upper = np.percentile(draws, [2.5, 97.5], axis=0)
-        out["cka_null"] = LayerScores(
-            "cka_null", layers, draws.mean(0), lower, upper,
-            description=f"linear CKA with captions re-paired at random ({n_perm} permutations, seed {seed})",
-        )
-        p = np.where(np.isnan(null[0]), np.nan, (null >= null[0]).sum(0) / (n_perm + 1))  # NaN: constant states
-        out["cka_p"] = LayerScores(
-            "cka_p", layers, p, *wilson_interval(p, n_perm + 1),
-            description="permutation p-value of cka against cka_null (one-sided, +1 corrected)",
-        )
+        out.update(_null_scores("cka", "linear CKA", null, layers, seed))
+        if debias:
+            out.update(_null_scores("cka_debiased", "debiased linear CKA", debiased_null, layers, seed))
     return out
+
+
+def _null_scores(name: str, what: str, null: np.ndarray, layers: list[int], seed: int) -> dict[str, LayerScores]:
+    """``{name}_null`` and ``{name}_p`` from ``null`` ``[1 + n_perm, L]`` (row 0: the observed pairing)."""
+    n_perm = null.shape[0] - 1
+    draws = null[1:]
+    lower, upper = np.percentile(draws, [2.5, 97.5], axis=0)
+    p = np.where(np.isnan(null[0]), np.nan, (null >= null[0]).sum(0) / (n_perm + 1))  # NaN: constant states
+    return {
+        f"{name}_null": LayerScores(
+            f"{name}_null", layers, draws.mean(0), lower, upper,
+            description=f"{what} with captions re-paired at random ({n_perm} permutations, seed {seed})",
+        ),
+        f"{name}_p": LayerScores(
+            f"{name}_p", layers, p, *wilson_interval(p, n_perm + 1),
+            description=f"permutation p-value of {name} against {name}_null (one-sided, +1 corrected)",
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -183,9 +198,10 @@ def semantic_shift(
     * ``cos_gap``: cos_matched_i − cos_mismatched_i per pair, with a paired bootstrap band.
     * ``cos_centred``: matched cosine after subtracting, per layer, each modality's mean over pairs; this
       removes the shared component (chance ≈ 0), so what remains is pair-specific agreement.
-    * ``cka``, ``cka_debiased``, ``cka_null``, ``cka_p``: linear CKA across pairs between image_mean and
-      caption_mean, its debiased value, its permutation null and p-value (see :func:`cka_scores`);
-      ``n_perm=0`` turns the null off, ``seed`` seeds it and the derangement.
+    * ``cka``, ``cka_debiased``: linear CKA across pairs between image_mean and caption_mean and its debiased
+      value, each with its own permutation null and p-value (``cka_null``, ``cka_p``, ``cka_debiased_null``,
+      ``cka_debiased_p``; see :func:`cka_scores`); ``n_perm=0`` turns the nulls off, ``seed`` seeds them and the
+      derangement.
     * ``cos_last`` (when the *_last states are given): cos(image_last_i, caption_last_i), the state the
       next-token prediction (and the refusal) is read from.
 
@@ -263,10 +279,9 @@ def _cka(gx: torch.Tensor, gy: torch.Tensor, unbiased: bool = False) -> torch.Te
     return torch.where(denom > 0, hxy / denom.clamp_min(1e-300), torch.nan)
 
 
-def _hsic(
-    trace: torch.Tensor, cross: torch.Tensor, totals: torch.Tensor, m: torch.Tensor, unbiased: bool
-) -> torch.Tensor:
-    """Either HSIC estimator of Grams a, b from their sums (:func:`_loo_sums`) over m examples, elementwise."""
+def _hsic(trace: Num, cross: Num, totals: Num, m: Num, unbiased: bool) -> Num:
+    """Either HSIC estimator of Grams a, b from their sums (:func:`_loo_sums`) over m examples, elementwise (tensors
+    or arrays)."""
     if unbiased:  # a, b hollow; needs m >= 4
         return (trace + totals / ((m - 1) * (m - 2)) - 2 * cross / (m - 2)) / (m * (m - 3))
     return trace - 2 * cross / m + totals / m**2  # tr(HaHb), H the centring matrix; HSIC's 1/(m−1)² cancels
@@ -293,14 +308,28 @@ def _jackknife(values: torch.Tensor) -> tuple[float, float, float]:
     return est, est - 1.96 * se, est + 1.96 * se
 
 
-def _repaired_cka(gx: torch.Tensor, gy: torch.Tensor, perms: np.ndarray) -> np.ndarray:
-    """Linear CKA of Grams ``[n, n]`` with image i paired to caption ``perms[b, i]``, ``[B, n]`` → ``[B]``."""
+def _repaired_cka(gx: torch.Tensor, gy: torch.Tensor, perms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear CKA and debiased linear CKA of Grams ``[n, n]`` with image i paired to caption ``perms[b, i]``,
+    ``[B, n]`` → two ``[B]`` (the debiased one NaN for n < 4)."""
     # Centring commutes with permutations, so re-pairing permutes the centred Gram's rows and columns: one
     # gather per draw, no new states or Gram; the norms do not change. The gather is the cost and is bound by
     # memory, so it runs in float32 (numpy's take, the fastest found): 2-4x faster, relative error ~1e-7.
+    # The unbiased HSIC is unchanged by centring the states, so the debiased CKA is read from the same centred Grams
+    # with their diagonals zeroed: the same gathered trace less its diagonal, and the permuted row sums.
     cx, cy = ((g - g.mean(0) - g.mean(1, keepdim=True) + g.mean()).numpy() for g in (gx, gy))
     flat, cy32 = cx.astype(np.float32).ravel(), cy.astype(np.float32)
+    trace = np.array([flat @ cy32.take(p, 0).take(p, 1).ravel() for p in perms], dtype=np.float64)
     scale = np.linalg.norm(cx) * np.linalg.norm(cy)
     if scale == 0:  # a constant representation has no CKA (as in _cka)
-        return np.full(len(perms), np.nan)
-    return np.array([flat @ cy32.take(p, 0).take(p, 1).ravel() for p in perms], dtype=np.float64) / scale
+        return np.full(len(perms), np.nan), np.full(len(perms), np.nan)
+    n = cx.shape[0]
+    if n < 4:
+        return trace / scale, np.full(len(perms), np.nan)
+    dx, dy = np.diagonal(cx), np.diagonal(cy)
+    hx, hy = cx - np.diag(dx), cy - np.diag(dy)  # hollow
+    rx, ry = hx.sum(1), hy.sum(1)
+    m = float(n)
+    hxy = _hsic(trace - dy[perms] @ dx, ry[perms] @ rx, hx.sum() * hy.sum(), m, True)
+    hxx, hyy = (_hsic((h * h).sum(), r @ r, h.sum() ** 2, m, True) for h, r in ((hx, rx), (hy, ry)))
+    norms = hxx * hyy  # the unbiased HSIC of a representation with itself may fall to or below 0 (as in _cka: no CKA)
+    return trace / scale, hxy / np.sqrt(norms) if norms > 0 else np.full(len(perms), np.nan)

@@ -10,6 +10,7 @@ pairs, refusal phrase, caption prompt, TGA data and recipe, CLIP, filter vocabul
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from importlib import import_module
@@ -48,6 +49,8 @@ class _Parser(ArgumentParser):
     def format_help(self) -> str:
         for action in self._actions:  # the usage line shows an option's first spelling: the dashed one
             action.option_strings.sort(key=lambda option: "_" in option)
+            if action.help:  # a docstring's "95% interval" is text, not a %-placeholder of argparse
+                action.help = re.sub(r"(?<!%)%(?![(%])", "%%", action.help)
         return super().format_help()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from safety_probe.cli.options import ModelOptions, check_layer_option, load_model
 from safety_probe.cli.presets import is_organism
-from safety_probe.cli.show import print_metrics
+from safety_probe.cli.show import print_benchmarks, print_comparison
 from safety_probe.core.errors import InputError
 from safety_probe.defenses.base import DefenseOptions
 
@@ -29,7 +29,8 @@ class DefendConfig(ModelOptions, DefenseOptions):
     layers: str = ""
     """The layers the defense works at: a layers.json (its safety_layers, from probe-layers) or a spec like 4-6."""
     out: str = "defend-out"
-    """Output folder: metrics.json (defended), metrics_plain.json (undefended), responses.jsonl, state/, run.json."""
+    """Output folder: metrics.json (defended), metrics_plain.json (undefended), responses.jsonl, state/, run.json. The
+    two models' metrics are printed side by side with the difference."""
     state: str | None = None
     """A state/ folder saved by an earlier run: load the defense from it instead of calibrating (--calibrate is then
     only recorded)."""
@@ -81,7 +82,6 @@ def _run_defend(cfg: DefendConfig) -> Path:
     from safety_probe.defenses import calibrate, load_defense, method_name
     from safety_probe.defenses.base import check_calibration
     from safety_probe.defenses.run import evaluate_defense
-    from safety_probe.eval.tables import benchmark_table
     from safety_probe.models.layers import resolve_layers
     from safety_probe.models.load import n_layers_of
 
@@ -91,11 +91,14 @@ def _run_defend(cfg: DefendConfig) -> Path:
     out = check_out_dir(cfg.out)
     layers = resolve_layers(cfg.layers, n_layers_of(cfg.model, cfg.trust_remote_code))
     note = None
-    if is_organism(cfg.model) and cfg.caption_prompt == DefenseOptions.caption_prompt:
+    if is_organism(cfg.model):  # the organism's own prompt and refusal sentence, each unless given
         from safety_probe.cli import presets
 
-        cfg = replace(cfg, caption_prompt=presets.caption_prompt(), refusal_phrase=presets.refusal_phrase(cfg.model))
-        note = presets.note(cfg.model, "self_check caption prompt, refusal phrase")
+        preset = {"caption_prompt": presets.caption_prompt(), "refusal_phrase": presets.refusal_phrase(cfg.model)}
+        preset = {k: v for k, v in preset.items() if getattr(cfg, k) == getattr(DefenseOptions, k)}
+        if preset:
+            cfg = replace(cfg, **preset)
+            note = presets.note(cfg.model, ", ".join(k.replace("_", " ") for k in preset))
     pairs = load_pairs(cfg.pairs)
     vlm = load_model(cfg)
     if cfg.state is None:
@@ -107,12 +110,13 @@ def _run_defend(cfg: DefendConfig) -> Path:
             raise InputError(f"--state {cfg.state} holds {defense.name}, not --method {method}")
     result = evaluate_defense(vlm, pairs, defense, cfg, repeats=cfg.repeats)
     write_jsonl(out / "responses.jsonl", result.rows)
-    metrics = {**result.metrics, "benchmarks": benchmark_table(result.rows)}
-    write_json(out / "metrics_plain.json", {**result.plain.metrics, "benchmarks": benchmark_table(result.plain.rows)})
+    metrics = result.metrics
+    write_json(out / "metrics_plain.json", result.plain.metrics)
     write_json(out / "metrics.json", metrics)
     write_json(out / "run.json", run_info(cfg, started, note=note, n_pairs=len(pairs), layers=layers,
                                           calibration=str(calibration or cfg.state)))
-    print_metrics(metrics)
+    print_comparison(result.plain.metrics, metrics, method)
+    print_benchmarks(metrics, f"{method}: ")
     cost = metrics["cost"]
     print(f"{method}: inference cost {cost['ratio']:.2f}x plain ({cost['defended_seconds']:.1f} s / "
           f"{cost['plain_seconds']:.1f} s); results -> {out}")

@@ -74,13 +74,11 @@ def run_eval(cfg: EvalConfig) -> Path:
 
 def _run_eval(cfg: EvalConfig, out: Path) -> Path:
     from safety_probe.cli import presets
-    from safety_probe.core.files import write_json, write_jsonl
+    from safety_probe.cli.show import print_metrics
     from safety_probe.core.runinfo import run_info
     from safety_probe.data.pairs import load_pairs
     from safety_probe.eval.evaluate import evaluate
     from safety_probe.eval.judges import GuardJudge, KeywordJudge
-    from safety_probe.eval.tables import benchmark_table, write_metrics_csv
-    from safety_probe.viz.evaluation import draw_eval
 
     started = time.time()
     note = None
@@ -92,7 +90,7 @@ def _run_eval(cfg: EvalConfig, out: Path) -> Path:
                        require_text_query=prompts.text_run == "query")
     processes = launched_processes(cfg.device)
     device = process_device(cfg.device, processes)
-    guard = GuardJudge(cfg.judge_model, cfg.judge_format, device, cfg.dtype) if cfg.judge_model else None
+    guard = GuardJudge(cfg.judge_model, cfg.judge_format, device=device, dtype=cfg.dtype) if cfg.judge_model else None
     vlm = load_model(cfg, processes)
     partial = out / ".responses.partial.safetensors"
     judge = KeywordJudge((cfg.refusal_phrase,) if cfg.refusal_phrase else ())
@@ -100,15 +98,8 @@ def _run_eval(cfg: EvalConfig, out: Path) -> Path:
                       partial=partial, harm_judge=guard, processes=processes)
     if processes is not None and not processes.is_main_process:
         return out  # the main process writes the merged results
-    metrics = {**result.metrics, "benchmarks": benchmark_table(result.rows)}
-    write_jsonl(out / "responses.jsonl", result.rows)
-    write_json(out / "metrics.json", metrics)
-    write_metrics_csv(metrics, out / "metrics.csv")
-    if cfg.figures:
-        draw_eval(metrics, out / "figures")
-    write_json(out / "run.json", run_info(cfg, started, note=note, n_pairs=len(pairs), run_key=result.run_key))
+    result.save(out, figures=cfg.figures, run=run_info(cfg, started, note=note, n_pairs=len(pairs),
+                                                       run_key=result.run_key))
     partial.unlink(missing_ok=True)  # kept to the end: a rerun after a kill here generates nothing again
-    from safety_probe.cli.show import print_metrics
-
-    print_metrics(metrics)
+    print_metrics(result.metrics)
     return out

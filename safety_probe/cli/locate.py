@@ -4,7 +4,7 @@ from its saved states and measurements alone (no model: seconds)."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from simple_parsing import field as option
@@ -16,7 +16,8 @@ from safety_probe.probe.config import LocateOptions
 @dataclass
 class LocateConfig:
     """safety-probe locate RUN: re-choose the safety layers of a probe-layers run from its states.safetensors and
-    measurements without the model; rewrites layers.json, layers.csv and the figures."""
+    measurements without the model; rewrites layers.json, layers.csv and the figures, and notes the new settings in
+    run.json (``locate``)."""
 
     run: str = option(default="", positional=True, nargs="?")
     """A probe-layers output folder (states.safetensors, measurements.safetensors, measurements.json)."""
@@ -43,21 +44,21 @@ def run_locate(cfg: LocateConfig) -> Path:
     from safety_probe.analysis.analyze import analyze
     from safety_probe.cli.options import check_layer_option
     from safety_probe.cli.show import print_layers
+    from safety_probe.core.files import read_json
     from safety_probe.core.lock import output_lock
     from safety_probe.probe.measure import Measurements
     from safety_probe.probe.record import PairStates
-    from safety_probe.viz.layers import draw_all
 
     run = Path(cfg.run)
     with output_lock(run):
         states, measurements = PairStates.load(run / "states.safetensors"), Measurements.load(run)
         check_layer_option(cfg.locate, "safety_layers", states.layers[-1] + 1)
         result = analyze(states, measurements, cfg.locate)
-        result.save(run)
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        if cfg.figures:
-            draw_all(result, run / "figures")
+        record = read_json(run / "run.json", "run record") if (run / "run.json").is_file() else None
+        record = record if isinstance(record, dict) else result.run_record()
+        result.save(run, figures=cfg.figures, run={**record, "locate": {"command": sys.argv, **asdict(cfg.locate)}})
     print_layers(result)
     print(f"results -> {run}")
     return run

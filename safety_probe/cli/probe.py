@@ -131,13 +131,11 @@ def _probe_layers(cfg: ProbeConfig, out: Path) -> Path:
     from safety_probe.analysis.analyze import analyze
     from safety_probe.cli import presets
     from safety_probe.cli.show import print_layers
-    from safety_probe.core.files import write_json
     from safety_probe.core.runinfo import run_info
     from safety_probe.data.pairs import load_pairs
     from safety_probe.models.layers import parse_layers
     from safety_probe.probe.measure import measure, measurement_key
     from safety_probe.probe.record import PairStates, record, recording_key
-    from safety_probe.viz.layers import draw_all
 
     started = time.time()
     cfg, note = with_presets(cfg)
@@ -174,14 +172,11 @@ def _probe_layers(cfg: ProbeConfig, out: Path) -> Path:
     if not main:
         return out  # the main process analyses the merged states and writes every result
     result = analyze(states, measurements if locating else None, cfg.analysis.locate)
-    result.save(out)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if cfg.figures:
-        draw_all(result, out / "figures")
-    write_json(out / "run.json", run_info(cfg, started, note=note, pairs_file=str(pairs_path), n_pairs=len(pairs),
-                                          layers=layers, model_family=vlm.family, n_layers=vlm.n_layers,
-                                          prompts=prompts.settings(), run_key=key))
+    result.save(out, figures=cfg.figures, run=run_info(
+        cfg, started, note=note, pairs_file=str(pairs_path), n_pairs=len(pairs), layers=layers,
+        model_family=vlm.family, n_layers=vlm.n_layers, prompts=prompts.settings(), run_key=key))
     print_layers(result)
     print(f"results -> {out}")
     return out

@@ -11,14 +11,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from safety_probe.analysis.results import LayerAnalysis
-
-#: Columns of the per-layer table: layers.csv column -> heading.
-LAYER_COLUMNS = {"refusal_prob_mean": "P(refuse)", "fires_refused_mean": "fires: refused",
-                 "fires_answered_harmful_mean": "answered", "fires_benign_mean": "benign",
-                 "contrast_lower": "contrast (low)", "patching_gain_mean": "patch",
-                 "tail_patching_gain_mean": "tail patch", "cos_matched_mean": "cos", "cos_gap_mean": "cos gap",
-                 "cos_tail_mean": "cos tail", "cka_debiased_mean": "CKA (deb.)"}
+from safety_probe.analysis.results import LAYER_COLUMNS, LayerAnalysis
 
 
 def console() -> Console:
@@ -47,20 +40,31 @@ def print_layers(result: LayerAnalysis) -> None:
               soft_wrap=True)
 
 
+#: The metrics of the evaluation tables, in their order.
+METRIC_KEYS = ("text_dsr", "image_dsr", "text_benign_refusal", "image_benign_refusal", "image_task_accuracy",
+               "image_harmful_recognition")
+
+
 def print_metrics(metrics: dict) -> None:
     """The evaluation's table per scene, then per benchmark and variant with Wilson intervals."""
-    keys = ("text_dsr", "image_dsr", "text_benign_refusal", "image_benign_refusal", "image_task_accuracy",
-            "image_harmful_recognition")
     table = Table(title=f"judge: {metrics['judge']}")
     table.add_column("scene")
-    for k in ("n", *keys):
+    for k in ("n", *METRIC_KEYS):
         table.add_column(k, justify="right")
     groups = {"overall": metrics["overall"], **metrics["per_scene"]}
     for scene, m in groups.items():
-        table.add_row(scene, str(m["n_pairs"]), *("-" if m[k] is None else f"{m[k]:.3f}" for k in keys))
+        table.add_row(scene, str(m["n_pairs"]), *("-" if m[k] is None else f"{m[k]:.3f}" for k in METRIC_KEYS))
     console().print(table)
+    print_benchmarks(metrics)
+    if metrics["judges"]["harm"]:
+        m = metrics["overall"]
+        print(f"unreadable guard verdicts: text {m['text_harm_unparsed']}, image {m['image_harm_unparsed']}")
+
+
+def print_benchmarks(metrics: dict, what: str = "") -> None:
+    """The per-benchmark and per-variant table of ``metrics["benchmarks"]`` with Wilson 95% intervals."""
     shares = ("text_dsr", "image_dsr", "text_benign_refusal", "image_benign_refusal")
-    suite = Table(title=f"per benchmark and variant, Wilson 95% (per scene: metrics.csv); text run: "
+    suite = Table(title=f"{what}per benchmark and variant, Wilson 95% (per scene: metrics.csv); text run: "
                         f"{metrics['text_run']}")
     for column in ("benchmark", "variant", "headline", "n", *shares):
         suite.add_column(column, justify="right" if column == "n" or column in shares else "left")
@@ -70,6 +74,22 @@ def print_metrics(metrics: dict) -> None:
             suite.add_row(name, variant, str(c["headline"]), str(c["n"]), *("-" if c[k]["share"] is None else
                           f"{c[k]['share']:.3f} [{c[k]['lower']:.2f}, {c[k]['upper']:.2f}]" for k in shares))
     console().print(suite)
-    if metrics["judges"]["harm"]:
-        m = metrics["overall"]
-        print(f"unreadable guard verdicts: text {m['text_harm_unparsed']}, image {m['image_harm_unparsed']}")
+
+
+def print_comparison(plain: dict, defended: dict, name: str) -> None:
+    """The undefended and the defended model's metrics on the same pairs side by side, with the difference (defended
+    − plain), overall and per scene; a metric neither run has (no such pairs) is left out."""
+    table = Table(title=f"plain vs {name} (judge: {defended['judge']})")
+    for column in ("scene", "n", "metric", "plain", name, "difference"):
+        table.add_column(column, justify="left" if column in ("scene", "metric") else "right", no_wrap=True)
+    groups = {"overall": (plain["overall"], defended["overall"]),
+              **{s: (plain["per_scene"].get(s, {}), m) for s, m in defended["per_scene"].items()}}
+    for scene, (before, after) in groups.items():
+        rows = [(k, before.get(k), after.get(k)) for k in METRIC_KEYS
+                if before.get(k) is not None or after.get(k) is not None]
+        for i, (k, a, b) in enumerate(rows):
+            diff = "-" if a is None or b is None else f"{b - a:+.3f}"
+            table.add_row(scene if i == 0 else "", str(after["n_pairs"]) if i == 0 else "", k,
+                          "-" if a is None else f"{a:.3f}", "-" if b is None else f"{b:.3f}", diff,
+                          end_section=i == len(rows) - 1)
+    console().print(table)

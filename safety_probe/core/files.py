@@ -253,6 +253,15 @@ def write_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | No
     return write_atomic(path, lambda p: p.write_bytes(data))
 
 
+def tensors_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file from its header alone (no tensor read); {} when absent or unreadable."""
+    try:
+        meta = json.loads(safetensors_header(Path(path))).get("__metadata__")
+    except (OSError, InputError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def read_tensors(path: str | Path, what: str) -> tuple[dict, dict[str, str]]:
     """The tensors and metadata of a safetensors file, header-checked first; InputError naming ``what`` otherwise."""
     from safetensors import SafetensorError

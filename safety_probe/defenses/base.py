@@ -211,7 +211,7 @@ def generate_edited(vlm: VLM, pairs: list[Pair], run: Run, prompts: PromptSettin
 
 def calibration_states(vlm: VLM, pairs: list[Pair], layers: list[int], options: DefenseOptions) -> PairStates:
     """Pooled states of both runs of the calibration pairs at ``layers`` (:func:`~safety_probe.probe.record`)."""
-    return record(vlm, pairs, layers=layers, prompts=options.prompts, batch_size=options.batch_size, progress=False)
+    return record(vlm, pairs, layers=layers, prompts=options.prompts, batch_size=options.batch_size)
 
 
 def split_labels(pairs: list[Pair], method: str) -> tuple[list[int], list[int]]:
@@ -230,9 +230,10 @@ def choose_strength(vlm: VLM, pairs: list[Pair], build: Callable[[float], Defens
     of DSR minus benign over-refusal (the smaller strength on a tie); returns it and every strength's score."""
     judge = KeywordJudge(options.phrases())
     scores: dict[str, float] = {}
-    for strength in STRENGTH_GRID:
+    for i, strength in enumerate(STRENGTH_GRID, start=1):
         m = evaluate(vlm, pairs, judge, prompts=options.prompts, batch_size=options.batch_size,
-                     max_new_tokens=options.max_new_tokens, progress=False, responder=build(strength)).metrics["overall"]
+                     max_new_tokens=options.max_new_tokens, responder=build(strength),
+                     desc=f"calibrate: strength {strength} ({i}/{len(STRENGTH_GRID)})").metrics["overall"]
         scores[str(strength)] = round(sum((m[f"{r}_dsr"] or 0.0) - (m[f"{r}_benign_refusal"] or 0.0)
                                           for r in ("image", "text")) / 2, 4)
     best = max(STRENGTH_GRID, key=lambda s: (scores[str(s)], -s))

@@ -122,8 +122,7 @@ class HiddenDetect(Defense):
 
 def refusal_tokens(vlm: VLM, pairs: list[Pair], harmful: list[int], options: DefenseOptions) -> RefusalTokens:
     """K from the model's own refusals of the calibration split's harmful text runs, else the fallback word list."""
-    responses = text_run_responses(vlm, pairs, harmful, options.prompts, options.phrases(), options.batch_size,
-                                   progress=False)
+    responses = text_run_responses(vlm, pairs, harmful, options.prompts, options.phrases(), options.batch_size)
     ids = {t for row in responses.token_ids for t in row[:1]}
     k, _ = choose_refusal_tokens(responses, [True] * len(harmful), fallback_refusal_tokens(vlm.tokenizer,
                                  options.phrases()), token_names(vlm.tokenizer, ids), token_texts(vlm.tokenizer, ids))

@@ -18,8 +18,9 @@ import torch
 
 from safety_probe.data.pairs import Pair
 from safety_probe.defenses.base import Defense, DefenseOptions
-from safety_probe.eval.evaluate import EvalResult, Responder, evaluate
+from safety_probe.eval.evaluate import Responder, evaluate
 from safety_probe.eval.judges import KeywordJudge
+from safety_probe.eval.results import EvalResult
 from safety_probe.models.vlm import VLM
 
 
@@ -34,13 +35,14 @@ class DefenseResult:
     plain_seconds: float
 
 
-def timed_evaluate(vlm: VLM, pairs: list[Pair], options: DefenseOptions,
-                   responder: Responder | None = None) -> tuple[EvalResult, float]:
-    """:func:`evaluate` of ``pairs`` (plain, or answered by ``responder``) and its wall time in seconds."""
+def timed_evaluate(vlm: VLM, pairs: list[Pair], options: DefenseOptions, responder: Responder | None = None,
+                   desc: str | None = None) -> tuple[EvalResult, float]:
+    """:func:`evaluate` of ``pairs`` (plain, or answered by ``responder``) and its wall time in seconds; a progress bar
+    named ``desc`` when given."""
     started = time.perf_counter()
     result = evaluate(vlm, pairs, KeywordJudge(options.phrases()), prompts=options.prompts,
-                      batch_size=options.batch_size, max_new_tokens=options.max_new_tokens, progress=False,
-                      responder=responder)
+                      batch_size=options.batch_size, max_new_tokens=options.max_new_tokens, progress=desc is not None,
+                      responder=responder, desc=desc or "")
     return result, time.perf_counter() - started
 
 
@@ -51,10 +53,10 @@ def evaluate_defense(vlm: VLM, pairs: list[Pair], defense: Defense, options: Def
     for responder in (None, defense):
         timed_evaluate(vlm, pairs[:options.batch_size], options, responder)
     plain, defended, plain_times, times = None, None, [], []
-    for _ in range(max(repeats, 1)):
-        plain, seconds = timed_evaluate(vlm, pairs, options)
+    for i in range(1, max(repeats, 1) + 1):
+        plain, seconds = timed_evaluate(vlm, pairs, options, desc=f"plain ({i}/{max(repeats, 1)})")
         plain_times.append(seconds)
-        defended, seconds = timed_evaluate(vlm, pairs, options, defense)
+        defended, seconds = timed_evaluate(vlm, pairs, options, defense, desc=f"{defense.name} ({i}/{max(repeats, 1)})")
         times.append(seconds)
     state = defense.state()
     metrics = {**defended.metrics, **defense.report(defended.rows),

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tqdm.auto import tqdm
+
 from safety_probe.analysis.scores import share_with_interval
 from safety_probe.caption import first_sentence
 from safety_probe.core.errors import InputError
@@ -104,10 +106,12 @@ def calibrate(vlm: VLM, pairs: list[Pair], layers: list[int], mode: str | None, 
         raise InputError("--judge-prompt needs text before its last line (the question), e.g. the {response}")
     defense = SelfCheck(DefenseState("self_check", layers, {}, settings))
     verdicts: list[bool] = []
-    for i in range(0, len(pairs), options.batch_size):
-        chunk = pairs[i:i + options.batch_size]
-        answers = generate(vlm, chunk, "image", options.prompts, options.max_new_tokens)
-        verdicts += defense.unsafe(vlm, chunk, answers, options.prompts, options.max_new_tokens)
+    with tqdm(total=len(pairs), desc="calibrate: self-check", unit="pair") as bar:
+        for i in range(0, len(pairs), options.batch_size):
+            chunk = pairs[i:i + options.batch_size]
+            answers = generate(vlm, chunk, "image", options.prompts, options.max_new_tokens)
+            verdicts += defense.unsafe(vlm, chunk, answers, options.prompts, options.max_new_tokens)
+            bar.update(len(chunk))
     settings["calibration"] = {label: share_with_interval(sum(v for v, p in zip(verdicts, pairs) if p.label == label),
                                                           sum(p.label == label for p in pairs))
                                for label in ("harmful", "benign")}

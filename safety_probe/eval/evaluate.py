@@ -4,6 +4,7 @@
     >>> result = evaluate(vlm, load_pairs("pairs.jsonl"))                     # keyword refusal judge only
     >>> result = evaluate(vlm, pairs, harm_judge=GuardJudge("/models/Llama-Guard-3-1B"))
     >>> result.metrics["overall"]["image_dsr"], result.metrics["judges"]
+    >>> result.save("runs/eval", figures=True)      # what safety-probe eval --out runs/eval writes
 
 Every response gets two verdicts: ``refused`` from a refusal judge (:class:`KeywordJudge`) and ``harmful`` from an
 optional guard model (:class:`GuardJudge`; None without one, or where its answer could not be read). DSR = share
@@ -22,17 +23,19 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, get_args
 
-from safety_probe.core.batches import Part, run_batched
+from safety_probe.core.batches import Part, Ticks, run_batched
 from safety_probe.core.resume import run_key
 from safety_probe.data.pairs import Pair, pairs_digest
 from safety_probe.data.prompts import DEFAULT_PROMPTS, PromptSettings
 from safety_probe.eval.judges import HarmJudge, KeywordJudge, RefusalJudge, guard_request
+from safety_probe.eval.results import EvalResult
 from safety_probe.models.generate import generate
 from safety_probe.models.vlm import VLM, Run
+
+RUNS: tuple[Run, ...] = get_args(Run)  # image, text: the order both runs are answered in
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -110,28 +113,6 @@ def metrics_of(rows: list[dict], judge: str | None, prompts: PromptSettings, har
             "overall": summarize(rows), "per_scene": {s: summarize(rs) for s, rs in sorted(by_scene.items())}}
 
 
-@dataclass
-class EvalResult:
-    """Judged responses (one dict per pair) and their metrics, overall and per scene."""
-
-    rows: list[dict]
-    metrics: dict
-    run_key: str | None = None
-    """:func:`eval_key` of the settings that produced the rows."""
-
-    def __repr__(self) -> str:
-        m = self.metrics["overall"]
-        show = ", ".join(f"{k} {m[k]:.3f}" for k in ("text_dsr", "image_dsr", "image_benign_refusal")
-                         if m.get(k) is not None)
-        return f"EvalResult({m['n_pairs']} pairs: {show}; judge {self.metrics['judge']})"
-
-    def frame(self):
-        """Responses as a pandas DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame(self.rows)
-
-
 def eval_key(vlm: VLM, pairs: list[Pair], prompts: PromptSettings, judge: RefusalJudge, batch_size: int,
              max_new_tokens: int, harm_judge: HarmJudge | None = None, responder: Responder | None = None) -> str:
     """The key of an evaluation: every setting that changes a judged row (model, weights, dtype, device, prompts,
@@ -146,7 +127,8 @@ def eval_key(vlm: VLM, pairs: list[Pair], prompts: PromptSettings, judge: Refusa
 def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, *,
              prompts: PromptSettings = DEFAULT_PROMPTS, batch_size: int = 16, max_new_tokens: int = 32,
              partial: str | Path | None = None, progress: bool = True, harm_judge: HarmJudge | None = None,
-             processes: PartialState | None = None, responder: Responder | None = None) -> EvalResult:
+             processes: PartialState | None = None, responder: Responder | None = None,
+             desc: str = "evaluate") -> EvalResult:
     """Generate both runs of every pair greedily, judge them, and compute DSR, over-refusal and task accuracy.
 
     ``judge`` decides refusal (default: the keyword judge, standard refusal openings only); ``harm_judge``, when
@@ -155,31 +137,41 @@ def evaluate(vlm: VLM, pairs: list[Pair], judge: RefusalJudge | None = None, *,
     (``defense``). With ``partial``, judged batches are saved there as they finish and a rerun whose settings have
     the same :func:`eval_key` resumes after them; the caller removes it when done. With ``processes``
     (accelerate's state under ``accelerate launch``) each process judges its share of whole batches; every process
-    returns all rows, in pair order.
+    returns all rows, in pair order. With ``progress`` a bar named ``desc`` ticks per run answered.
     """
     judge = judge or KeywordJudge()
     key = eval_key(vlm, pairs, prompts, judge, batch_size, max_new_tokens, harm_judge, responder)
+    ticks = Ticks(lambda start, stop: len(RUNS) * (stop - start), unit="answer")
 
     def work(start: int, stop: int) -> Part:
-        return Part(rows=judged_rows(vlm, pairs[start:stop], prompts, judge, max_new_tokens, harm_judge, responder))
+        return Part(rows=judged_rows(vlm, pairs[start:stop], prompts, judge, max_new_tokens, harm_judge, responder,
+                                     ticks.advance))
 
     done = run_batched(len(pairs), batch_size, work, key=key, checkpoint=partial, processes=processes,
-                       progress=progress, desc="evaluate", what="judged responses")
-    return EvalResult(done.rows, metrics_of(done.rows, judge.name, prompts, harm_judge.name if harm_judge else None),
-                      key)
+                       progress=progress, desc=desc, what="judged responses", ticks=ticks)
+    from safety_probe.eval.tables import benchmark_table  # tables reads `defended` from this module
+
+    metrics = metrics_of(done.rows, judge.name, prompts, harm_judge.name if harm_judge else None)
+    settings = {"model": vlm.run_settings(), "model_family": vlm.family, "batch_size": batch_size,
+                "max_new_tokens": max_new_tokens, "defense": responder.name if responder else None}
+    return EvalResult(done.rows, {**metrics, "benchmarks": benchmark_table(done.rows)}, key, settings)
 
 
 def judged_rows(vlm: VLM, pairs: list[Pair], prompts: PromptSettings, judge: RefusalJudge, max_new_tokens: int,
-                harm_judge: HarmJudge | None, responder: Responder | None) -> list[dict]:
+                harm_judge: HarmJudge | None, responder: Responder | None,
+                tick: Callable[[int], None] | None = None) -> list[dict]:
     """One judged row per pair of one batch: both runs answered (by ``responder`` or plain greedy generation),
-    refusal, harm and task verdicts."""
+    refusal, harm and task verdicts; ``tick`` is told the answers of each run as they are done."""
     defense = responder.name if responder else None
-    replies = {run: responder(vlm, pairs, run, prompts, max_new_tokens) if responder
-               else [(text, {}) for text in generate(vlm, pairs, run, prompts, max_new_tokens)]
-               for run in ("image", "text")}
+    replies = {}
+    for run in RUNS:
+        replies[run] = responder(vlm, pairs, run, prompts, max_new_tokens) if responder \
+            else [(text, {}) for text in generate(vlm, pairs, run, prompts, max_new_tokens)]
+        if tick is not None:
+            tick(len(pairs))
     responses = {run: [text for text, _ in replies[run]] for run in replies}
     harmful = {run: harm_judge([guard_request(vlm, p, run, prompts) for p in pairs], responses[run]) if harm_judge
-               else [None] * len(pairs) for run in ("image", "text")}
+               else [None] * len(pairs) for run in RUNS}
     rows = []
     for j, pair in enumerate(pairs):
         row = {"image": str(pair.image), "caption": pair.caption, "instruction": pair.instruction,
@@ -188,7 +180,7 @@ def judged_rows(vlm: VLM, pairs: list[Pair], prompts: PromptSettings, judge: Ref
                "text_run": prompts.text_run}
         if defense:
             row["defense"] = defense
-        for run in ("image", "text"):
+        for run in RUNS:
             prompt = vlm.prompt(pair, run, prompts)
             response = responses[run][j]
             refused = judge(prompt, response)

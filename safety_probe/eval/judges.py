@@ -108,7 +108,7 @@ class GuardJudge:
         [False]
     """
 
-    def __init__(self, path: str, fmt: str = "llama-guard", device: str = "cpu", dtype: str = "float32",
+    def __init__(self, path: str, fmt: str = "llama-guard", *, device: str = "cpu", dtype: str = "float32",
                  max_new_tokens: int = 8):
         check_guard_format(fmt)
         if dtype not in DTYPES:

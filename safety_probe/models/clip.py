@@ -33,7 +33,7 @@ def read_corpus(path: str | Path) -> list[str]:
 class Retriever:
     """A CLIP model and processor loaded from a local folder; embeddings are L2-normalised."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 256):
+    def __init__(self, path: str | Path, *, device: str = "cpu", batch_size: int = 256):
         from transformers import AutoProcessor, CLIPModel
 
         path = Path(path)

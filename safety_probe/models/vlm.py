@@ -1,16 +1,22 @@
-"""Load an image-text-to-text model and expose what probing needs: blocks, lens, prompts, token spans.
+"""Load an image-text-to-text model and expose what probing needs: blocks, lens, prompts, token spans, and the
+TransformerLens / nnsight habits (``run_with_cache``, ``generate``, ``to_tokens``).
 
     >>> vlm = load_vlm("llava-hf/llava-1.5-7b-hf")
+    >>> vlm                                             # VLM('llava-hf/llava-1.5-7b-hf': LLaVA-1.5 (llava), 32 blocks, ...)
     >>> batch = vlm.encode(pairs[:4], run="image")      # chat-templated, padded, on vlm.device
     >>> batch.image_mask.shape                          # [batch, seq]: True at image-token positions
+    >>> cache = vlm.run_with_cache(pairs[:2], "image")  # cache["blocks.3.hook_resid_post"]: [2, seq, d_model]
+    >>> vlm.generate(pairs[:2], "text")                 # greedy answers
+    >>> vlm.to_tokens(pairs[:2], "text"), vlm.to_str_tokens(pairs[0], "text")
 """
 
 from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -24,6 +30,7 @@ from safety_probe.data.prompts import (
     text_prompt_body,
     user_text_messages,
 )
+from safety_probe.models.cache import TokenCache, cache_run
 from safety_probe.models.layers import checked_layers
 from safety_probe.models.placement import execution_device
 from safety_probe.models.spans import span_mask
@@ -148,6 +155,40 @@ class VLM:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return logits.float()
 
+    def __repr__(self) -> str:
+        family = SUPPORTED_FAMILIES.get(self.family, self.family)
+        dtype = str(self.dtype).removeprefix("torch.")
+        return (f"VLM({self.name!r}: {family} ({self.family}), {self.n_layers} blocks, d_model {self.d_model}, "
+                f"{dtype} on {self.device})")
+
+    # TransformerLens / nnsight habits
+
+    def to_tokens(self, pairs: Pair | Sequence[Pair], run: Run,
+                  prompts: PromptSettings = DEFAULT_PROMPTS) -> torch.Tensor:
+        """``[B, T]`` input ids of one run of ``pairs`` (one pair or several), chat-templated and padded on
+        ``prompts.padding_side``, as every measurement encodes them."""
+        return self.encode(_pair_list(pairs), run, prompts).inputs["input_ids"]
+
+    def to_str_tokens(self, pair: Pair, run: Run, prompts: PromptSettings = DEFAULT_PROMPTS) -> list[str]:
+        """The prompt of one run of ``pair`` token by token, each decoded on its own (``' Sorry'``, not
+        ``'ĠSorry'``)."""
+        return [self.tokenizer.decode([i]) for i in self.to_tokens(pair, run, prompts)[0].tolist()]
+
+    def run_with_cache(self, pairs: Pair | Sequence[Pair], run: Run, *, layers: Sequence[int] | None = None,
+                       prompts: PromptSettings = DEFAULT_PROMPTS) -> TokenCache:
+        """Every position's output of ``layers`` (default: every block) in one forward of one run of ``pairs``:
+        ``cache["blocks.{l}.hook_resid_post"]`` (or ``cache[l]``) ``[B, T, d_model]``, with the image, caption and
+        tail masks ``[B, T]`` and the tokens (:class:`~safety_probe.models.cache.TokenCache`)."""
+        layers = self.check_layers(list(range(self.n_layers)) if layers is None else list(layers))
+        return cache_run(self, self.encode(_pair_list(pairs), run, prompts), run, layers)
+
+    def generate(self, pairs: Pair | Sequence[Pair], run: Run, *, prompts: PromptSettings = DEFAULT_PROMPTS,
+                 max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers to one run of ``pairs`` (one left-padded batch), special tokens dropped."""
+        from safety_probe.models.generate import generate
+
+        return generate(self, _pair_list(pairs), run, prompts, max_new_tokens)
+
     def shared_copy(self) -> VLM:
         """A second :class:`VLM` whose module tree is a copy but whose parameters and buffers are the same tensors
         (for wrappers that patch the modules they wrap, without a second set of weights in memory)."""
@@ -201,6 +242,10 @@ class VLM:
     ) -> EncodedBatch:
         """Tokenise one run of ``pairs`` as a padded batch and locate the image / caption tokens; padding on
         ``padding_side`` (default: ``prompts.padding_side``)."""
+        if run not in get_args(Run):
+            raise InputError(f"run must be one of {', '.join(get_args(Run))}, got {run!r}")
+        if not pairs:
+            raise InputError("no pairs to encode")
         texts = [self.prompt(p, run, prompts) for p in pairs]
         kwargs = {"padding": True, "return_tensors": "pt", "add_special_tokens": self.adds_special_tokens(texts[0]),
                   "padding_side": padding_side or prompts.padding_side}
@@ -241,6 +286,11 @@ class VLM:
             if not mask[i].any():
                 raise InputError(f"{self.name}: no {prompts.text_run} tokens found for {pair.image.name}")
         return mask
+
+
+def _pair_list(pairs: Pair | Sequence[Pair]) -> list[Pair]:
+    """One pair or several, as a list."""
+    return [pairs] if isinstance(pairs, Pair) else list(pairs)
 
 
 def _find_decoder(model: nn.Module) -> nn.Module:

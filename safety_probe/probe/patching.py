@@ -50,14 +50,24 @@ def final_state(vlm: VLM, batch: EncodedBatch, layer: int | None = None,
     return hidden[rows, batch.last_index.to(hidden.device)].float().cpu()
 
 
+Tick = Callable[[int], None]
+"""Progress inside a patching: called with the block runs just done (rows × blocks above the patched one)."""
+
+
 def patched_finals(vlm: VLM, batch: EncodedBatch, below: dict[int, torch.Tensor], layers: Sequence[int],
-                   patch: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``[B, len(layers), d]``: :func:`final_state` after ``patch(l, unpatched block-l output)`` at each of ``layers``."""
-    return torch.stack([final_state(vlm, batch, l, patch(l, below[l])) for l in layers], dim=1)
+                   patch: Callable[[int, torch.Tensor], torch.Tensor], tick: Tick | None = None) -> torch.Tensor:
+    """``[B, len(layers), d]``: :func:`final_state` after ``patch(l, unpatched block-l output)`` at each of ``layers``;
+    ``tick`` is told the block runs of each."""
+    finals = []
+    for l in layers:
+        finals.append(final_state(vlm, batch, l, patch(l, below[l])))
+        if tick is not None:
+            tick(len(batch) * (vlm.n_layers - 1 - l))
+    return torch.stack(finals, dim=1)
 
 
 def patch_caption(vlm: VLM, batch: EncodedBatch, below: dict[int, torch.Tensor], caption_mean: torch.Tensor,
-                  layers: Sequence[int], mode: str = "shift") -> torch.Tensor:
+                  layers: Sequence[int], mode: str = "shift", tick: Tick | None = None) -> torch.Tensor:
     """Patch the caption's mean state into the image tokens of the image-run ``batch`` at each of ``layers``, one block
     at a time → ``[B, len(layers), d]``.
 
@@ -75,11 +85,11 @@ def patch_caption(vlm: VLM, batch: EncodedBatch, below: dict[int, torch.Tensor],
             return hidden + mask * (target - span_mean(hidden, batch.image_mask).to(hidden.dtype).unsqueeze(1))
         return torch.where(mask, target, hidden)
 
-    return patched_finals(vlm, batch, below, layers, patch)
+    return patched_finals(vlm, batch, below, layers, patch, tick)
 
 
 def patch_tail(vlm: VLM, batch: EncodedBatch, below: dict[int, torch.Tensor], target: torch.Tensor,
-               source: dict[int, torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
+               source: dict[int, torch.Tensor], layers: Sequence[int], tick: Tick | None = None) -> torch.Tensor:
     """Put the text run's tail states into the image-run ``batch`` at each of ``layers``, one block at a time →
     ``[B, len(layers), d]``.
 
@@ -92,4 +102,4 @@ def patch_tail(vlm: VLM, batch: EncodedBatch, below: dict[int, torch.Tensor], ta
         hidden[target.to(hidden.device)] = source[layer].to(hidden.device, hidden.dtype)
         return hidden
 
-    return patched_finals(vlm, batch, below, layers, patch)
+    return patched_finals(vlm, batch, below, layers, patch, tick)

@@ -112,7 +112,7 @@ def plan_run(model: str, pairs: list[Pair], cfg: MeasureOptions, *, prompts: Pro
              batch_size: int = 8, dtype: str = "float32", device: str = "cpu", metadata: dict[str, str] | None = None,
              trust_remote_code: bool = False) -> RunPlan:
     """The :class:`RunPlan` of ``probe-layers`` on ``pairs`` (see the module docstring); ``metadata``: what the run
-    writes into states.safetensors beside its layers (model, pairs file, run key)."""
+    writes into states.safetensors beside its layers and the model's family (model, pairs file, run key)."""
     vlm = meta_vlm(model, trust_remote_code)
     n, n_layers, d = len(pairs), vlm.n_layers, vlm.d_model
     vocab = vlm.unembed.weight.shape[0]
@@ -127,7 +127,7 @@ def plan_run(model: str, pairs: list[Pair], cfg: MeasureOptions, *, prompts: Pro
     layers = {"layers": str(list(range(n_layers)))}
     files = {
         "states.safetensors": safetensors_bytes({name: ("F32", (n, n_layers, d)) for name in STATE_NAMES},
-                                                {**layers, **(metadata or {})}),
+                                                {**layers, "model_family": vlm.family, **(metadata or {})}),
         "measurements.safetensors": safetensors_bytes({
             "lens.pool_ids": ("I64", (pool,)), "lens.pool_logprob": ("F32", (n, n_layers, pool)),
             "lens.top_ids": ("I64", (n, n_layers, top)), "lens.top_logprob": ("F32", (n, n_layers, top)),

@@ -14,7 +14,7 @@ that makes every other measurement.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -45,7 +45,8 @@ class PairStates:
     ``image_mean``: mean over image-token positions (image run); ``caption_mean``: mean over caption tokens
     (text run; under the ``query`` text run, over the text query's tokens); ``image_last`` / ``caption_last``:
     the last prompt position of each run. Index 1 follows ``layers`` (0-based block indices, TransformerLens
-    ``blocks.{l}.hook_resid_post``).
+    ``blocks.{l}.hook_resid_post``). ``metadata``: what the states file records beside them (``model``,
+    ``model_family``, ``run_key`` of the pass that recorded them).
     """
 
     image_mean: torch.Tensor
@@ -53,6 +54,7 @@ class PairStates:
     image_last: torch.Tensor
     caption_last: torch.Tensor
     layers: list[int]
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         n, _, d = self.image_mean.shape
@@ -63,8 +65,9 @@ class PairStates:
         return {name: getattr(self, name) for name in STATE_NAMES}
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-        """Write the four tensors to a safetensors file atomically; ``layers`` goes in its metadata."""
-        return write_tensors(path, self.tensors(), {"layers": json.dumps(self.layers), **(metadata or {})})
+        """Write the four tensors to a safetensors file atomically; ``layers``, :attr:`metadata` and ``metadata`` go in
+        its metadata."""
+        return write_tensors(path, self.tensors(), {**self.metadata, **(metadata or {}), "layers": json.dumps(self.layers)})
 
     @classmethod
     def load(cls, path: str | Path) -> PairStates:
@@ -84,7 +87,8 @@ class PairStates:
         shapes = {tuple(tensors[name].shape) for name in STATE_NAMES}
         if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[1] != len(layers):
             raise InputError(f"{path}: states tensors must share one shape [n_pairs, {len(layers)} layers, d_model]")
-        return cls(**{name: tensors[name] for name in STATE_NAMES}, layers=layers), metadata
+        kept = {k: v for k, v in metadata.items() if k != "layers"}
+        return cls(**{name: tensors[name] for name in STATE_NAMES}, layers=layers, metadata=kept), metadata
 
     @classmethod
     def resume(cls, path: str | Path, key: str) -> PairStates | None:
@@ -252,10 +256,11 @@ def record(
                        progress=progress, desc="record", what="states checkpoint")
     if checkpoint and processes is None:
         Path(checkpoint).unlink(missing_ok=True)
-    return states_of(done, layers, vlm.d_model)
+    return states_of(done, layers, vlm, key)
 
 
-def states_of(part: Part, layers: list[int], d_model: int) -> PairStates:
-    """The :class:`PairStates` in a finished :class:`~safety_probe.core.batches.Part`."""
-    empty = torch.zeros(0, len(layers), d_model)
-    return PairStates(**{name: part.tensors.get(name, empty) for name in STATE_NAMES}, layers=layers)
+def states_of(part: Part, layers: list[int], vlm: VLM, key: str) -> PairStates:
+    """The :class:`PairStates` in a finished :class:`~safety_probe.core.batches.Part` of the run ``key`` of ``vlm``."""
+    empty = torch.zeros(0, len(layers), vlm.d_model)
+    return PairStates(**{name: part.tensors.get(name, empty) for name in STATE_NAMES}, layers=layers,
+                      metadata={"model": vlm.name, "model_family": vlm.family, "run_key": key})

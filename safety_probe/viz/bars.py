@@ -1,7 +1,7 @@
 """Grouped-bar figure specs and their two renderers (matplotlib PDF/PNG, plotly HTML), in the manner of
 :mod:`safety_probe.viz.render`: a figure is built once as a :class:`BarSpec` and drawn by either backend, so both
-show the same data. Bars carry optional error bars (e.g. Wilson 95% intervals); baselines are dashed lines.
-The figures themselves are defined in :mod:`safety_probe.viz.layers`.
+show the same data. Bars carry optional error bars (e.g. Wilson 95% intervals); baselines are dashed lines, visible also at 0.
+The figures themselves are defined in :mod:`safety_probe.viz.evaluation`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class BarPanel:
 class BarSpec:
     title: str
     panels: list[BarPanel]
-    ylim: tuple[float, float] = (0.0, 1.05)
+    ylim: tuple[float, float] = (-0.05, 1.05)
+    """Below 0 so a baseline at 0 (no over-refusal) is drawn above the axis, not hidden on it."""
     panel_height_in: float = 1.9
 
 
@@ -88,6 +89,7 @@ def _to_matplotlib(spec: BarSpec) -> Figure:
                        label=b.label, color=b.color, capsize=2, error_kw={"elinewidth": 0.7, "capthick": 0.7})
             for line in panel.baselines:
                 ax.axhline(line.y, color=line.color, ls="--", lw=0.9, label=line.label, zorder=3)
+            ax.axhline(0, color="black", lw=0.6, zorder=1)  # the bars' base, below any baseline at 0
             ax.set_xticks(x, panel.groups, rotation=20, ha="right")
             ax.set_ylabel(panel.ylabel)
             ax.set_ylim(*spec.ylim)

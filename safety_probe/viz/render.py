@@ -2,7 +2,8 @@
 
 A figure is built once as a :class:`Spec` (panels of series with bands, or a heatmap, over layers, with the
 safety layers shaded) and rendered by either backend, so the PDF/PNG and the HTML always show the same data.
-The figures themselves are defined in :mod:`safety_probe.viz.layers`.
+The figures themselves are defined in :mod:`safety_probe.viz.layers`. The HTML figures of one folder share one
+``plotly.min.js`` written beside them (:func:`save_drawn`): offline, and 4.8 MB once instead of per figure.
 """
 
 from __future__ import annotations
@@ -84,10 +85,14 @@ class Series:
 
 @dataclass
 class Heatmap:
+    """Rows of values over layers on one absolute colour scale ``[vmin, vmax]`` (diverging around 0), named ``unit``."""
+
     rows: list[str]
     layers: list[int]
-    values: np.ndarray  # [rows, layers] normalised to [0, 1]
-    raw: np.ndarray  # [rows, layers] as saved, for hover
+    values: np.ndarray  # [rows, layers] in ``unit``; NaN: not measured
+    unit: str
+    vmin: float = -1.0
+    vmax: float = 1.0
 
 
 @dataclass
@@ -134,9 +139,24 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     return paths
 
 
+#: The plotly.js file the HTML figures of a folder load, written once beside them.
+PLOTLY_JS = "plotly.min.js"
+
+
+def write_plotly_js(out_dir: str | Path) -> Path:
+    """Write ``out_dir/plotly.min.js`` (this plotly's own copy) unless that exact file is already there."""
+    from plotly.offline import get_plotlyjs
+
+    path, script = Path(out_dir) / PLOTLY_JS, get_plotlyjs()
+    if path.is_file() and path.stat().st_size == len(script.encode()) and path.read_text(encoding="utf-8") == script:
+        return path
+    return write_atomic(path, lambda p: p.write_text(script, encoding="utf-8"))
+
+
 def save_html(fig: go.Figure, out_dir: str | Path, stem: str) -> Path:
-    """Write ``stem.html`` with plotly.js embedded (works offline) atomically."""
-    html = fig.to_html(include_plotlyjs=True, full_html=True)
+    """Write ``stem.html`` atomically, loading plotly.js from :data:`PLOTLY_JS` beside it (no network needed: write
+    that file with :func:`write_plotly_js`)."""
+    html = fig.to_html(include_plotlyjs=PLOTLY_JS, full_html=True)
     return write_atomic(Path(out_dir) / f"{stem}.html", lambda p: p.write_text(html, encoding="utf-8"))
 
 
@@ -145,13 +165,13 @@ Drawn = tuple[str, Figure, go.Figure]
 
 
 def save_drawn(figures: list[Drawn], out_dir: str | Path) -> list[Path]:
-    """Write each built figure as PDF, PNG and HTML into ``out_dir``; returns the paths."""
-    paths: list[Path] = []
+    """Write each built figure as PDF, PNG and HTML into ``out_dir``, and the one :data:`PLOTLY_JS` the HTML figures
+    share; returns the paths (the script's too)."""
+    paths: list[Path] = [write_plotly_js(out_dir)] if figures else []
     for stem, fig, html in figures:
         paths += save_figure(fig, out_dir, stem)
         paths.append(save_html(html, out_dir, stem))
     return paths
-
 
 
 def render(spec: Spec, backend: Backend) -> Figure | go.Figure:
@@ -175,32 +195,18 @@ def _to_matplotlib(spec: Spec) -> Figure:
                 continue
             for i, (s, e) in enumerate(_runs(spec.safety_layers)):
                 # Labelled once per figure: the band means the same in every panel.
-                ax.axvspan(
-                    s - 0.5,
-                    e + 0.5,
-                    color=COLORS["band"],
-                    alpha=0.3,
-                    lw=0,
-                    zorder=0,
-                    label="safety layers" if i == 0 and row == 0 else None,
-                )
+                ax.axvspan(s - 0.5, e + 0.5, color=COLORS["band"], alpha=0.3, lw=0, zorder=0,
+                           label="safety layers" if i == 0 and row == 0 else None)
             for s in panel.series:
                 _mpl_series(ax, s)
             ax.set_ylabel(panel.ylabel)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             # Legend above the axes, outside the data area.
-            ax.legend(
-                loc="lower left",
-                bbox_to_anchor=(0.0, 1.0),
-                ncol=2,
-                borderaxespad=0.2,
-                handlelength=1.8,
-                columnspacing=1.0,
-            )
+            ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, borderaxespad=0.2, handlelength=1.8,
+                      columnspacing=1.0)
         axes[-1].set_xlabel(spec.xlabel)
-        all_layers = [v for p in spec.panels for s in p.series for v in s.layers]
-        if all_layers:
-            axes[-1].set_xlim(min(all_layers) - 0.5, max(all_layers) + 0.5)
+        if _x_range(spec):
+            axes[-1].set_xlim(*_x_range(spec))
     return fig
 
 
@@ -211,70 +217,38 @@ def _mpl_series(ax, s: Series) -> None:
         return
     if s.lower is not None and s.upper is not None:
         ax.fill_between(s.layers, s.lower, s.upper, color=s.color, alpha=0.2, lw=0, zorder=1)
-    ax.plot(
-        s.layers,
-        s.y,
-        color=s.color,
-        ls="--" if s.dashed else "-",
-        marker=None if s.dashed else "o",
-        label=s.label,
-        zorder=3,
-    )
+    ax.plot(s.layers, s.y, color=s.color, ls="--" if s.dashed else "-", marker=None if s.dashed else "o", label=s.label,
+            zorder=3)
 
 
 def _mpl_heatmap(fig: Figure, ax, heat: Heatmap, safety_layers: Sequence[int]) -> None:
     x0, x1 = heat.layers[0] - 0.5, heat.layers[-1] + 0.5
     grid = np.full((len(heat.rows), heat.layers[-1] - heat.layers[0] + 1), np.nan)
     grid[:, np.asarray(heat.layers) - heat.layers[0]] = heat.values
-    img = ax.imshow(
-        grid,
-        aspect="auto",
-        cmap="viridis",
-        vmin=0,
-        vmax=1,
-        interpolation="nearest",
-        extent=(x0, x1, len(heat.rows) - 0.5, -0.5),
-    )
+    img = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=heat.vmin, vmax=heat.vmax, interpolation="nearest",
+                    extent=(x0, x1, len(heat.rows) - 0.5, -0.5))
     ax.set_yticks(range(len(heat.rows)), heat.rows)
     ax.tick_params(axis="y", length=0)
     for side in ("left", "bottom"):
         ax.spines[side].set_visible(False)
     # A bracket above the map marks the safety layers (a shaded band would change the colours).
     for i, (s, e) in enumerate(_runs(safety_layers)):
-        ax.axvline(s - 0.5, color="white", lw=0.8, ls="--")
-        ax.axvline(e + 0.5, color="white", lw=0.8, ls="--")
-        ax.plot(
-            [s - 0.5, e + 0.5],
-            [1.03, 1.03],
-            color="black",
-            lw=1.2,
-            clip_on=False,
-            transform=ax.get_xaxis_transform(),
-        )
+        ax.axvline(s - 0.5, color="black", lw=0.8, ls="--")
+        ax.axvline(e + 0.5, color="black", lw=0.8, ls="--")
+        ax.plot([s - 0.5, e + 0.5], [1.03, 1.03], color="black", lw=1.2, clip_on=False,
+                transform=ax.get_xaxis_transform())
         if i == 0:
-            ax.text(
-                (s + e) / 2,
-                1.06,
-                "safety layers",
-                ha="center",
-                va="bottom",
-                transform=ax.get_xaxis_transform(),
-            )
+            ax.text((s + e) / 2, 1.06, "safety layers", ha="center", va="bottom", transform=ax.get_xaxis_transform())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    cbar = fig.colorbar(img, ax=ax, fraction=0.05, pad=0.02, ticks=[0, 1])
-    cbar.set_label("min–max per row", labelpad=-4)
+    cbar = fig.colorbar(img, ax=ax, fraction=0.05, pad=0.02, ticks=[heat.vmin, 0, heat.vmax])
+    cbar.set_label(heat.unit)
     cbar.outline.set_linewidth(0.4)
 
 
 def _to_plotly(spec: Spec) -> go.Figure:
     heights = [p.height for p in spec.panels]
-    fig = make_subplots(
-        rows=len(spec.panels),
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        row_heights=[h / sum(heights) for h in heights],
-    )
+    fig = make_subplots(rows=len(spec.panels), cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[h / sum(heights) for h in heights])
     for row, panel in enumerate(spec.panels, start=1):
         if panel.heatmap is not None:
             h = panel.heatmap
@@ -283,12 +257,11 @@ def _to_plotly(spec: Spec) -> go.Figure:
                     z=h.values.tolist(),
                     x=h.layers,
                     y=h.rows,
-                    customdata=h.raw.tolist(),
-                    zmin=0,
-                    zmax=1,
-                    colorscale="Viridis",
-                    colorbar={"title": "min–max per row"},
-                    hovertemplate="layer %{x}<br>%{y}: %{customdata:.4g} (normalised %{z:.2f})<extra></extra>",
+                    zmin=h.vmin,
+                    zmax=h.vmax,
+                    colorscale="RdBu_r",
+                    colorbar={"title": h.unit},
+                    hovertemplate="layer %{x}<br>%{y}: %{z:.4g}<extra></extra>",
                 ),
                 row=row,
                 col=1,
@@ -308,7 +281,7 @@ def _to_plotly(spec: Spec) -> go.Figure:
             row="all",
             col=1,
         )
-    fig.update_xaxes(dtick=1 if _n_layers(spec) <= 40 else None, tick0=0)
+    fig.update_xaxes(dtick=1 if _n_layers(spec) <= 40 else None, tick0=0, range=_x_range(spec))
     fig.update_xaxes(title_text=spec.xlabel.replace("\n", "<br>"), row=len(spec.panels), col=1)
     band = f"; safety layers {spec.safety_layers}" if spec.safety_layers else ""
     fig.update_layout(
@@ -382,10 +355,21 @@ def _plotly_series(fig: go.Figure, s: Series, row: int) -> None:
     )
 
 
-def _n_layers(spec: Spec) -> int:
+def _layers(spec: Spec) -> list[int]:
+    """Every layer a panel draws."""
     layers = [v for p in spec.panels for s in p.series for v in s.layers]
-    layers += [v for p in spec.panels if p.heatmap is not None for v in p.heatmap.layers]
+    return layers + [v for p in spec.panels if p.heatmap is not None for v in p.heatmap.layers]
+
+
+def _n_layers(spec: Spec) -> int:
+    layers = _layers(spec)
     return max(layers) - min(layers) + 1 if layers else 0
+
+
+def _x_range(spec: Spec) -> list[float] | None:
+    """The x-axis limits: every drawn layer and every safety layer, each whole (half a layer either side)."""
+    layers = _layers(spec) + list(spec.safety_layers)
+    return [min(layers) - 0.5, max(layers) + 0.5] if layers else None
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
