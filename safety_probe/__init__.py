@@ -38,23 +38,26 @@ _EXPORTS = {
     "evaluate": "safety_probe.eval.evaluate",
     "TGAConfig": "safety_probe.tga.config",
     "train": "safety_probe.tga.train",
+    "EvalResult": "safety_probe.eval.results",
     "run_compare": "safety_probe.compare",
+    "CompareResult": "safety_probe.compare",
     "draw_all": "safety_probe.viz.layers",
     "InputError": "safety_probe.core.errors",
 }
 
-__all__ = ["AnalysisConfig", "InputError", "LayerAnalysis", "LayerScores", "Pair", "PromptSettings", "TGAConfig", "Trace",
+__all__ = ["AnalysisConfig", "CompareResult", "EvalResult", "InputError", "LayerAnalysis", "LayerScores", "Pair", "PromptSettings", "TGAConfig", "Trace",
            "VLM", "analyze", "draw_all", "evaluate", "load_pairs", "load_vlm", "measure", "record", "run_compare", "train"]
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time the names load on first use
     from safety_probe.analysis.analyze import analyze
     from safety_probe.analysis.results import LayerAnalysis
     from safety_probe.analysis.scores import LayerScores
-    from safety_probe.compare import run_compare
+    from safety_probe.compare import CompareResult, run_compare
     from safety_probe.core.errors import InputError
     from safety_probe.data.pairs import Pair, load_pairs
     from safety_probe.data.prompts import PromptSettings
     from safety_probe.eval.evaluate import evaluate
+    from safety_probe.eval.results import EvalResult
     from safety_probe.models.hooks import Trace
     from safety_probe.models.load import load_vlm
     from safety_probe.models.vlm import VLM

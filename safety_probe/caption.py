@@ -88,9 +88,9 @@ def read_source(path: str | Path) -> Source:
 class CaptionFile:
     """The captions JSONL of one model and prompt: its finished rows by image key, appended to as batches finish.
 
-    A file holding another model's or prompt's captions is, as every resumed output, started afresh with a note
-    (:func:`~safety_probe.core.resume.resumable`); so is any file with ``overwrite``. It is replaced at the first
-    write, so an interruption before it leaves the old file whole. A last line cut short by an interruption is
+    A file holding another model's or prompt's captions is refused (captions are a product, not a partial run:
+    :func:`~safety_probe.core.resume.resumable` with ``replace_option``) unless ``overwrite``, which replaces it at
+    the first write, so an interruption before it leaves the old file whole. A last line cut short by an interruption is
     dropped (its image is captioned again).
     """
 
@@ -105,9 +105,7 @@ class CaptionFile:
         rows, torn = _read_rows(self.path)
         key = run_key(model, prompt)
         other = next((run_key(r["model"], r["prompt"]) for r in rows if run_key(r["model"], r["prompt"]) != key), key)
-        if not resumable(self.path, other, key, "captions"):
-            self._rewrite = True
-            return
+        resumable(self.path, other, key, "captions of another model or prompt", replace_option="--overwrite")
         self.rows = {r["image"]: r for r in rows}
         self._rewrite = torn
 

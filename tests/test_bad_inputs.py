@@ -325,6 +325,9 @@ CAPTION: list[Case] = [
     ("batch-size-0", lambda w: (["--batch-size", "0"], None), "--batch-size"),
     ("max-new-tokens-0", lambda w: (["--max-new-tokens", "0"], None), "--max-new-tokens"),
     ("prompt-blank", lambda w: (["--prompt", "  "], None), "--prompt"),
+    ("captions-of-another-model", lambda w: (["--out", str(p := _captions_file(w, "other", json.dumps(
+        {"image": "img0.png", "caption": "x", "model": "other", "prompt": "p", "refused": False}) + "\n"))],
+        p.parent), "--overwrite"),
     ("captions-file-corrupt", lambda w: (["--out", str(p := _captions_file(w, "corrupt", "{}\nnot json\n"))],
                                          p.parent), "not a captions row"),
     ("captions-file-not-utf8", lambda w: (["--out", str(p := _captions_file(w, "latin1", b"\xe9\n"))], p.parent),

@@ -81,10 +81,10 @@ def test_a_rerun_resumes_after_an_interruption_without_redoing_images(organism_p
 
     args = ["caption", "--model", "organism", "--images", str(organism_pairs), "--out", str(out), "--device", "cpu"]
     capsys.readouterr()
-    assert main([*args, "--prompt", "What is in the picture?"]) == 0  # another prompt: started afresh, said once
-    captured = capsys.readouterr()
-    assert "captioned 20 images (0 already done)" in captured.out
-    assert captured.err.count("was written with other settings: starting afresh") == 1
+    assert main([*args, "--prompt", "What is in the picture?"]) == 2
+    _one_line_error(capsys, "--overwrite")
+    assert main([*args, "--prompt", "What is in the picture?", "--overwrite"]) == 0
+    assert "captioned 20 images (0 already done)" in capsys.readouterr().out
     assert {r["prompt"] for r in _rows(out)} == {"What is in the picture?"} and len(_rows(out)) == 20
 
 

@@ -337,7 +337,7 @@ def test_defend_command_writes_metrics_auroc_cost_and_a_loadable_state(tiny_mode
 def test_compare_adds_defense_rows_with_their_cost(tiny_model_dir, pairs_file, calibration_file, tmp_path):
     from safety_probe.compare import CompareConfig, run_compare
     from safety_probe.organism.preset import write_tga_data
-    from safety_probe.viz.evaluation import METHOD_COLORS, draw_tga
+    from safety_probe.viz.evaluation import METHOD_COLORS
 
     data = write_tga_data(seed=0, n=4, out_dir=tmp_path / "data", retrieval="world")
     model = str(tiny_model_dir("llava"))
@@ -345,13 +345,14 @@ def test_compare_adds_defense_rows_with_their_cost(tiny_model_dir, pairs_file, c
                            lr=1e-3, max_steps=1, batch_size=2, max_new_tokens=2,
                            defenses=["hidden_detect", "shift_correction:shiftdc"],
                            defense_calibration=str(calibration_file), defense_strength="1")
-    compare = run_compare(model, cfg)
+    result = run_compare(model, cfg)
+    compare = result.record
     assert set(compare["rows"]) == {"before", "tga", "hidden_detect:cosine", "shift_correction:shiftdc"}
     for name in ("hidden_detect:cosine", "shift_correction:shiftdc"):
         row = compare["rows"][name]
         assert row["overall"]["n_pairs"] == 5 and row["cost"]["ratio"] > 0 and name in METHOD_COLORS
         assert (tmp_path / "run" / "defenses" / name.replace(":", "-") / "state" / "state.safetensors").is_file()
     assert "auroc" in compare["rows"]["hidden_detect:cosine"]
-    assert any(p.name == "tga_dsr.png" for p in draw_tga(compare, tmp_path / "figures"))
+    assert any(p.name == "tga_dsr.png" for p in result.draw(tmp_path / "figures"))
     with pytest.raises(InputError, match="test pairs file"):
         run_compare(model, cfg.replace(defense_calibration=str(pairs_file)))

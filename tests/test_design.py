@@ -34,7 +34,7 @@ STAGES: dict[str, int] = {
 }
 BESIDE = ("organism", "testing")  # test subject and test tools: beside the pipeline, imported by none of it
 # The results modules (file relative to the package -> the later stage they may import inside a function only).
-RESULTS_MAY_DRAW = {"analysis/results.py": "viz", "eval/results.py": "viz"}
+RESULTS_MAY_DRAW = {"analysis/results.py": "viz", "eval/results.py": "viz", "compare/result.py": "viz"}
 MAY_IMPORT_ORGANISM = ("cli",)
 
 

@@ -387,15 +387,16 @@ def test_writer_round_trips(tga_data):
 
 
 def test_run_compare_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_file, tmp_path):
-    from safety_probe.compare import CompareConfig, run_compare
+    from safety_probe.compare import CompareConfig, CompareResult, run_compare
 
     data = write_tga_data(seed=0, n=4, out_dir=tmp_path / "data", retrieval="clip", clip=tiny_clip)
     cfg = CompareConfig.of(layers="1", out=str(tmp_path / "run"), data=str(data), clip=str(tiny_clip),
                            eval_pairs=str(pairs_file), stage=1, lr=1e-3, max_steps=1, batch_size=2,
                            baselines=["filter"], max_new_tokens=2, filter_toxic=["pistol", "knife"],
                            filter_benign=["cup", "ball"])
-    compare = run_compare(str(tiny_model_dir("llava")), cfg)
+    result = run_compare(str(tiny_model_dir("llava")), cfg)
     out = Path(cfg.out)
+    compare = result.record
     assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(compare))
     assert set(compare["rows"]) == {"before", "tga", "filter"}
     assert compare["safety_layers"] == [1]
@@ -412,6 +413,18 @@ def test_run_compare_writes_compare_and_model(tiny_model_dir, tiny_clip, pairs_f
     rows = json.loads(data.read_text())
     assert all(d["retrieved_caption"] != d["image_caption"] for d in rows)
     assert load_vlm(out / "model").n_layers == 2
+    # the result saves and draws itself: compare.json and the figures the command draws, a short repr, a table
+    loaded = CompareResult.load(out)
+    assert loaded.record == json.loads(json.dumps(compare)) and loaded.evaluated
+    assert len(repr(loaded)) <= 1000 and "before" in repr(loaded) and "tga" in repr(loaded)
+    assert list(loaded.table().index) == ["before", "tga", "filter"]
+    saved = loaded.save(tmp_path / "copy", figures=True)
+    assert {p.name for p in saved} >= {"compare.json", "tga_dsr.pdf", "tga_dsr.png", "tga_dsr.html", "tga_shift.pdf",
+                                       "tga_shift.png", "tga_shift.html", "plotly.min.js"}
+    assert json.loads((tmp_path / "copy" / "compare.json").read_text()) == loaded.record
+    assert len(loaded.plot_dsr().axes) >= 1 and loaded.plot_shift(backend="plotly").data
+    with pytest.raises(InputError, match="no compare.json"):
+        CompareResult.load(tmp_path / "data")
 
 
 def test_compare_shift_is_the_probe_layers_shift(tiny_model_dir, pairs_file):

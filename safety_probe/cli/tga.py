@@ -49,7 +49,6 @@ def run_tga_command(cfg: TGACommand) -> Path:
     output folder (the first process of `accelerate launch` holds it for all)."""
     from safety_probe.compare import run_compare
     from safety_probe.core.lock import output_lock
-    from safety_probe.viz.evaluation import draw_tga
 
     out = Path(cfg.compare.out)
     processes = launched_processes(cfg.device)
@@ -57,9 +56,8 @@ def run_tga_command(cfg: TGACommand) -> Path:
         compare, note = cfg.compare, None
         if presets.is_organism(cfg.model):
             compare, note = presets.tga_inputs(cfg.model, compare, cfg.organism, compare.tga.optim.seed, processes)
-        record = run_compare(cfg.model, compare, lambda name: load_model(replace(cfg, model=name), processes), note)
-        if "before" in record["rows"] and record["eval_pairs"]:
-            draw_tga(record, out / "figures")
+        result = run_compare(cfg.model, compare, lambda name: load_model(replace(cfg, model=name), processes), note)
+        result.draw(out / "figures")
     print(f"aligned model -> {out / 'model'}; before/after -> {out / 'compare.json'}")
     return out
 

@@ -70,11 +70,12 @@ def _values(values: list[float | None] | None) -> np.ndarray | None:
 
 
 def _errors(b: Bars) -> np.ndarray | None:
-    """``[2, groups]`` distances below and above each bar (0 where unknown), or None without bounds."""
+    """``[2, groups]`` distances below and above each bar (0 where unknown), or None without bounds; never negative
+    (a Wilson bound at p = 0 or 1 can sit a rounding error past the bar)."""
     y, lo, hi = _values(b.y), _values(b.lower), _values(b.upper)
     if lo is None or hi is None:
         return None
-    return np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0)
+    return np.clip(np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0), 0.0, None)
 
 
 def _to_matplotlib(spec: BarSpec) -> Figure:

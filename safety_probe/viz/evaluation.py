@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
+from safety_probe.analysis.scores import wilson_interval
 from safety_probe.eval.tables import ALL, RUNS
 from safety_probe.viz.bars import BarPanel, Bars, BarSpec, Baseline, render_bars
 from safety_probe.viz.render import COLORS, Backend, Drawn, Panel, Series, Spec, render, save_drawn
@@ -45,18 +46,26 @@ def plot_tga_shift(compare: Mapping, backend: Backend = "matplotlib") -> Figure 
 
 
 def plot_tga_dsr(compare: Mapping, backend: Backend = "matplotlib") -> Figure | go.Figure:
-    """Image-run DSR per toxic scene (and overall) for each row of a ``compare.json``: grouped bars."""
+    """Image-run DSR per toxic scene (and overall) for each row of a ``compare.json``: grouped bars with Wilson 95%
+    intervals, each group's n of harmful pairs on its label, a row without a measurement left blank."""
     rows = compare["rows"]
     scenes = sorted({s for r in rows.values() for s, m in r.get("per_scene", {}).items() if m.get("image_dsr") is not None})
     groups = [*scenes, "overall"]
 
-    def dsr(row: Mapping, group: str) -> float:
-        m = row["overall"] if group == "overall" else row.get("per_scene", {}).get(group, {})
-        return float(m.get("image_dsr") or 0.0)
+    def group(row: Mapping, name: str) -> Mapping:
+        return row.get("overall", {}) if name == "overall" else row.get("per_scene", {}).get(name, {})
 
-    bars = [Bars(n, [dsr(rows[n], g) for g in groups], METHOD_COLORS.get(n, COLORS["red"])) for n in rows]
-    panel = BarPanel("", "image DSR", [g.replace("_", " ") for g in groups], bars)
-    return render_bars(BarSpec("Image DSR per scene", [panel]), backend)
+    n = {g: max((group(r, g).get("n_harmful") or 0) for r in rows.values()) for g in groups}
+    bars = []
+    for name, row in rows.items():
+        y = [group(row, g).get("image_dsr") for g in groups]
+        bounds = [wilson_interval(v, n[g]) if v is not None and n[g] else (None, None) for v, g in zip(y, groups)]
+        bars.append(Bars(name, y, METHOD_COLORS.get(name, COLORS["red"]),
+                         [None if lo is None else float(lo) for lo, _ in bounds],
+                         [None if hi is None else float(hi) for _, hi in bounds]))
+    labels = [f"{g.replace('_', ' ')} (n={n[g]})" for g in groups]
+    title = f"Image DSR per scene ({compare.get('eval_pairs', 0)} held-out pairs)"
+    return render_bars(BarSpec(title, [BarPanel("", "image DSR", labels, bars)]), backend)
 
 
 RUN_COLORS = {"text": COLORS["blue"], "image": COLORS["red"]}

@@ -1,10 +1,10 @@
-"""The before/after harness: TGA and its baselines trained, evaluated and compared on the same held-out pairs.
+"""The before/after run: TGA and its baselines trained, evaluated and compared on the same held-out pairs.
 
     >>> from safety_probe.compare import CompareConfig, run_compare
     >>> cfg = CompareConfig.of(data="tga.json", eval_pairs="heldout.jsonl", layers="runs/llava/layers.json",
     ...                        stage=1, baselines=["ce"])     # or CompareConfig(TGAConfig(TGAMethod(...)), data=...)
-    >>> record = run_compare("runs/llava-base", cfg)         # load=partial(load_vlm, device="cuda", dtype="bfloat16")
-    >>> record["rows"]["tga"]["overall"]["image_dsr"], record["rows"]["before"]["overall"]["image_dsr"]
+    >>> result = run_compare("runs/llava-base", cfg)         # load=partial(load_vlm, device="cuda", dtype="bfloat16")
+    >>> result.rows["tga"]["overall"]["image_dsr"], result.rows["before"]["overall"]["image_dsr"]
 
 :class:`CompareConfig` holds the TGA run's :class:`~safety_probe.tga.config.TGAConfig` (``cfg.tga``) beside its own
 evaluation, baseline and defense options. Writes ``out/model`` (the TGA-aligned model, a Hugging Face folder
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from safety_probe.analysis.shift import semantic_shift
+from safety_probe.compare.result import CompareResult
 from safety_probe.core.checks import check_number, option_name
 from safety_probe.core.errors import InputError
 from safety_probe.core.files import check_input_path, check_out_dir, read_json, write_json, write_jsonl
@@ -237,9 +238,10 @@ def defense_rows(cfg: CompareConfig, model: str, load: ModelLoader, pairs: list[
         save()
 
 
-def run_compare(model: str, cfg: CompareConfig, load: ModelLoader = load_vlm, note: str | None = None) -> dict:
+def run_compare(model: str, cfg: CompareConfig, load: ModelLoader = load_vlm,
+                note: str | None = None) -> CompareResult:
     """Train TGA (and the baselines) on ``model`` (a name or folder), evaluate each against the model before, write
-    and return ``compare.json``.
+    ``compare.json`` (after every row, so a rerun resumes) and return it as a :class:`CompareResult`.
 
     ``load`` loads ``model`` and each trained model's folder (training takes the model where ``load`` puts it; under
     ``accelerate launch`` each process's own device). Evaluation runs when ``cfg.evaluate`` and ``cfg.eval_pairs``
@@ -287,11 +289,11 @@ def run_compare(model: str, cfg: CompareConfig, load: ModelLoader = load_vlm, no
     rows: dict = compare.get("rows", {})
 
     def save() -> dict:
-        result = {"paper": PAPER, "model": base_settings, "config": asdict(cfg), "run_key": key,
+        record = {"paper": PAPER, "model": base_settings, "config": asdict(cfg), "run_key": key,
                   "safety_layers": layers, "eval_pairs": len(pairs) if pairs else 0, "notes": notes, "rows": rows}
         if main:
-            write_json(compare_path, result)
-        return result
+            write_json(compare_path, record)
+        return record
 
     base_rows: list[dict] = []
     if pairs is not None and ("before" not in rows or ("filter" in baselines and "filter" not in rows)):
@@ -330,9 +332,9 @@ def run_compare(model: str, cfg: CompareConfig, load: ModelLoader = load_vlm, no
                           **filtered_metrics(base_rows, flags, tga.prompts)}
     if pairs is not None:
         defense_rows(cfg, model, load, pairs, layers, rows, save, out)
-    record = save()
+    result = CompareResult(save())
     if main:  # the judged batches are kept to the end: a rerun after a kill anywhere generates nothing again
         for responses in (out / "responses_before.jsonl", out / "responses.jsonl",
                           *(out / "baselines" / name / "responses.jsonl" for name in ("ce", "safety_ft"))):
             _partial(responses).unlink(missing_ok=True)
-    return record
+    return result
