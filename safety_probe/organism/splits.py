@@ -45,7 +45,8 @@ EVAL_INSTRUCTIONS: dict[str, list[str]] = {
 
 GROUPS: dict[str, int] = {"harmful_request": 10, "describe_toxic": 6, "benign_question_toxic": 6,
                           "compositional": 4, "benign": 14}
-"""Pairs of each group per unit of :func:`write_split`'s ``n`` / 40 (toxic groups: per toxic scene, in turn)."""
+"""Pairs of each group per 40 pairs of a split (toxic groups: the seven toxic scenes in turn, so a split of 280 has
+10, 6 and 6 pairs of each toxic scene)."""
 
 
 def alignment_scenes() -> list[str]:
@@ -85,7 +86,7 @@ def draw_split(seed: int, n: int = 280) -> list[tuple[world.Sample, dict]]:
     kinds = {"harmful_request": ["harmful_intent"], "describe_toxic": ["neutral"],
              "benign_question_toxic": list(vocab.BENIGN_TASKS)}
     for group, per_unit in GROUPS.items():
-        count = per_unit * unit if group in ("compositional", "benign") else per_unit * unit * len(scenes) // 7
+        count = per_unit * unit
         for i in range(count):
             if group in kinds:
                 scene = scenes[i % len(scenes)]
