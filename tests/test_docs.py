@@ -30,3 +30,14 @@ def test_quickstart_notebook_executes_with_figures(tmp_path):
     mimes = {m for o in outputs for m in o.get("data", {})}
     assert "image/png" in mimes, "matplotlib figures must be embedded"
     assert "application/vnd.plotly.v1+json" in mimes, "the plotly figure must be embedded"
+
+
+def test_every_rendered_table_matches_its_result_files():
+    """`make docs-check`: each marked results table of README.md and docs/ re-rendered from its committed sources by
+    experiments/render_tables.py is what the document holds, and the check names every source it read."""
+    result = subprocess.run([sys.executable, "experiments/render_tables.py", "--check"], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for doc in ("README.md", "docs/organism-smol.md", "docs/tga.md", "docs/reviewers.md", "docs/defenses.md"):
+        assert f"{doc}: " in result.stdout
+    assert "<- experiments/organism_smol/results/eval/metrics.json" in result.stdout
