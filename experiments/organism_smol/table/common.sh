@@ -38,7 +38,9 @@ distill_data() {  # distill_data SEED -> distill.json: the toxic rows answered b
   echo "$dir/distill.json"
 }
 
-train() {  # train ROW SEED [safety-probe tga options...]: the recipe of organism-smol's preset with these options
+train() {  # train ROW SEED [safety-probe tga options...]: the recipe of organism-smol's preset (stage 1, lr 1e-3, 300
+  # steps of 8, plain prompts, toxic rows guide-only, one thread) with these options; every row names its method
+  # options in full, so a later change of the preset's method changes no row
   local row=$1 seed=$2; shift 2
   local out=$RUNS/$row/s$seed
   [ -f "$out/model/config.json" ] && return 0
@@ -69,8 +71,8 @@ row() {  # row NAME [safety-probe tga options...]: train and evaluate NAME for e
 
 candidate_flags() {  # candidate_flags NAME: the tga options of a design candidate of the best method (PLAN.md)
   case $1 in
-    tail_centred) echo "--layers $TAIL_LAYERS --guide-span tail --guide-centre true" ;;
-    design_pos_sum) echo "--layers $TAIL_LAYERS --guide-span tail --guide-centre true --guide-centre-by position --guide-weight 1" ;;
+    tail_centred) echo "--layers $TAIL_LAYERS --guide-span tail --guide-centre true --guide-centre-by batch --guide-layer-mean false" ;;
+    design_pos_sum) echo "--layers $TAIL_LAYERS --guide-span tail --guide-centre true --guide-centre-by position --guide-weight 1 --guide-layer-mean false" ;;
     design_pos_mean4) echo "--layers $TAIL_LAYERS --guide-span tail --guide-centre true --guide-centre-by position --guide-weight 4 --guide-layer-mean true" ;;
     design_pos_mean26) echo "--layers $TAIL_LAYERS --guide-span tail --guide-centre true --guide-centre-by position --guide-weight 26 --guide-layer-mean true" ;;
     *) echo "unknown design candidate $1" >&2; return 2 ;;

@@ -3,4 +3,4 @@
 # with λ = 1 summed over J, plain prompts, toxic rows guide-only; 300 steps of 8) at Algorithm 1's band J = {27, 29}
 # read from the committed probe run.
 source "$(dirname "$0")/../common.sh"
-row paper_tga --layers "$LAYERS_JSON"
+row paper_tga --layers "$LAYERS_JSON" --guide-span image --guide-centre false --guide-layer-mean false
