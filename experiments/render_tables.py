@@ -384,7 +384,7 @@ def defenses_rows(src: list[str]) -> str:
         if r["row"].startswith("before"):
             continue
 
-        def f(k: str) -> str:
+        def f(k: str, r: dict = r) -> str:
             return "—" if r.get(k) in (None, "") else f"{float(r[k]):.3f}"
         rows.append([DEFENSE_LABELS.get(r["row"], r["row"]), f("text_dsr"), f("image_dsr"), f("image_benign_refusal"),
                      f("text_benign_refusal"), f("image_task_accuracy"), f("text_task_accuracy"),

@@ -18,14 +18,13 @@ import json
 from pathlib import Path
 
 import torch
+from write_data import relabel  # noqa: E402  (this folder)
 
 from safety_probe.data.pairs import Pair
 from safety_probe.data.prompts import DEFAULT_PROMPTS
 from safety_probe.models.generate import generate
 from safety_probe.models.load import load_vlm
 from safety_probe.tga.data import load_tga_data
-
-from write_data import relabel  # noqa: E402  (this folder)
 
 
 def main() -> None:
