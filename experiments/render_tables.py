@@ -160,7 +160,8 @@ def mean_sd(s: dict, key: str) -> str:
 
 def _rows_table(src: str, cols, order: list[str] | None = None) -> str:
     t = read(src)
-    names = [n for n in (order or ROW_LABELS) if n in t["rows"]] + [n for n in t["rows"] if n not in ROW_LABELS]
+    names = [n for n in (order or ROW_LABELS) if n in t["rows"]]
+    names += [n for n in t["rows"] if n not in ROW_LABELS and order is None]
     rows = [[ROW_LABELS.get(n, n), str(len(t["rows"][n]["seeds"]) if t["rows"][n]["seeds"] != ["-"] else "—"),
              *(mean_sd(t["rows"][n], k) for k, _ in cols)] for n in names]
     return table(["row", "seeds", *(h for _, h in cols)], rows)
@@ -414,7 +415,18 @@ def readme_organisms(src: list[str]) -> str:
                   "image task acc.", "image recognition"], rows)
 
 
+README_ROWS = ["before", "paper_tga", "ce", "refusal_ft", "distill", "tail_centred", "best"]
+README_COLS = (("dsr_toxic", "image DSR, toxic images"), ("over_refusal", "over-refusal, benign images"),
+               ("task_acc", "task acc., benign images"), ("toxic_q_refusal", "refusal, toxic image + benign question"),
+               ("text_dsr", "text DSR"))
+
+
+def readme_smol(src: list[str]) -> str:
+    return _rows_table(src[0], README_COLS, README_ROWS)
+
+
 TABLES: dict[str, tuple[list[str], Callable[[list[str]], str]]] = {
+    "readme_smol_test": ([f"{TABLE}/test.json"], readme_smol),
     "smol_eval": ([f"{SMOL}/eval/metrics.json"], smol_eval),
     "smol_round1": (list(dict.fromkeys(p for _, p, _ in ROUND1)), lambda s: _compare_table(ROUND1)),
     "smol_round2": (list(dict.fromkeys(p for _, p, _ in ROUND2)), lambda s: _compare_table(ROUND2)),
