@@ -88,7 +88,10 @@ def test_band_is_the_block_that_writes_the_refusal_and_a_rare_jump_does_not_hide
     with torch.no_grad():
         vlm.model.get_input_embeddings().weight[last] = q_e
     states, measurements = measure(vlm, pairs, MeasureOptions(patch_pairs=0, refusal_phrase="cannot"), progress=False)
-    result = analyze(states, measurements)
+    # this model refuses every run, benign ones too: no answered run to contrast with, so the default draws no band
+    default = analyze(states, measurements)
+    assert default.safety_layers == [] and any("no safety layers drawn" in w for w in default.warnings)
+    result = analyze(states, measurements, LocateOptions(test="alg1", rule="share"))  # the earlier default
     # the premise: at the writer, r's log-probability jumps the most while s becomes the top-1
     lens = torch.log_softmax(vlm.logit_lens(states.caption_last[0]), -1)
     jump = lens[WRITER] - lens[WRITER - 1]
@@ -101,7 +104,7 @@ def test_band_is_the_block_that_writes_the_refusal_and_a_rare_jump_does_not_hide
     assert result.safety_layers == [WRITER]                        # none of the silent blocks above
     assert summary["decision"]["end_per_pair"] == [WRITER] * 6
     # the released code's end rule runs to the readout block, where s is still the top-1
-    code = analyze(states, measurements, LocateOptions(rule="code"))
+    code = analyze(states, measurements, LocateOptions(test="alg1", rule="code"))
     assert code.safety_layers == list(range(WRITER, N_LAYERS))
     # this model refuses everything, so Algorithm 1 flags every benign text run as well
     assert summary["algorithm1"]["benign_false_positive"]["share"] == 1.0

@@ -2,12 +2,15 @@
 layers and measure the shift, without the model.
 
     >>> states, measurements = measure(vlm, pairs)
-    >>> result = analyze(states, measurements)                             # LayerAnalysis
-    >>> analyze(states, measurements, LocateOptions(band_share=0.7))       # another band, in seconds
+    >>> result = analyze(states, measurements)                          # LayerAnalysis
+    >>> analyze(states, measurements, LocateOptions(test="alg1"))       # another test, in seconds
 
-The harmful pairs whose text run the model refused are the band's support, and the first tokens of those refusals
-are the refusal token set K. Algorithm 1, the released code's start/end rule, P(refusal) and the attention mass are
-read on the harmful text runs, and Algorithm 1 also on the benign ones (its false-positive rate); the refusal
+The model's answer to every text run says which runs it refuses; the first tokens of its harmful refusals are the
+refusal token set K (a token that also opens answers counts only where the lens after it leads to a refusal). A
+per-pair test (``--test``; default: the block where P(K) rises the most) says where each run's refusal forms; the
+safety layers are the blocks where refused runs fire more often than answered runs by a margin (``--rule``).
+Every test is reported beside the chosen one, with how well it separates refused from answered runs; Algorithm 1,
+verbatim and with its candidate floor, and the released code's rule keep their per-pair records. The refusal
 direction contrasts harmful and benign text runs; the two patchings give the image run's P(refusal) after its image
 tokens got the caption's pooled state, or its prompt tail the text run's states, at one block at a time.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from safety_probe.analysis import evidence as ev
 from safety_probe.analysis.locate import (
     LensStats,
     attention_mass_scores,
@@ -36,7 +40,7 @@ from safety_probe.analysis.shift import semantic_shift
 from safety_probe.core.errors import InputError
 from safety_probe.data.prompts import TEXT_SPANS
 from safety_probe.models.layers import parse_layers
-from safety_probe.probe.config import LocateOptions
+from safety_probe.probe.config import TESTS, LocateOptions
 from safety_probe.probe.measure import Measurements
 from safety_probe.probe.record import PairStates
 from safety_probe.probe.refusal import RefusalTokens, choose_refusal_tokens, refusal_logprob
@@ -48,25 +52,25 @@ def analyze(states: PairStates, measurements: Measurements | None = None,
 
     ``states`` and ``measurements`` come from one :func:`~safety_probe.probe.measure.measure` pass. Without
     measurements (states from :func:`~safety_probe.probe.record.record` alone, or of a subset of blocks) only the
-    shift is measured. The band is drawn from the harmful pairs whose text run the model refuses, and only from
-    ``cfg.min_support`` or more.
+    shift is measured. The band is drawn only from ``cfg.min_support`` or more refused (and answered) runs.
     """
     cfg = cfg or LocateOptions()
     cfg.validate()
-    n_layers = states.layers[-1] + 1 if states.layers else 0
-    labels = measurements.labels if measurements is not None else [None] * states.image_mean.shape[0]
-    if len(labels) != states.image_mean.shape[0]:
-        raise InputError(f"the states hold {states.image_mean.shape[0]} pairs, the measurements {len(labels)}")
+    n_pairs = states.image_mean.shape[0]
+    labels = measurements.labels if measurements is not None else [None] * n_pairs
+    if len(labels) != n_pairs:
+        raise InputError(f"the states hold {n_pairs} pairs, the measurements {len(labels)}")
     labelled = any(labels)
-    harmful = [i for i, label in enumerate(labels) if label == "harmful"] if labelled else list(range(len(labels)))
+    harmful = [i for i, label in enumerate(labels) if label == "harmful"] if labelled else list(range(n_pairs))
     benign = [i for i, label in enumerate(labels) if label == "benign"]
     notes = [] if labelled else ["no labels in the pairs file: every pair is treated as harmful"]
     if not harmful:
         raise InputError("the pairs file has no harmful pairs: the safety layers are read on harmful text runs")
+    n_layers = measurements.lens.rise_argmax.shape[1] if measurements is not None else states.layers[-1] + 1
     prompts = (measurements.settings.get("prompts") if measurements is not None else None) or {}
-    settings = {"candidates": cfg.candidates, "band_share": cfg.band_share, "min_support": cfg.min_support,
-                "refusal_tokens": cfg.refusal_tokens, "text_template": prompts.get("text_template"),
-                "text_run": prompts.get("text_run"), "text_span": TEXT_SPANS.get(prompts.get("text_run"))}
+    settings = {**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k != "safety_layers"},
+                "text_template": prompts.get("text_template"), "text_run": prompts.get("text_run"),
+                "text_span": TEXT_SPANS.get(prompts.get("text_run"))}
     override = parse_layers(cfg.safety_layers, n_layers) if cfg.safety_layers else None
     tensors = {k: v[harmful] for k, v in states.tensors().items()}
     shift = semantic_shift(tensors, layers=states.layers)
@@ -82,24 +86,36 @@ def analyze(states: PairStates, measurements: Measurements | None = None,
                              {**support, "band_drawn": False}, settings=settings, notes=notes, warnings=warnings)
 
     m = measurements
-    responses = m.responses
-    order = {pair: k for k, pair in enumerate(responses.index)}
-    refused = np.asarray([responses.refused[order[i]] for i in range(len(labels))])
-    refusing = [k for k, i in enumerate(harmful) if refused[i]]
-    is_harmful = [i in set(harmful) for i in responses.index]
-    k_set, warning = choose_refusal_tokens(responses, is_harmful, m.fallback, m.pool, m.pool_texts, cfg.refusal_tokens)
+    order = {pair: k for k, pair in enumerate(m.responses.index)}
+    refused = np.asarray([m.responses.refused[order[i]] for i in range(n_pairs)])
+    is_harmful = np.zeros(n_pairs, dtype=bool)
+    is_harmful[harmful] = True
+    groups = {"refused": refused, "answered_harmful": is_harmful & ~refused, "benign": ~is_harmful & ~refused,
+              "answered": ~refused}
+    k_set, warning = choose_refusal_tokens(m.responses, [bool(is_harmful[i]) for i in m.responses.index], m.fallback,
+                                           m.pool, m.pool_texts, cfg.refusal_tokens)
     warnings += [warning] if warning else []
     if not k_set.ids:
         raise InputError("no refusal token found in the vocabulary (set --refusal-phrase)")
     ids = list(k_set.ids)
+    evidence, weights = _evidence(states, m, refused, ids, cfg)
+    refusing = [k for k, i in enumerate(harmful) if refused[i]]
+    support.update(refusing=len(refusing), refused=int(refused.sum()), answered=int((~refused).sum()))
+
     lens = lens_stats(m.lens.subset(harmful), ids, candidates=cfg.candidates)
     benign_lens = lens_stats(m.lens.subset(benign), ids, candidates=cfg.candidates) if benign else None
+    refused_lens = lens_stats(m.lens.subset(np.flatnonzero(refused)), ids, candidates=cfg.candidates) \
+        if cfg.rule == "code" and refused.any() else None
+    bands = {name: _band(e, groups, refused_lens, cfg) for name, e in evidence.items()}
+    chosen_band, contrast = bands[cfg.test]
+    scores.update(_located_scores(evidence[cfg.test], groups, contrast))
+    mass = np.exp(ev.k_logmass(m.lens.pool_logprob.numpy(), weights))
+    scores["refusal_prob"] = refusal_prob_scores(mass[harmful])
+    if refusing:
+        scores["alg1_fire_share"] = fire_share_scores(lens.fires[refusing], what="refused harmful text runs")
     if benign_lens is not None:
         scores["alg1_fire_share_benign"] = fire_share_scores(benign_lens.fires, "alg1_fire_share_benign",
                                                              "benign text runs")
-    scores["refusal_prob"] = refusal_prob_scores(lens.refusal_prob)
-    if refusing:
-        scores["alg1_fire_share"] = fire_share_scores(lens.fires[refusing], what="refused harmful text runs")
     scores["attention_mass"] = attention_mass_scores(m.attention[harmful])
     scores["cos_tail"] = LayerScores.from_pairs(
         "cos_tail", m.tail_cos[harmful], description="mean cosine of the image run's and the text run's states over "
@@ -111,31 +127,88 @@ def analyze(states: PairStates, measurements: Measurements | None = None,
     if m.patched:
         settings["patched_pairs"] = len(m.patched)
         scores.update(_patching_scores(m, ids, notes))
-    support["refusing"] = len(refusing)
+
     chosen, used_rule = [], "override" if override else cfg.rule
     if override:
         chosen = choose_safety_layers(n_layers, override=override)
-    elif len(refusing) < cfg.min_support:
-        warnings.append(f"no safety layers drawn: the model refused {len(refusing)} of {len(harmful)} harmful text "
+    elif int(refused.sum()) < cfg.min_support or (cfg.rule == "contrast" and int((~refused).sum()) < cfg.min_support):
+        warnings.append(f"no safety layers drawn: {int(refused.sum())} refused and {int((~refused).sum())} answered text "
                         f"runs, fewer than the {cfg.min_support} the band needs (--min-support); set them with "
                         "--safety-layers")
+    elif not chosen_band:
+        warnings.append(f"no safety layers located: no block passes the {cfg.rule} rule for the {cfg.test} test; set "
+                        "them with --safety-layers")
     else:
-        try:
-            chosen = choose_safety_layers(n_layers, lens.fires[refusing], LensStats.as_layers(lens.code_start[refusing]),
-                                          LensStats.as_layers(lens.code_end[refusing]), cfg.rule,
-                                          band_share=cfg.band_share)
-        except ValueError as e:
-            warnings.append(f"no safety layers located ({e}); set them with --safety-layers")
+        chosen = chosen_band
     support["band_drawn"] = bool(chosen) and not override
     counts = {"alg1_count": layer_histogram(LensStats.as_layers(lens.alg1), n_layers)["counts"]}
     if benign_lens is not None:
         counts["alg1_benign_count"] = layer_histogram(LensStats.as_layers(benign_lens.alg1), n_layers)["counts"]
-    locators = {"text_run_refusal": {
-        "harmful": share_with_interval(int(refused[harmful].sum()), len(harmful)),
-        "benign": share_with_interval(int(refused[benign].sum()), len(benign))},
+    locators = {
+        "text_run_refusal": {"harmful": share_with_interval(int(refused[harmful].sum()), len(harmful)),
+                             "benign": share_with_interval(int(refused[benign].sum()), len(benign))},
+        "ambiguous_tokens": {str(t): m.pool_texts.get(t, str(t)) for t in m.cont_ids},
+        "separation": {name: ev.separation(e, groups, bands[name][0]) for name, e in evidence.items()},
         **_locator_records(lens, benign_lens, refusing, n_layers, cfg)}
     return LayerAnalysis(n_layers, chosen, used_rule, scores, k_set, harmful, benign, support, locators, counts,
                          settings, notes, warnings)
+
+
+def _evidence(states: PairStates, m: Measurements, refused: np.ndarray, ids: list[int],
+              cfg: LocateOptions) -> tuple[dict[str, ev.Evidence], np.ndarray]:
+    """Every per-pair test of :data:`~safety_probe.probe.config.TESTS` on every text run, and the K weights
+    ``[n, L, P]`` they read (the paper's test reads the paper's K: every first token of a refusal, everywhere)."""
+    trace = m.lens
+    pool = trace.pool_ids.numpy()
+    first = np.asarray([row[0] if row else -1 for row in m.responses.token_ids])
+    second = np.asarray([row[1] if len(row) > 1 else -1 for row in m.responses.token_ids])
+    n_layers = trace.rise_argmax.shape[1]
+    paper_k = ev.k_weights(pool, n_layers, ids, first, second, refused)
+    continued = cfg.ambiguous == "continue" and len(m.cont_ids) > 0
+    weights = ev.k_weights(pool, n_layers, ids, first, second, refused, np.asarray(m.cont_ids),
+                           m.cont_logprob.numpy()) if continued else paper_k
+    top_ids, top, before = trace.top_ids.numpy(), trace.top_logprob.numpy(), trace.top_prev_logprob.numpy()
+    evidence = {
+        "peak": ev.peak_rise(trace.pool_logprob.numpy(), weights, refused, cfg.min_mass, cfg.min_rise,
+                             cfg.answered_quantile),
+        "alg1": ev.log_rise(top_ids, top, before, pool, weights, cfg.candidates or top_ids.shape[-1]),
+        "paper": ev.verbatim(trace.rise_argmax.numpy(), pool, paper_k),
+        "gain": ev.gain(trace.gain_top_ids.numpy(), pool, weights),
+        "entry": ev.rank_entry(top_ids, pool, weights),
+        "direction": ev.direction(states.caption_last.numpy(), refused),
+    }
+    return {name: evidence[name] for name in TESTS}, weights
+
+
+def _band(e: ev.Evidence, groups: dict[str, np.ndarray], refused_lens: LensStats | None,
+          cfg: LocateOptions) -> tuple[list[int], list[list[float]]]:
+    """The band of one test under ``cfg.rule``, and the per-block contrast rows (refused − answered share, with its
+    Newcombe interval) it is read from."""
+    refused, answered = groups["refused"], groups["answered"]
+    band, contrast = ev.contrast_band(e.fires, refused, answered, cfg.margin, cfg.min_support)
+    if cfg.rule == "share":
+        band = ev.share_band(e.fires[refused], cfg.band_share) if refused.sum() >= cfg.min_support else []
+    elif cfg.rule == "code":
+        try:
+            band = choose_safety_layers(e.fires.shape[1], None, LensStats.as_layers(refused_lens.code_start),
+                                        LensStats.as_layers(refused_lens.code_end), rule="code")
+        except (ValueError, AttributeError):
+            band = []
+    return band, contrast
+
+
+def _located_scores(e: ev.Evidence, groups: dict[str, np.ndarray], contrast: list[list[float]]) -> dict[str, LayerScores]:
+    """Per block, the share of refused, answered harmful and benign runs the chosen test fires at (bootstrap bands),
+    and the contrast the band is drawn from (refused − answered, Newcombe 95% interval)."""
+    out = {f"fires_{name}": LayerScores.from_pairs(f"fires_{name}", e.fires[mask].astype(float),
+                                                   description=f"share of {name.replace('_', ' ')} text runs where the "
+                                                               "chosen test fires")
+           for name, mask in groups.items() if name != "answered" and mask.any()}
+    if contrast:
+        rows = np.asarray(contrast)
+        out["contrast"] = LayerScores("contrast", list(range(len(rows))), rows[:, 0], rows[:, 1], rows[:, 2], None,
+                                      "refused − answered firing share of the chosen test (Newcombe 95% interval)")
+    return out
 
 
 def _patching_scores(m: Measurements, ids: list[int], notes: list[str]) -> dict[str, LayerScores]:
@@ -163,8 +236,8 @@ def _patching_scores(m: Measurements, ids: list[int], notes: list[str]) -> dict[
 
 def _locator_records(lens: LensStats, benign_lens: LensStats | None, refusing: list[int], n_layers: int,
                      cfg: LocateOptions) -> dict:
-    """The per-pair records of layers.json: Algorithm 1 (floored and verbatim, benign false positives), the decision's
-    start and end on the refusing pairs, and the released code's rule."""
+    """The per-pair records of Algorithm 1 (floored and verbatim, benign false positives), its decision's start and
+    end on the refusing pairs, and the released code's rule."""
     per_pair = LensStats.as_layers(lens.alg1)
     found = sum(v is not None for v in per_pair)
     paper = LensStats.as_layers(lens.alg1_paper)

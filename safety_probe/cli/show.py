@@ -14,8 +14,9 @@ from rich.table import Table
 from safety_probe.analysis.results import LayerAnalysis
 
 #: Columns of the per-layer table: layers.csv column -> heading.
-LAYER_COLUMNS = {"refusal_prob_mean": "P(refuse)", "alg1_count": "alg1 n", "alg1_fire_share_mean": "K rises",
-                 "alg1_fire_share_benign_mean": "benign", "patching_gain_mean": "patch",
+LAYER_COLUMNS = {"refusal_prob_mean": "P(refuse)", "fires_refused_mean": "fires: refused",
+                 "fires_answered_harmful_mean": "answered", "fires_benign_mean": "benign",
+                 "contrast_lower": "contrast (low)", "patching_gain_mean": "patch",
                  "tail_patching_gain_mean": "tail patch", "cos_matched_mean": "cos", "cos_gap_mean": "cos gap",
                  "cos_tail_mean": "cos tail", "cka_debiased_mean": "CKA (deb.)"}
 
@@ -39,8 +40,11 @@ def print_layers(result: LayerAnalysis) -> None:
                       *(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols))
     out = console()
     out.print(table)
-    out.print(f"safety layers: {result.safety_layers}  (rule: {result.rule}; {result.refusing} refusing pairs; "
-              f"tokens K ({result.refusal_tokens.source}): {result.refusal_tokens.label()})", soft_wrap=True)
+    test = result.settings.get("test", "")
+    out.print(f"safety layers: {result.safety_layers}  (test: {test}, rule: {result.rule}; "
+              f"{result.support.get('refused', result.refusing)} refused / {result.support.get('answered', 0)} "
+              f"answered text runs; tokens K ({result.refusal_tokens.source}): {result.refusal_tokens.label()})",
+              soft_wrap=True)
 
 
 def print_metrics(metrics: dict) -> None:

@@ -47,6 +47,7 @@ from safety_probe.probe.record import (
 from safety_probe.probe.refusal import (
     RefusalTokens,
     TextRunResponses,
+    ambiguous_tokens,
     fallback_refusal_tokens,
     judged,
     token_names,
@@ -71,6 +72,8 @@ class Measurements:
     ``patched`` ``[m]``: the pair indices patched; ``patch`` name → log p of the pool tokens at the last prompt
     position: ``image`` / ``text`` ``[m, P]`` unpatched, ``caption`` / ``tail`` ``[m, L, P]`` patched at each block.
     ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts.
+    ``cont_ids`` ``[A]``: the ambiguous first tokens (they open refusals and answers); ``cont_logprob``
+    ``[n, A, L, P]``: log p of the pool tokens at position T+1 of each text run followed by each of them.
     """
 
     responses: TextRunResponses
@@ -84,6 +87,8 @@ class Measurements:
     patch: dict[str, torch.Tensor]
     labels: list[str | None]
     settings: dict
+    cont_ids: list[int]
+    cont_logprob: torch.Tensor
 
     def __repr__(self) -> str:
         refused = sum(self.responses.refused)
@@ -95,6 +100,7 @@ class Measurements:
         out_dir = Path(out_dir)
         tensors = {**self.lens.tensors("lens."), "attention": self.attention, "tail_cos": self.tail_cos,
                    "patched": torch.as_tensor(self.patched, dtype=torch.long),
+                   "cont.ids": torch.as_tensor(self.cont_ids, dtype=torch.long), "cont.logprob": self.cont_logprob,
                    **{f"patch.{k}": v for k, v in self.patch.items()}}
         write_tensors(out_dir / "measurements.safetensors", tensors, {"run_key": key or ""})
         return write_json(out_dir / "measurements.json", {
@@ -125,7 +131,7 @@ class Measurements:
                        LensTrace.from_tensors(tensors, "lens."), tensors["attention"], tensors["tail_cos"],
                        tensors["patched"].tolist(),
                        {k.removeprefix("patch."): v for k, v in tensors.items() if k.startswith("patch.")},
-                       list(meta["labels"]), meta["settings"])
+                       list(meta["labels"]), meta["settings"], tensors["cont.ids"].tolist(), tensors["cont.logprob"])
         except (KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{out_dir}: malformed measurements ({type(e).__name__}: {e}); rerun probe-layers") from None
 
@@ -151,6 +157,7 @@ class _Pass:
         self.layers = list(range(vlm.n_layers))
         self.recorder = Recorder(vlm, self.layers, backend) if backend != DEFAULT_BACKEND else None
         self.patched = set(harmful_index(pairs)[:cfg.patch_pairs])
+        self.answering: dict[int, EncodedBatch] = {}  # batch start -> its left-padded text run, for continuations
 
     def reader(self, batch: EncodedBatch, span: str, tail: torch.Tensor, keep: list[int]) -> tuple[Callable, dict]:
         """The per-block reader of a forward of ``batch`` (its first call of each block only, the prompt's: in
@@ -187,10 +194,10 @@ class _Pass:
         return self.states(batch, "image", got), got
 
     @torch.no_grad()
-    def text_run(self, batch: EncodedBatch, tail: torch.Tensor, pairs: list[Pair]) -> tuple[dict, dict, torch.Tensor, list]:
+    def text_run(self, batch: EncodedBatch, tail: torch.Tensor, start: int) -> tuple[dict, dict, torch.Tensor, list]:
         """The text run answered greedily (eager attention), its prompt's forward read on the way: its states, what
         the reader kept, the attention mass on the caption ``[B, L]`` and the answers. With right padding the answer
-        needs a left-padded encoding of its own."""
+        needs a left-padded encoding of its own; that encoding is kept for the continuations (:func:`continuations`)."""
         vlm, tokens = self.vlm, self.cfg.answer_tokens
         read, got = self.reader(batch, "caption", tail, [])
         reading, mass = attention_on(vlm, batch.caption_mask, batch.last_index)
@@ -200,8 +207,10 @@ class _Pass:
                 replies = generate_encoded(vlm, batch, tokens)
             else:
                 vlm.model(**batch.inputs, use_cache=False)
+        answering = batch if left else vlm.encode(self.pairs[start:start + len(batch)], "text", self.prompts, "left")
         if not left:
-            replies = generate_encoded(vlm, vlm.encode(pairs, "text", self.prompts, "left"), tokens)
+            replies = generate_encoded(vlm, answering, tokens)
+        self.answering[start] = answering
         return self.states(batch, "caption", got), got, torch.stack([mass[l] for l in self.layers], dim=1), replies
 
     def __call__(self, start: int, stop: int) -> Part:
@@ -212,7 +221,7 @@ class _Pass:
         image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
         rows = [i for i, pair in enumerate(index) if pair in self.patched]
         image_states, image_got = self.image_run(image, image_tail, rows)
-        text_states, text_got, attention, replies = self.text_run(text, text_tail, chunk)
+        text_states, text_got, attention, replies = self.text_run(text, text_tail, start)
         counts = image_tail.sum(dim=1).cpu()
         cosines = [torch.nn.functional.cosine_similarity(image_got["tails"][l], text_got["tails"][l], dim=-1)
                    for l in self.layers]
@@ -241,13 +250,14 @@ def _row_means(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return (sums / counts.clamp(min=1)).float()
 
 
-def pool_ids(responses: TextRunResponses, fallback: RefusalTokens, size: int, ranked: Sequence[int]) -> list[int]:
+def pool_ids(responses: TextRunResponses, fallback: RefusalTokens, size: int, ranked: Sequence[int],
+             ambiguous: Sequence[int] = ()) -> list[int]:
     """The ``size`` tokens whose lens probability is kept (more only when the refusals need more): the first two tokens
-    of every refusal and the fallback K (every K is drawn from these), then the first two tokens of the answers by
-    frequency, then ``ranked`` (the last block's most probable tokens) — a fixed size, so a run's bytes are known in
-    advance."""
+    of every refusal, the fallback K and the second tokens of every run that opens with an ambiguous token (every K
+    and every continuation test is drawn from these), then the first two tokens of the answers by frequency, then
+    ``ranked`` (the last block's most probable tokens) — a fixed size, so a run's bytes are known in advance."""
     needed = {int(t) for ids, refused in zip(responses.token_ids, responses.refused) if refused for t in ids[:2]}
-    needed |= set(fallback.ids)
+    needed |= set(fallback.ids) | {int(ids[1]) for ids in responses.token_ids if len(ids) > 1 and ids[0] in ambiguous}
     answers = Counter(int(t) for ids, refused in zip(responses.token_ids, responses.refused) if not refused
                       for t in ids[:2])
     pool = list(dict.fromkeys([*sorted(needed), *(t for t, _ in answers.most_common()), *map(int, ranked)]))
@@ -287,19 +297,56 @@ def measure(
     states = states_of(done, step.layers, vlm.d_model)
     if processes is not None and not processes.is_main_process:
         return states, None
-    return states, readouts(vlm, done, states, cfg, [p.label for p in pairs], prompts)
+    return states, readouts(vlm, done, states, cfg, step, batch_size)
 
 
-def readouts(vlm: VLM, done: Part, states: PairStates, cfg: MeasureOptions, labels: list[str | None],
-             prompts: PromptSettings) -> Measurements:
-    """The :class:`Measurements` of a finished pass: answers judged, the pool, and every lens readout."""
+def appended(batch: EncodedBatch, token: int) -> EncodedBatch:
+    """The left-padded text-run ``batch`` with ``token`` after every row's prompt (so position T+1 reads it)."""
+    ids = batch.inputs["input_ids"]
+    inputs = {}
+    for key, value in batch.inputs.items():
+        if value.shape[:2] != ids.shape:
+            inputs[key] = value
+            continue
+        fill = token if key == "input_ids" else 1 if key == "attention_mask" else 0
+        inputs[key] = torch.cat([value, torch.full_like(value[:, :1], fill)], dim=1)
+    column = torch.zeros_like(batch.caption_mask[:, :1])
+    return EncodedBatch(inputs, torch.cat([batch.image_mask, column], 1), torch.cat([batch.caption_mask, column], 1),
+                        torch.full_like(batch.last_index, ids.shape[1]), batch.texts)
+
+
+@torch.no_grad()
+def continuations(vlm: VLM, step: _Pass, batch_size: int, tokens: list[int]) -> torch.Tensor:
+    """``[n, A, L, d]``: for every text run and each of ``tokens``, every block's state at position T+1 of the prompt
+    followed by that token (one more position per run and token; the run's kept encoding, re-encoded only for batches
+    a resumed pass did not encode)."""
+    out = []
+    for start in range(0, len(step.pairs), batch_size):
+        batch = step.answering.get(start) or step.vlm.encode(step.pairs[start:start + batch_size], "text",
+                                                              step.prompts, "left")
+        per_token = []
+        for token in tokens:
+            with Trace(vlm.layers, step.layers, stop=True) as trace:
+                vlm.model(**appended(batch, token).inputs, use_cache=False)
+            per_token.append(torch.stack([trace.outputs[l][:, -1].float().cpu() for l in step.layers], dim=1))
+        out.append(torch.stack(per_token, dim=1) if per_token else torch.zeros(len(batch), 0, vlm.n_layers, vlm.d_model))
+    return torch.cat(out)
+
+
+def readouts(vlm: VLM, done: Part, states: PairStates, cfg: MeasureOptions, step: _Pass,
+             batch_size: int) -> Measurements:
+    """The :class:`Measurements` of a finished pass: answers judged, the continuations of ambiguous first tokens, the
+    pool, and every lens readout."""
+    labels = [p.label for p in step.pairs]
     replies = sorted(done.rows, key=lambda r: r["pair"])
     phrases = (cfg.refusal_phrase,) if cfg.refusal_phrase else ()
     responses = judged([r["pair"] for r in replies], [(r["text"], r["token_ids"]) for r in replies], phrases)
     fallback = fallback_refusal_tokens(vlm.tokenizer, phrases)
+    harmful = set(harmful_index(step.pairs))
+    ambiguous = ambiguous_tokens(responses, [i in harmful for i in responses.index], cfg.ambiguity)
     last = vlm.n_layers - 1
     ranked = lens_logprobs(vlm, states.caption_last[:, last]).exp().mean(0).argsort(descending=True)[:cfg.pool_size]
-    ids = pool_ids(responses, fallback, cfg.pool_size, ranked.tolist())
+    ids = pool_ids(responses, fallback, cfg.pool_size, ranked.tolist(), ambiguous)
     lens = lens_trace(vlm, states.caption_last, ids, cfg.lens_top)
     patched = done.tensors.get("patched", torch.zeros(0, dtype=torch.long)).tolist()
     columns = torch.as_tensor(ids, dtype=torch.long)
@@ -313,6 +360,8 @@ def readouts(vlm: VLM, done: Part, states: PairStates, cfg: MeasureOptions, labe
              "text": pool_logprob(states.caption_last[patched, last])}
     for name in PATCHINGS:
         patch[name] = pool_logprob(done.tensors.get(f"patched_{name}", torch.zeros(0, vlm.n_layers, vlm.d_model)))
+    cont = pool_logprob(continuations(vlm, step, batch_size, ambiguous)) if ambiguous else \
+        torch.zeros(len(step.pairs), 0, vlm.n_layers, len(ids))
     return Measurements(responses, fallback, token_names(vlm.tokenizer, ids), token_texts(vlm.tokenizer, ids), lens,
                         done.tensors["attention"], done.tensors["tail_cos"], patched, patch, labels,
-                        {**asdict(cfg), "prompts": prompts.settings(), "pool_size": len(ids)})
+                        {**asdict(cfg), "prompts": step.prompts.settings(), "pool_size": len(ids)}, ambiguous, cont)

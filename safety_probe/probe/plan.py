@@ -6,7 +6,8 @@ of each phase's time, from the model's config and the pairs alone (no weights ar
 
 The model is built on the meta device (shapes, no memory) and the pairs are encoded by its own processor, so the
 sequence lengths are the real ones. The bytes of the safetensors files are exact (:func:`safetensors_bytes` of the
-shapes the run writes); the JSON files are estimated. Times are floating-point work (2 × parameters per token, the
+shapes the run writes) when no first token of the refusals opens answers too (each such token adds n × L × pool
+float32 to measurements.safetensors); the JSON files are estimated. Times are floating-point work (2 × parameters per token, the
 attention, the logit lens) divided by a throughput measured on the device in the model's dtype: a guide to within a
 factor of about two, not a benchmark.
 """
@@ -134,7 +135,8 @@ def plan_run(model: str, pairs: list[Pair], cfg: MeasureOptions, *, prompts: Pro
             "lens.gain_top_ids": ("I64", (n, n_layers, min(GAIN_TOP, vocab))), "attention": ("F32", (n, n_layers)),
             "tail_cos": ("F32", (n, n_layers)), "patched": ("I64", (patched,)),
             "patch.image": ("F32", (patched, pool)), "patch.text": ("F32", (patched, pool)),
-            "patch.caption": ("F32", (patched, n_layers, pool)), "patch.tail": ("F32", (patched, n_layers, pool))},
+            "patch.caption": ("F32", (patched, n_layers, pool)), "patch.tail": ("F32", (patched, n_layers, pool)),
+            "cont.ids": ("I64", (0,)), "cont.logprob": ("F32", (n, 0, n_layers, pool))},
             {"run_key": (metadata or {}).get("run_key", "")}),
         "measurements.json": n * (120 + 12 * cfg.answer_tokens) + 80 * pool + 2000,
         "layers.json": n * 60 + n_layers * 400 + 4000,

@@ -202,6 +202,24 @@ def refusal_tokens_from_responses(responses: TextRunResponses, harmful: Sequence
                          dict(refusals), dict(answers))
 
 
+def opening_counts(first: Sequence[int | None], refused: Sequence[bool]) -> dict[int, tuple[int, int]]:
+    """``{token: (refusals, answers)}`` opening with each first token (None: an empty response) given the verdicts."""
+    counts: dict[int, list[int]] = {}
+    for t, r in zip(first, refused):
+        if t is not None:
+            counts.setdefault(int(t), [0, 0])[0 if r else 1] += 1
+    return {t: (c[0], c[1]) for t, c in counts.items()}
+
+
+def ambiguous_tokens(responses: TextRunResponses, harmful: Sequence[bool], threshold: float) -> list[int]:
+    """The tokens of K (first tokens of harmful refusals) that open answers too: refusals make up less than
+    ``threshold`` of the runs they open (the lens after such a token tells refusals from answers)."""
+    first = responses.first_tokens
+    counts = opening_counts(first, responses.refused)
+    opening = {t for t, r, h in zip(first, responses.refused, harmful) if r and h and t is not None}
+    return sorted(t for t in opening if counts[t][0] / sum(counts[t]) < threshold)
+
+
 def choose_refusal_tokens(responses: TextRunResponses, harmful: Sequence[bool], fallback: RefusalTokens,
                           names: Mapping[int, str], texts: Mapping[int, str] | None = None,
                           source: str = "generated") -> tuple[RefusalTokens, str | None]:
