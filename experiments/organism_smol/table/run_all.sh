@@ -16,11 +16,13 @@ score() { (cd "$ROOT" && $PY "$HERE/score.py" --runs "$RUNS" --out "$RESULTS" "$
 # probe that docs/organism.md quotes: a few minutes)
 if [ "$lane" = A ]; then
   bash "$ROOT/experiments/organism/probe_777.sh" > "$RUNS/probe_777.log" 2>&1 || echo "probe_777.sh failed (see its log)"
-  SEEDS=0 SPLITS=validation bash "$HERE/rows/tail_centred.sh"
-  SEEDS_DESIGN=0 CANDIDATES=design_pos_mean4 bash "$HERE/rows/best_candidates.sh"
   SPLITS=validation bash "$HERE/rows/before.sh"
+  SEEDS=0 SPLITS=validation bash "$HERE/rows/tail_centred.sh"
+  score --split validation --rows before tail_centred design_pos_sum || true   # interim (validation only)
+  SEEDS_DESIGN=0 CANDIDATES=design_pos_mean4 bash "$HERE/rows/best_candidates.sh"
 else
-  SEEDS_DESIGN=0 CANDIDATES="design_pos_sum design_pos_mean26" bash "$HERE/rows/best_candidates.sh"
+  SEEDS_DESIGN=0 CANDIDATES="design_pos_sum" bash "$HERE/rows/best_candidates.sh"
+  SEEDS_DESIGN=0 CANDIDATES="design_pos_mean26" bash "$HERE/rows/best_candidates.sh"
 fi
 if [ ! -f "$RESULTS/best.json" ]; then
   if [ "$lane" = A ]; then
