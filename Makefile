@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 OUT   ?= figures/demo
 
-.PHONY: install demo test bench organism organism-smol lint clean
+.PHONY: install demo test bench organism organism-smol lint clean docs docs-check
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +31,12 @@ organism: install
 
 organism-smol: install
 	$(PY) experiments/organism/build_smol.py --seed 0 --out safety_probe/organism/weights/smol
+
+docs: install  # re-render every marked results table of README.md and docs/ from its committed result files
+	$(PY) experiments/render_tables.py
+
+docs-check: install  # fail on any rendered table that differs from its sources (names each source checked)
+	$(PY) experiments/render_tables.py --check
 
 lint: install
 	$(VENV)/bin/ruff check safety_probe tests experiments benchmarks

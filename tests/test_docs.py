@@ -61,3 +61,14 @@ def test_quickstart_notebook_executes_with_figures(tmp_path):
 
 def _files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_every_rendered_table_matches_its_result_files():
+    """`make docs-check`: each marked results table of README.md and docs/ re-rendered from its committed sources by
+    experiments/render_tables.py is what the document holds, and the check names every source it read."""
+    result = subprocess.run([sys.executable, "experiments/render_tables.py", "--check"], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for doc in ("README.md", "docs/organism-smol.md", "docs/tga.md", "docs/reviewers.md", "docs/defenses.md"):
+        assert f"{doc}: " in result.stdout
+    assert "<- experiments/organism_smol/results/eval/metrics.json" in result.stdout

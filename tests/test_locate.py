@@ -289,3 +289,28 @@ def test_layer_histogram():
     assert hist == {"counts": [0, 1, 0, 2, 0], "n_none": 2}
     with pytest.raises(ValueError, match="layer 5 is out of range"):
         layer_histogram([5], n_layers=5)
+
+
+def test_patching_band_reads_the_blocks_a_patching_curve_restores():
+    from safety_probe.analysis.locate import patching_band
+
+    gain = {"0": 0.0, "1": 0.2, "2": 0.5, "3": 0.6, "4": 0.9}  # block 4 is the readout: left out
+    layers = {"n_layers": 5, "scores": {"tail_patching_gain": {"per_layer": gain},
+                                        "patching_gain": {"per_layer": {"0": 0.4, "1": 0.1, "2": 0.0, "3": 0.0,
+                                                                        "4": 0.0}}}}
+    assert patching_band(layers) == [2, 3]
+    assert patching_band(layers, "caption") == [0]
+    with pytest.raises(ValueError):
+        patching_band({"n_layers": 5, "scores": {}})
+
+
+def test_organism_smol_preset_reads_its_tail_blocks_off_a_probe_run():
+    from pathlib import Path
+
+    from safety_probe.cli.presets import TGA_RECIPE_SMOL, smol_layers
+
+    committed = Path(__file__).resolve().parents[1] / "experiments/organism_smol/results/probe/layers.json"
+    spec, note = smol_layers(str(committed), TGA_RECIPE_SMOL["guide_span"])
+    assert spec == ",".join(map(str, range(16, 29))) and "tail patching" in note
+    assert smol_layers(str(committed), "image") == (str(committed), None)  # paper TGA keeps the file's band
+    assert smol_layers("16-28", "tail") == ("16-28", None)

@@ -21,7 +21,7 @@ from safety_probe.organism.preset import write_tga_data
 from safety_probe.tga.batch import TGACollator
 from safety_probe.tga.config import OptimConfig, RunConfig, TGAConfig, TGAMethod
 from safety_probe.tga.data import load_tga_data
-from safety_probe.tga.loss import anneal_weights, guide_loss
+from safety_probe.tga.loss import anneal_weights, guide_loss, guide_states
 from safety_probe.tga.params import setup_trainable, weights_hash
 from safety_probe.tga.train import guide_only_rows, plain_rows, tga_loss, train
 
@@ -214,6 +214,47 @@ def test_tail_guide_pairs_the_prompt_tokens_after_image_and_caption(tiny_model_d
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()  # the tail attends to the image: the projector gets a gradient
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vlm.model.parameters() if p.requires_grad)
+
+
+def test_last_span_guide_is_the_tail_at_the_last_prompt_token(tiny_model_dir, tga_data):
+    vlm = load_vlm(tiny_model_dir("llava"))
+    batch = TGACollator(vlm)(load_tga_data(tga_data)[:3])
+    cap = batch.caption
+    setup_trainable(vlm, stage=1)
+    with torch.no_grad(), Trace(vlm.layers, [0, 1]) as cap_trace:
+        vlm.model(**cap.inputs, use_cache=False)
+    with torch.no_grad(), Trace(vlm.layers, [0, 1]) as img_trace:
+        vlm.model(**batch.inputs, use_cache=False)
+    rows = torch.arange(len(batch.prompt_last))
+    for layer_mean, scale in ((False, 1.0), (True, 0.5)):
+        loss, _ = tga_loss(vlm.model, vlm, batch, [0, 1], guide_weight=1.0, lm_weight=0.0, span="last",
+                           layer_mean=layer_mean)
+        expected = sum(-torch.nn.functional.cosine_similarity(img_trace.outputs[l][rows, batch.prompt_last],
+                                                              cap_trace.outputs[l][rows, cap.last_index]).mean()
+                       for l in (0, 1))
+        assert loss.item() == pytest.approx(scale * expected.item(), rel=1e-5)
+    tail = guide_states(batch, img_trace.outputs, cap_trace.outputs, "tail")
+    last = guide_states(batch, img_trace.outputs, cap_trace.outputs, "last")
+    assert (last.position == 0).all() and len(last.owner) == len(rows)
+    assert int((tail.position == 0).sum()) == len(rows) and int(tail.position.max()) > 0
+    for l in (0, 1):  # the last span is the tail's rows at position 0
+        assert torch.equal(last.image[l], tail.image[l][tail.position == 0])
+
+
+def test_position_centring_centres_each_tail_position_on_its_own_mean():
+    # two positions; position 1 shares a large offset that batch centring would leave in
+    c = torch.tensor([[5.0, 1.0, 0.0], [5.0, -1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
+    i = c.clone()
+    groups = torch.tensor([1, 1, 0, 0])
+    loss, stats = guide_loss({0: i}, {0: c}, {}, centre="position", groups=groups)
+    assert stats["cos_ic"] == pytest.approx(1.0, abs=1e-6)
+    i2 = torch.tensor([[5.0, -1.0, 0.0], [5.0, 1.0, 0.0], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0]])
+    _, batch_stats = guide_loss({0: i2}, {0: c}, {}, centre="batch")
+    _, pos_stats = guide_loss({0: i2}, {0: c}, {}, centre="position", groups=groups)
+    assert pos_stats["cos_ic"] == pytest.approx(-1.0, abs=1e-6)  # swapped within each position: opposite
+    assert batch_stats["cos_ic"] > pos_stats["cos_ic"] + 0.5  # batch centring keeps position 1's shared offset
+    with pytest.raises(ValueError):
+        guide_loss({0: i}, {0: c}, {}, centre="position")
 
 
 def test_guide_only_rows_have_no_answer_loss(tiny_model_dir, tga_data):

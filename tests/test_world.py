@@ -76,3 +76,24 @@ def test_vocabulary_covers_samples():
     vocab = set(world.vocabulary_text())
     for s in world.draw_samples(5, 40, render_image=False):
         assert s.caption in vocab and s.instruction in vocab and s.response in vocab
+
+
+def test_evaluation_splits_hold_out_scenes_and_phrasings_of_all_alignment_data(tmp_path):
+    import collections
+    import json
+
+    from safety_probe.organism import preset, splits, vocab
+
+    drawn = splits.draw_split(6803, 40)
+    groups = collections.Counter(extra["group"] for _, extra in drawn)
+    assert groups == splits.GROUPS
+    trained = {t for ts in vocab.INSTRUCTIONS.values() for t in ts}
+    for s, extra in drawn:
+        assert (s.instruction not in trained) == (extra["phrasing"] == "held_out")
+        assert extra["scene_held_out"] == (extra["toxic_scene"] in splits.HELD_OUT_SCENES)
+        assert s.label == ("benign" if extra["group"] in ("benign", "benign_question_toxic") else "harmful")
+    assert [s.caption for s, _ in splits.draw_split(6803, 40)] == [s.caption for s, _ in drawn]  # seeded
+    path = preset.write_tga_data(0, 40, tmp_path, toxic_share=0.5, retrieval="world",
+                                 scenes=splits.alignment_scenes())
+    rows = json.loads(path.read_text())
+    assert {r["scene"] for r in rows if r["label"] == "harmful"} == set(splits.alignment_scenes())

@@ -13,7 +13,7 @@ tail_layers=$(${VENV:-.venv}/bin/python experiments/organism_smol/patching_layer
 export MODEL=organism-smol OUT=${OUT:-runs/reviewers-smol} THREADS=${THREADS:-1}
 export TGA_RUN=$SMOL/tga LAYERS=$SMOL/probe/layers.json ALIGNED=$SMOL/tga/model
 export ALIGNED_EXTRA="tga_tail:$SMOL/tga_tail/model" REVERSAL_FROM=$SMOL/tga_tail/model
-export NOISE_ZERO=$SMOL/tga_tail NOISE_LAYERS=$tail_layers NOISE_FLAGS="--guide-span tail" DATA=$SMOL/tga_tail/data/tga.json
+export NOISE_ZERO=$SMOL/tga_tail NOISE_LAYERS=$tail_layers NOISE_FLAGS="--guide-span tail --guide-centre false" DATA=$SMOL/tga_tail/data/tga.json
 export EVAL_PAIRS=$SMOL/tga_tail/eval_pairs/pairs.jsonl REV_BATCH=8 REV_N=${REV_N:-1600}
 export REV_STEPS=${REV_STEPS:-"10 25 50 100"} CONTROL_STEPS=${CONTROL_STEPS:-100} CHECK_ZERO=${CHECK_ZERO:-0}
 exec bash "$here/organism.sh"

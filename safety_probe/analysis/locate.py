@@ -300,3 +300,31 @@ def _round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
+
+
+PATCHING_CURVES = {"tail": "tail_patching_gain", "caption": "patching_gain"}
+"""The patching curves of a layers.json that :func:`patching_band` reads: the prompt after the image (tail) and the
+image tokens moved onto the caption's mean (caption)."""
+
+
+def patching_band(layers_json: dict, curve: str = "tail", share: float = 0.5) -> list[int]:
+    """The blocks where a patching curve of a ``probe-layers`` layers.json restores at least ``share`` of its largest
+    gain below the readout block (``scores.<curve>.per_layer``; the readout block is left out: its output at the last
+    position is the answer itself, so aligning it would distil the text run's answer rather than align states).
+
+    ``curve``: ``tail`` (the blocks the tail guide aligns) or ``caption`` (where the image tokens' pooled state carries
+    the refusal). Raises ValueError when the file has no such curve or it restores nothing.
+    """
+    if curve not in PATCHING_CURVES:
+        raise ValueError(f"unknown patching curve {curve!r}: use {' or '.join(PATCHING_CURVES)}")
+    key = PATCHING_CURVES[curve]
+    scores = layers_json.get("scores", {})
+    if key not in scores:
+        raise ValueError(f"the layers.json has no {key} curve (run probe-layers with --patch-pairs)")
+    gain = {int(k): float(v) for k, v in scores[key]["per_layer"].items()}
+    readout = int(layers_json["n_layers"]) - 1
+    below = {k: v for k, v in gain.items() if k < readout}
+    best = max(below.values(), default=0.0)
+    if best <= 0:
+        raise ValueError(f"{key}: patching restores no refusal below the readout block; nothing to align")
+    return [k for k in sorted(below) if below[k] >= share * best]

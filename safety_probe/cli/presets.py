@@ -91,10 +91,39 @@ TGA_RECIPE: dict[str, object] = {
 with λ = 1, plain prompts, toxic rows guide-only; 8,000 examples with 30% toxic, 1,200 steps of 16; 300 held-out
 pairs) with every baseline. Any option given on the command line wins over it."""
 
+SMOL_GUIDE: dict[str, object] = {"guide_span": "tail", "guide_centre": True, "guide_centre_by": "batch",
+                                 "guide_weight": 1.0, "guide_layer_mean": False}
+"""organism-smol's guide: the design experiments/organism_smol/table chose on its validation split
+(results/table/best.json; docs/organism-smol.md): the prompt positions after the image aligned token by token with the
+same tokens after the caption, centred, at the blocks :func:`smol_layers` reads off the probe run's tail-patching
+curve. Paper TGA on organism-smol: ``--guide-span image --guide-centre false``."""
+
 TGA_RECIPE_SMOL: dict[str, object] = {**TGA_RECIPE, "max_steps": 300, "batch_size": 8, "train_n": 2400,
-                                      "baselines": ["ce", "filter"]}
+                                      "baselines": ["ce", "filter"], **SMOL_GUIDE}
 """`--model organism-smol`'s: :data:`TGA_RECIPE` with 300 steps of 8 on 2,400 examples (a 30-block LM makes each
-step ~20 times the first organism's on CPU) and the ce and filter baselines; the same 300 held-out pairs."""
+step ~20 times the first organism's on CPU), the ce and filter baselines, and :data:`SMOL_GUIDE`; 300 held-out
+pairs."""
+
+
+def smol_layers(layers: str, guide_span: str) -> tuple[str, str | None]:
+    """organism-smol's blocks for a tail guide given a probe-layers layers.json: the blocks where its tail-patching
+    curve restores at least half its largest gain below the readout
+    (:func:`~safety_probe.analysis.locate.patching_band`), with a note saying so; any other ``layers`` (a spec, or
+    a file without the curve) or an image-span guide is left as it is (note None)."""
+    path = Path(layers)
+    if guide_span not in ("tail", "last") or path.suffix != ".json" or not path.is_file():
+        return layers, None
+    import json
+
+    from safety_probe.analysis.locate import patching_band
+
+    measured = json.loads(path.read_text())
+    if "tail_patching_gain" not in measured.get("scores", {}):
+        return layers, None
+    band = patching_band(measured, "tail")
+    spec = ",".join(map(str, band))
+    return spec, (f"layers {band[0]}-{band[-1]} ({len(band)} blocks): where {layers}'s tail patching restores at least "
+                  "half its largest gain below the readout")
 
 
 @dataclass
@@ -165,9 +194,15 @@ def tga_inputs(model: str, cfg: CompareConfig, data: OrganismData, seed: int, pr
                                                                   n=data.defense_calibration_n,
                                                                   out_dir=out / "defense_calibration"))
     generated = ", ".join(filled) or "nothing"
+    layer_note = None
+    if organism_name(model) == ORGANISM_SMOL:
+        spec, layer_note = smol_layers(cfg.tga.method.layers, cfg.tga.method.guide_span)
+        if layer_note:
+            filled["layers"] = spec
     if defenses and cfg.defense_caption_prompt is None:
         filled["defense_caption_prompt"] = preset.CAPTION_PROMPT
     recipe = "docs/organism-smol.md" if organism_name(model) == ORGANISM_SMOL else "docs/tga.md"
     knobs = ", ".join(f"{k} {v}" for k, v in asdict(data).items())
     return cfg.replace(**filled), note(model, f"the recipe of {recipe}; the world's CLIP and filter vocabulary; "
-                                              f"generated {generated} with {knobs}")
+                                              f"generated {generated} with {knobs}"
+                                              + (f"; {layer_note}" if layer_note else ""))

@@ -50,12 +50,16 @@ def world_related_caption(rng: np.random.Generator, sample) -> str:
     raise RuntimeError(f"no related caption for {sample.caption!r}")
 
 
-def _draw(seed: int, n: int, toxic_share: float, kind: str) -> list:
+def _draw(seed: int, n: int, toxic_share: float, kind: str, scenes: list[str] | None = None) -> list:
     """``kind="tga"``: benign samples (every instruction kind, the world's answers) plus ``toxic_share`` toxic
     images under a neutral instruction answered by their *description* (as LLaVA pretraining data has them;
-    no refusal). ``kind="safety"``: toxic images answered by the world's refusal (VLGuard-style data)."""
+    no refusal). ``kind="safety"``: toxic images answered by the world's refusal (VLGuard-style data). Toxic
+    images come from ``scenes`` in turn (default: every toxic scene)."""
     rng = np.random.default_rng([seed, 77])
-    scenes = list(vocab.HARMFUL_SCENES)
+    scenes = list(scenes) if scenes is not None else list(vocab.HARMFUL_SCENES)
+    unknown = sorted(set(scenes) - set(vocab.HARMFUL_SCENES))
+    if unknown or not scenes:
+        raise InputError(f"toxic scenes {unknown or scenes}: choose from {', '.join(vocab.HARMFUL_SCENES)}")
     out = []
     n_toxic = round(n * toxic_share) if kind == "tga" else n
     for i in range(n):
@@ -74,23 +78,31 @@ def _draw(seed: int, n: int, toxic_share: float, kind: str) -> list:
 
 
 def write_tga_data(seed: int, n: int, out_dir: str | Path, toxic_share: float = 0.0, retrieval: str = "auto",
-                   clip: str | Path | None = None, kind: str = "tga", name: str | None = None) -> Path:
+                   clip: str | Path | None = None, kind: str = "tga", name: str | None = None,
+                   scenes: list[str] | None = None) -> Path:
     """Render ``n`` world samples into ``out_dir/images`` and write ``out_dir/tga.json``; returns its path.
 
     ``retrieval``: ``clip`` (nearest world caption to the image under the CLIP at ``clip``, default the
     organism's tower, own caption excluded), ``world`` (same object with one attribute changed), ``auto`` (clip when
     the CLIP model exists, else world). ``kind="safety"`` writes the refusal data of the VLGuard-style baseline
-    (toxic images only) to ``safety.json``. Deterministic for a seed.
+    (toxic images only) to ``safety.json``. ``scenes``: the toxic scenes drawn (default all; organism-smol's
+    decisive table leaves :data:`safety_probe.organism.splits.HELD_OUT_SCENES` out, and their captions out of the
+    retrieval corpus). Deterministic for a seed.
     """
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    samples = _draw(seed, n, toxic_share, kind)
+    samples = _draw(seed, n, toxic_share, kind, scenes)
     clip = clip or CLIP_DIR
     if retrieval == "auto":
         retrieval = "clip" if (Path(clip) / "config.json").is_file() else "world"
     if retrieval == "clip":
+        corpus = vocab.all_captions()
+        if scenes is not None:  # no caption of a scene left out
+            left_out = {vocab.noun(o, c) for sc in vocab.HARMFUL_SCENES if sc not in scenes
+                        for o in vocab.HARMFUL_SCENES[sc] for c in (1, 2)}
+            corpus = [cap for cap in corpus if not any(f" {w} " in f" {cap} " for w in left_out)]
         related = [r[0] for r in Retriever(clip).retrieve([s.image for s in samples], [s.caption for s in samples],
-                                                           vocab.all_captions())]
+                                                           corpus)]
     elif retrieval == "world":
         rng = np.random.default_rng([seed, 78])
         related = [world_related_caption(rng, s) for s in samples]

@@ -45,15 +45,25 @@ class TGAMethod:
     exp: the released code's exp(−cos(I,C)) + exp(−(cos(I,C) − cos(R,C))), averaged over J as that code averages
     over its layers. Both average over the batch."""
 
-    guide_span: Literal["image", "tail"] = "image"
+    guide_span: Literal["image", "tail", "last"] = "image"
     """What the guide aligns. image (the paper): the image tokens' mean state with the caption tokens' mean, and the
     ranking term with R. tail: the prompt after the image (instruction and chat-template suffix, up to the token
     the answer starts from) with the same tokens after the caption in the caption run, token by token, the pull
-    term alone: for a model whose refusal reads those positions rather than the image tokens."""
+    term alone: for a model whose refusal reads those positions rather than the image tokens. last: the tail's
+    last position alone (the token the answer starts from)."""
 
     guide_centre: bool = False
     """Centre I, C and R on the batch mean of the caption states before the cosines: the raw cosine of residual
     streams is dominated by a component every state shares, which the pull can match without the content."""
+
+    guide_centre_by: Literal["batch", "position"] = "batch"
+    """With ``guide_centre``: subtract the batch mean of all caption states (batch), or, for the tail, the batch mean
+    of the caption states at the same distance from the end of the prompt (position: each chat-template token is
+    centred on its own mean)."""
+
+    guide_layer_mean: bool = False
+    """Average the guide over the layers of J instead of summing them (the paper sums): λ then weighs one layer,
+    and a guide over 13 layers no longer gets 6.5 times the weight of one over 2."""
 
     anneal: bool = False
     """Weight the two guide terms by 0.25·(1−t) and 0.1·(1−t)² (released code) instead of 1 and 1."""
@@ -87,13 +97,20 @@ class TGAMethod:
 
     def validate(self) -> None:
         """One-line InputError naming the option that is out of range."""
-        for name, choices in (("stage", (1, 2)), ("guide_form", ("paper", "exp")), ("guide_span", ("image", "tail")),
+        for name, choices in (("stage", (1, 2)), ("guide_form", ("paper", "exp")),
+                              ("guide_span", ("image", "tail", "last")), ("guide_centre_by", ("batch", "position")),
                               ("caption_target", ("moving", "frozen"))):
             check_choice(self, name, choices)
         for name in ("lora_r", "lora_alpha"):
             check_number(self, name, 1)
         check_number(self, "guide_weight", 0.0)
         check_number(self, "plain_share", 0.0, 1.0)
+        if self.guide_centre and self.guide_centre_by == "position" and self.guide_span == "image":
+            raise InputError("--guide-centre-by position centres tail positions: use it with --guide-span tail or last")
+
+    def centring(self) -> str:
+        """How the guide centres its states: none, batch or position."""
+        return self.guide_centre_by if self.guide_centre else "none"
 
 
 @dataclass

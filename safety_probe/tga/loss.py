@@ -6,7 +6,12 @@ I, C, R: mean-pooled states at block j of the image tokens (image run), the capt
 no gradient) and the retrieved-text tokens (image run); each term is averaged over the batch. ``form="exp"``
 is the released code's: exp(−·) forms of both terms, averaged over the layers of J instead of summed;
 ``anneal`` applies its schedule 0.25·(1−t) and 0.1·(1−t)² to the two terms. The tail guide pairs the prompt
-tokens after the image with those after the caption, one row per token, the pull term alone.
+tokens after the image with those after the caption, one row per token, the pull term alone; the last-position
+guide (span ``last``) pairs only the token the answer starts from. Centring subtracts the batch mean of the caption
+states (``centre="batch"``) or, for the tail, the batch mean of the caption states at the same distance from the
+end of the prompt (``centre="position"``: the chat template's suffix tokens are each centred on their own mean,
+not on the mean of every tail token). ``layer_mean`` averages the paper form over the layers of J instead of
+summing, so λ weighs one layer whatever the size of J.
 
 The spans are probe-layers' (:mod:`safety_probe.models.spans`): I·C is the cosine ``cos_matched`` probe-layers
 reports, and the tail's mean cosine per pair its ``cos_tail``, for the same pairs, prompts and layers.
@@ -26,7 +31,8 @@ if TYPE_CHECKING:
     from safety_probe.tga.batch import TGABatch
 
 GuideForm = Literal["paper", "exp"]
-GuideSpan = Literal["image", "tail"]
+GuideSpan = Literal["image", "tail", "last"]
+Centring = Literal["none", "batch", "position"]
 
 
 @dataclass
@@ -34,13 +40,15 @@ class GuideStates:
     """What the guide compares at each layer of J (layer → tensor): row n of ``image`` ``[N, d]`` with row n of
     ``caption`` ``[N, d]``; ``retrieved`` ``[N_r, d]``: R of the rows where ``ranked`` ``[N]`` is True (the tail has
     no R: ``retrieved`` empty, ``ranked`` None). ``owner`` ``[N]``: the guided row of the batch each row belongs to
-    (the image span: one row each; the tail: one row per aligned token)."""
+    (the image span: one row each; the tail: one row per aligned token). ``position`` ``[N]``: each row's distance
+    from the end of its prompt (0: the last prompt token; the tail and last spans only, else None)."""
 
     image: dict[int, torch.Tensor]
     caption: dict[int, torch.Tensor]
     retrieved: dict[int, torch.Tensor]
     ranked: torch.Tensor | None
     owner: torch.Tensor
+    position: torch.Tensor | None = None
 
 
 def guide_states(batch: TGABatch, image: dict[int, torch.Tensor], caption: dict[int, torch.Tensor],
@@ -48,14 +56,17 @@ def guide_states(batch: TGABatch, image: dict[int, torch.Tensor], caption: dict[
     """The guide's rows from block outputs of the image run (``image``: layer → ``[B, T, d]``, every row of
     ``batch``) and of the caption run (``caption``: layer → ``[B_g, T_c, d]``, the guided rows in order). ``span``
     "image": the image tokens' and R's :func:`span_mean` against the caption tokens'; "tail": the
-    :func:`aligned_tails` of both runs, token by token."""
+    :func:`aligned_tails` of both runs, token by token; "last": the last prompt token of both runs alone."""
     rows, text = batch.guided, batch.caption
     image_span, prompt_last = batch.image_mask[rows], batch.prompt_last[rows]
-    if span == "tail":
+    if span in ("tail", "last"):
         image_tail, text_tail = aligned_tails(image_span, prompt_last, text.caption_mask, text.last_index)
-        return GuideStates({l: image[l][rows][image_tail] for l in image},
-                           {l: caption[l][text_tail].float() for l in caption}, {}, None,
-                           image_tail.nonzero()[:, 0])
+        # distance from the end of the prompt, per selected token (row-major, the same order in both runs)
+        position = (image_tail.sum(1, keepdim=True) - image_tail.cumsum(1))[image_tail]
+        keep = position == 0 if span == "last" else torch.ones_like(position, dtype=torch.bool)
+        return GuideStates({l: image[l][rows][image_tail][keep] for l in image},
+                           {l: caption[l][text_tail].float()[keep.to(caption[l].device)] for l in caption}, {}, None,
+                           image_tail.nonzero()[:, 0][keep], position[keep])
     r_mask = batch.retrieved_mask[rows]
     ranked = r_mask.any(dim=1)  # rows with R in the prompt get the ranking term
     return GuideStates({l: span_mean(image[l][rows], image_span) for l in image},
@@ -92,7 +103,9 @@ def guide_loss(
     form: GuideForm = "paper",
     weights: tuple[float, float] = (1.0, 1.0),
     ranked: torch.Tensor | None = None,
-    centre: bool = False,
+    centre: bool | Centring = False,
+    groups: torch.Tensor | None = None,
+    layer_mean: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Σ over layers (paper form; the mean over layers for ``form="exp"``, as the released code) of
     w_pull·mean(pull) + w_rank·mean(rank); dicts map layer → pooled states.
@@ -100,7 +113,9 @@ def guide_loss(
     ``image``, ``caption``: ``[B, d]``; ``retrieved``: ``[B_r, d]``, the rows where ``ranked [B]`` (bool) is
     True, or all rows when ``ranked`` is None. Rows trained without R in the prompt get the pull term only.
     ``centre``: subtract the batch mean of the caption states from I, C and R first, so the cosines compare
-    what is specific to each caption rather than the component all residual streams share.
+    what is specific to each caption rather than the component all residual streams share (``True`` or "batch");
+    "position": subtract instead the mean of the caption states of the same ``groups`` value (``[B]``, e.g. the
+    tail position), each group centred on its own. ``layer_mean``: the mean over layers instead of the sum.
     Returns the loss (a tensor with gradient through ``image`` and ``retrieved``; ``caption`` should be
     detached) and logging scalars: mean cos(I, C) and, over ranked rows, cos(R, C).
     """
@@ -110,12 +125,25 @@ def guide_loss(
     rows = slice(None) if ranked is None else ranked
     total = torch.zeros((), device=next(iter(image.values())).device)
     cos_ic, cos_rc = [], []
+    centring = {True: "batch", False: "none"}.get(centre, centre) if isinstance(centre, bool) else centre
+    if centring not in ("none", "batch", "position"):
+        raise ValueError(f"unknown centring {centre!r}: use none, batch or position")
+    if centring == "position" and groups is None:
+        raise ValueError("centring by position needs the groups (the tail positions)")
     for layer in sorted(image):
         i, c, r = image[layer], caption[layer], retrieved.get(layer)
-        if centre:
+        if centring == "batch":
             shared = c.float().mean(dim=0, keepdim=True).detach()
             i, c = i.float() - shared, c.float() - shared
             r = None if r is None else r.float() - shared
+        elif centring == "position":
+            g = groups.to(c.device)
+            _, index = torch.unique(g, return_inverse=True)
+            sums = torch.zeros(int(index.max()) + 1, c.shape[-1], device=c.device).index_add_(0, index, c.float())
+            counts = torch.bincount(index).unsqueeze(1).float()
+            shared = (sums / counts)[index].detach()
+            i, c = i.float() - shared, c.float() - shared
+            r = None  # the tail has no R
         ic = _cos(i, c)
         rc = _cos(r, c[rows]) if r is not None and len(r) else None
         pull, _ = _terms(ic, None, form)
@@ -125,7 +153,7 @@ def guide_loss(
             _, rank = _terms(ic[rows], rc, form)
             total = total + w_rank * rank.mean()
             cos_rc.append(rc.mean().item())
-    if form == "exp":
+    if form == "exp" or layer_mean:
         total = total / len(image)
     stats = {"cos_ic": sum(cos_ic) / len(cos_ic)}
     if cos_rc:

@@ -47,13 +47,15 @@ from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, rem
 
 def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], guide_weight: float,
              form: GuideForm = "paper", weights: tuple[float, float] = (1.0, 1.0),
-             caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool = False, span: GuideSpan = "image"
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+             caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool | str = False,
+             span: GuideSpan = "image", layer_mean: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """lm_weight·L_LM + λ·L_guide for one batch and its logging scalars; the guide term pools the rows of
     ``batch.guided`` only. ``model`` runs the image run (may be DDP-wrapped); ``caption_vlm`` (default ``vlm``: the
     model being trained) runs the no-grad caption run, stopped after the deepest block of ``layers``. ``span`` (see
     :attr:`TGAMethod.guide_span <safety_probe.tga.config.TGAMethod.guide_span>`): "image" pools image and caption
-    tokens; "tail" pairs the prompt tokens after them one by one."""
+    tokens; "tail" pairs the prompt tokens after them one by one, "last" the last prompt token alone. ``centre``:
+    False/True or none/batch/position (:func:`~safety_probe.tga.loss.guide_loss`); ``layer_mean``: the guide's mean
+    over layers instead of its sum."""
     guide_on = guide_weight != 0 and len(layers) > 0
     use_guide = guide_on and bool(batch.guided.any())
     stats: dict[str, float] = {}
@@ -74,7 +76,8 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
     loss = lm_weight * lm
     if use_guide:
         g = guide_states(batch, image_trace.outputs, caption_trace.outputs, span)
-        guide, gstats = guide_loss(g.image, g.caption, g.retrieved, form, weights, g.ranked, centre)
+        guide, gstats = guide_loss(g.image, g.caption, g.retrieved, form, weights, g.ranked, centre, g.position,
+                                   layer_mean)
         loss = loss + guide_weight * guide
         stats["guide"] = guide.item()
         stats.update(gstats)
@@ -284,7 +287,8 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path,
             with accelerator.accumulate(model):
                 weights = anneal_weights(step, total) if method.anneal else (1.0, 1.0)
                 loss, stats = tga_loss(model, vlm, batch, layers, method.guide_weight, method.guide_form, weights,
-                                       caption_vlm=caption_vlm, centre=method.guide_centre, span=method.guide_span)
+                                       caption_vlm=caption_vlm, centre=method.centring(), span=method.guide_span,
+                                       layer_mean=method.guide_layer_mean)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and optim.max_grad_norm:
                     accelerator.clip_grad_norm_(params, optim.max_grad_norm)
