@@ -17,8 +17,6 @@ and source it checked, and every document and table that differs.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -27,42 +25,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from safety_probe.analysis.scores import wilson_interval  # noqa: E402
+from experiments.demo.tables import demo_layers, demo_tga  # noqa: E402
+from experiments.locate.table import separation_table  # noqa: E402
+from experiments.markdown import read, span, table, wilson  # noqa: E402
 
-DOCS = ("README.md", "docs/organism-smol.md", "docs/tga.md", "docs/reviewers.md", "docs/defenses.md")
+DOCS = ("README.md", "docs/organism-smol.md", "docs/tga.md", "docs/reviewers.md", "docs/defenses.md", "docs/science.md")
 MARK = re.compile(r"<!-- rendered from (?P<src>.*?) by experiments/render_tables\.py: (?P<name>[\w-]+) -->\n"
                   r"(?P<body>.*?)<!-- end -->", re.S)
 
 SMOL = "experiments/organism_smol/results"
 TABLE = f"{SMOL}/table"
 REVIEWERS = "experiments/reviewers/results"
-
-
-def read(path: str):
-    p = ROOT / path
-    if p.suffix == ".csv":
-        with p.open(newline="") as f:
-            return list(csv.DictReader(f))
-    return json.loads(p.read_text())
-
-
-def table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
-
-
-def wilson(p: float | None, n: int | None, digits: int = 2) -> str:
-    """``p [lo, hi]`` (Wilson 95%) with ``p`` to 3 decimals and the interval to ``digits``; blank when undefined."""
-    if p is None or not n:
-        return ""
-    lo, hi = wilson_interval(p, n)
-    return f"{p:.3f} [{float(lo):.{digits}f}, {float(hi):.{digits}f}]"
-
-
-def span(layers: list[int]) -> str:
-    if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}–{layers[-1]}"
-    return ", ".join(map(str, layers))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -451,6 +424,9 @@ TABLES: dict[str, tuple[list[str], Callable[[list[str]], str]]] = {
                            "experiments/defenses/results/summary.csv"], defenses_rows),
     "readme_organisms": (["safety_probe/organism/weights/build_metrics.json", f"{SMOL}/eval/metrics.json"],
                          readme_organisms),
+    "locate_separation": (["experiments/locate/results/separation.json"], separation_table),
+    "demo_layers": (["figures/demo/layers.csv", "figures/demo/layers.json"], demo_layers),
+    "demo_tga": (["experiments/demo/results/tga/compare.json"], demo_tga),
 }
 
 

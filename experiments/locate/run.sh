@@ -2,7 +2,8 @@
 # The measurements behind probe-layers' locating defaults (issue 24; docs/science.md), with the package itself:
 # probe-layers on planted models (seed 2), the organism (400 pairs of seed 777) and organism-smol (400 pairs of seed
 # 9090, its held-out seed), each also with the paper's safety system prompt, then every per-pair test's separation of
-# refused from answered text runs collected into results/separation.json and .md (experiments/locate/table.py).
+# refused from answered text runs collected into results/separation.json (experiments/locate/table.py; its table is
+# rendered into docs/science.md by experiments/render_tables.py).
 # The thresholds were chosen on other seeds (planted 1, organism 4242, organism-smol 5151; REPORT.md, section 0).
 # About 1.5 hours of one CPU core (organism-smol's text runs are most of it); every run resumes.
 set -euo pipefail

@@ -1,7 +1,9 @@
 """Collect every per-pair test's separation of refused from answered text runs (layers.json ``separation``) over the
-runs of experiments/locate/run.sh into results/separation.json and a markdown table (rendered into docs/science.md).
+runs of experiments/locate/run.sh into results/separation.json, and render its table into docs/science.md
+(:func:`separation_table`, registered in experiments/render_tables.py).
 
     python experiments/locate/table.py runs/locate/runs --out experiments/locate/results
+    python experiments/render_tables.py docs/science.md
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from safety_probe.core.files import write_json
 
+ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ("band", "refused located (in band)", "answered fired (in band)", "benign fired (in band)",
            "refused located (anywhere)", "answered fired (anywhere)", "pair AUROC")
 
@@ -34,8 +37,10 @@ def collect(runs: Path) -> dict:
     return out
 
 
-def markdown(results: dict) -> str:
-    """One row per run and test: the band, and the shares that fire in it and anywhere, with Wilson intervals."""
+def separation_table(sources: list[str]) -> str:
+    """One row per run and test of ``separation.json``: the band (✓/✗ against a planted model's truth), and the
+    shares that fire in it and anywhere, with Wilson intervals and n, and the AUROC of each pair's best score."""
+    results = json.loads((ROOT / sources[0]).read_text())
     lines = ["| run | test | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for run, r in results.items():
         for test, sep in r["tests"].items():
@@ -57,8 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = collect(args.runs)
     write_json(args.out / "separation.json", results)
-    (args.out / "separation.md").write_text(markdown(results))
-    print(f"{len(results)} runs -> {args.out}/separation.json, separation.md")
+    print(f"{len(results)} runs -> {args.out}/separation.json (python experiments/render_tables.py renders its table)")
 
 
 if __name__ == "__main__":
