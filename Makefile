@@ -23,8 +23,8 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m benchmarks.run
-	$(PY) -m benchmarks.tga_step
+	$(PY) -m speed.run
+	$(PY) -m speed.tga_step
 
 organism: install
 	$(PY) experiments/organism/build.py --seed 0 --out safety_probe/organism/weights
@@ -33,7 +33,7 @@ organism-smol: install
 	$(PY) experiments/organism/build_smol.py --seed 0 --out safety_probe/organism/weights/smol
 
 lint: install
-	$(VENV)/bin/ruff check safety_probe tests experiments benchmarks
+	$(VENV)/bin/ruff check safety_probe tests experiments speed
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,5 +1,5 @@
-"""The benchmark's tables: rich tables on the console (``python -m benchmarks.run``) and the Markdown of
-docs/benchmarks.md (``python -m benchmarks.report``), both from a results dict."""
+"""The recording measurement's tables: rich tables on the console (``python -m speed.run``) and the Markdown of
+docs/speed.md (``python -m speed.report``), both from a results dict."""
 
 from __future__ import annotations
 

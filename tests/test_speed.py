@@ -1,6 +1,6 @@
-"""The benchmark runs end to end in --quick mode and writes results of the documented shape.
+"""The speed harness runs end to end in --quick mode and writes results of the documented shape.
 
-No timing assertions: timing targets live in the benchmark's output (docs/benchmarks.md), not in tests.
+No timing assertions: timing targets live in the harness's output (docs/speed.md), not in tests.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repo, not part of the package
+if str(ROOT) not in sys.path:  # `speed` is a top-level folder of the repo, not part of the package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import memory  # noqa: E402
-from benchmarks import run as bench  # noqa: E402
+from speed import memory  # noqa: E402
+from speed import run as bench  # noqa: E402
 
 
 def test_peak_memory_sees_torch_cpu_allocations():
@@ -29,7 +29,7 @@ def test_peak_memory_sees_torch_cpu_allocations():
 
 
 @pytest.mark.slow
-def test_quick_benchmark_writes_results(tmp_path, tiny_model_dir):
+def test_quick_recording_run_writes_results(tmp_path, tiny_model_dir):
     out = tmp_path / "results.json"
     bench.main(["--quick", "--model-path", str(tiny_model_dir("llava")), "--out", str(out)])
     data = json.loads(out.read_text())

@@ -1,7 +1,7 @@
 """Time of one TGA optimizer step over one plain alignment step (same data, λ = 0), on the organism.
 
-``python -m benchmarks.tga_step`` (also run by ``make bench``) prints the table and stores it under the key
-``tga_step`` of ``benchmarks/results.json``. Target: ≤ 1.25×. The TGA step adds the no-grad caption forward
+``python -m speed.tga_step`` (also run by ``make bench``) prints the table and stores it under the key
+``tga_step`` of ``speed/results.json``. Target: ≤ 1.25×. The TGA step adds the no-grad caption forward
 (stopped after the deepest safety layer) and the pooled cosines; both steps put the retrieved text in context.
 """
 

@@ -1,10 +1,10 @@
-"""Benchmark recording every block against the bare forward: time, peak memory, leak, bytes per pair.
+"""Recording every block against the bare forward: time, peak memory, leak, bytes per pair.
 
-    python -m benchmarks.run                   # organism + a 1B-shaped random LLaVA, CPU (make bench)
-    python -m benchmarks.run --quick           # two tiny models, a few seconds of work (the test)
-    python -m benchmarks.run --device cuda --dtype bfloat16 --shape 7b
+    python -m speed.run                   # organism + a 1B-shaped random LLaVA, CPU (make bench)
+    python -m speed.run --quick           # two tiny models, a few seconds of work (the test)
+    python -m speed.run --device cuda --dtype bfloat16 --shape 7b
 
-Writes ``benchmarks/results.json`` (``--out``) and prints the tables; docs/benchmarks.md explains columns.
+Writes ``speed/results.json`` (``--out``) and prints the tables; docs/speed.md explains columns.
 Timings are medians over interleaved rounds (every method once per round, shuffled) after warm-up, and each
 ratio is the median of the per-round ratios to the bare forward of the same round, so load from other
 processes shifts numerator and denominator alike.
@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from benchmarks import memory
-from benchmarks.measure import (
+from speed import memory
+from speed.measure import (
     bytes_per_pair,
     leak_test,
     max_rel_err,
@@ -40,7 +40,7 @@ from benchmarks.measure import (
     timed,
     write_images,
 )
-from benchmarks.methods import (
+from speed.methods import (
     check_bridge,
     make_forward,
     make_hidden_states,
@@ -49,8 +49,8 @@ from benchmarks.methods import (
     make_tl,
     make_trunk,
 )
-from benchmarks.plans import ORGANISM_LIKE, SHAPES, Plan, large_plan, organism_plan
-from benchmarks.tables import DEFAULT_OUT, TARGET, print_tables
+from speed.plans import ORGANISM_LIKE, SHAPES, Plan, large_plan, organism_plan
+from speed.tables import DEFAULT_OUT, TARGET, print_tables
 
 
 def recorders(vlm, plan: Plan) -> tuple[dict[str, Any], list[str]]:
@@ -237,7 +237,7 @@ def _versions() -> dict[str, str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m speed.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny models and few rounds (for tests)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -245,7 +245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--shape", default="1b", choices=["1b", "7b"], help="the random-weight large LLaVA's shape"
     )
     p.add_argument("--models", default="organism,large", help="comma list of: organism, large")
-    p.add_argument("--model-path", help="benchmark this model folder in the organism slot")
+    p.add_argument("--model-path", help="measure this model folder in the organism slot")
     p.add_argument("--model-cache", help="build the random models here and reuse them on later runs")
     p.add_argument(
         "--threads",
@@ -258,7 +258,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip TransformerLens' bridge and time the hook-based full cache instead",
     )
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (default benchmarks/results.json)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (default speed/results.json)")
     return p.parse_args(argv)
 
 

@@ -1,6 +1,6 @@
-"""Render ``benchmarks/results.json`` as the Markdown tables of docs/benchmarks.md.
+"""Render ``speed/results.json`` as the Markdown tables of docs/speed.md.
 
-python -m benchmarks.report [benchmarks/results.json] > tables.md
+python -m speed.report [speed/results.json] > tables.md
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.tables import DEFAULT_OUT, markdown
+from speed.tables import DEFAULT_OUT, markdown
 
 
 def main(argv: list[str] | None = None) -> None:
