@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from safety_probe.tga.config import OptimConfig, RunConfig, TGAConfig, TGAMethod
 from safety_probe.tga.data import load_tga_data
 from safety_probe.tga.loss import anneal_weights, guide_loss
 from safety_probe.tga.params import setup_trainable, weights_hash
+from safety_probe.tga.shortcuts import CaptionTargets, SharedPrefix
 from safety_probe.tga.train import guide_only_rows, plain_rows, tga_loss, train
 
 
@@ -304,6 +306,48 @@ def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, 
     for n, p in vlm.model.named_parameters():
         if "vision_tower" in n:
             assert torch.equal(p, vt[n]), n  # the vision tower stays frozen
+
+
+def test_shortcuts_train_to_the_same_weights_and_resume_bitwise(tiny_model_dir, tga_data, tmp_path):
+    """Stage 1 for four epochs (caption targets kept from the second on) with a guide-only row and a system turn (a
+    shared prefix): the weights of training without the shortcuts to float rounding; stopped mid-run and resumed,
+    bitwise those of the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    examples = load_tga_data(tga_data)
+    cfg = TGAConfig.of(layers="0-1", stage=1, lr=1e-2, max_steps=6, batch_size=4, guide_span="tail", plain_share=0.5,
+                       system_prompt="You are a careful assistant.", save_every=3)
+    model, only = tiny_model_dir("llava"), frozenset({examples[0].id})
+    fast = train(load_vlm(model), cfg, examples, tmp_path / "fast", guide_only_ids=only)
+    whole = train(load_vlm(model), cfg.replace(shortcuts=False), examples, tmp_path / "whole", guide_only_ids=only)
+    a, b = (load_file(str(r.model_dir / "model.safetensors")) for r in (fast, whole))
+    assert all((a[k] - b[k]).norm() <= 1e-5 * b[k].norm() for k in b)
+    assert [r["loss"] for r in fast.log] == pytest.approx([r["loss"] for r in whole.log], rel=1e-5)
+    train(load_vlm(model), cfg.replace(stop_after=3), examples, tmp_path / "part", guide_only_ids=only)
+    resumed = train(load_vlm(model), cfg, examples, tmp_path / "part", guide_only_ids=only)
+    assert resumed.weights_hash == fast.weights_hash
+
+
+def test_caption_targets_are_kept_until_their_last_use(tiny_model_dir, tga_data):
+    """Rows that come again run their caption run alone and are kept until their last use, within the budget; the
+    targets equal the whole batch's caption run to float rounding."""
+    vlm = load_vlm(tiny_model_dir("llava"))
+    setup_trainable(vlm, stage=1)
+    examples = load_tga_data(tga_data)[:3]
+    batch = TGACollator(vlm, PromptSettings(system_prompt="You are a careful assistant."))(examples)
+    ids = [ex.id for ex in examples]
+    kept = CaptionTargets(vlm, [0, 1], "tail", SharedPrefix(vlm), Counter(ids * 2), frozenset(ids), budget_mb=1.0)
+    first = kept(batch)
+    assert kept.computed == 3 and set(kept.kept) == set(ids)
+    again = kept(batch)
+    assert kept.computed == 3 and not kept.kept and kept.kept_bytes == 0  # the last use drops them
+    assert all(torch.equal(x[l], y[l]) for x, y in zip(first, again) for l in (0, 1))
+    whole = CaptionTargets(vlm, [0, 1], "tail")(batch)
+    assert all(torch.allclose(x[l], y[l], rtol=1e-5, atol=1e-5) for x, y in zip(first, whole) for l in (0, 1))
+    tight = CaptionTargets(vlm, [0, 1], "tail", None, Counter(ids * 2), frozenset(ids), budget_mb=0.0)
+    tight(batch)
+    tight(batch)
+    assert tight.computed == 6 and not tight.kept  # nothing fits: every use recomputes
 
 
 def test_lora_stage2_trains_and_merges(tiny_model_dir, tga_data, tmp_path):
