@@ -15,8 +15,10 @@ pure analysis reads, so the safety layers can be chosen again without the model.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +59,9 @@ if TYPE_CHECKING:
     from accelerate import PartialState
 
 PATCHINGS = ("caption", "tail")
+PHASES = ("image_run", "text_run", "patch_caption", "patch_tail", "readouts")
+"""The timed phases of the pass: the image run's forward (states, tails, what patching starts from), the text run
+answered (its prompt's forward read on the way), each patching, and the lens readouts after the batches."""
 
 
 @dataclass
@@ -70,7 +75,8 @@ class Measurements:
     ``tail_cos`` ``[n, L]``: mean cosine of the image run's and the text run's states over their aligned prompt tails.
     ``patched`` ``[m]``: the pair indices patched; ``patch`` name → log p of the pool tokens at the last prompt
     position: ``image`` / ``text`` ``[m, P]`` unpatched, ``caption`` / ``tail`` ``[m, L, P]`` patched at each block.
-    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts.
+    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts, and
+    ``seconds``: the wall time of each phase of this process's pass (:data:`PHASES`).
     """
 
     responses: TextRunResponses
@@ -151,6 +157,16 @@ class _Pass:
         self.layers = list(range(vlm.n_layers))
         self.recorder = Recorder(vlm, self.layers, backend) if backend != DEFAULT_BACKEND else None
         self.patched = set(harmful_index(pairs)[:cfg.patch_pairs])
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the wall time of the block to ``seconds[phase]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
 
     def reader(self, batch: EncodedBatch, span: str, tail: torch.Tensor, keep: list[int]) -> tuple[Callable, dict]:
         """The per-block reader of a forward of ``batch`` (its first call of each block only, the prompt's: in
@@ -211,8 +227,10 @@ class _Pass:
         text = vlm.encode(chunk, "text", self.prompts)
         image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
         rows = [i for i, pair in enumerate(index) if pair in self.patched]
-        image_states, image_got = self.image_run(image, image_tail, rows)
-        text_states, text_got, attention, replies = self.text_run(text, text_tail, chunk)
+        with self.timed("image_run"):
+            image_states, image_got = self.image_run(image, image_tail, rows)
+        with self.timed("text_run"):
+            text_states, text_got, attention, replies = self.text_run(text, text_tail, chunk)
         counts = image_tail.sum(dim=1).cpu()
         cosines = [torch.nn.functional.cosine_similarity(image_got["tails"][l], text_got["tails"][l], dim=-1)
                    for l in self.layers]
@@ -227,10 +245,12 @@ class _Pass:
             owner = torch.repeat_interleave(torch.arange(len(index)), counts)
             keep = torch.isin(owner, torch.as_tensor(rows))
             tensors["patched"] = torch.as_tensor([index[r] for r in rows], dtype=torch.long)
-            tensors["patched_caption"] = patch_caption(vlm, sub, below, text_states["mean"][rows], self.layers,
-                                                       cfg.patch_mode)
-            tensors["patched_tail"] = patch_tail(vlm, sub, below, image_tail[rows],
-                                                 {l: text_got["tails"][l][keep] for l in self.layers}, self.layers)
+            with self.timed("patch_caption"):
+                tensors["patched_caption"] = patch_caption(vlm, sub, below, text_states["mean"][rows], self.layers,
+                                                           cfg.patch_mode)
+            with self.timed("patch_tail"):
+                tensors["patched_tail"] = patch_tail(vlm, sub, below, image_tail[rows],
+                                                     {l: text_got["tails"][l][keep] for l in self.layers}, self.layers)
         return Part(tensors, [{"pair": i, "text": t, "token_ids": ids} for i, (t, ids) in zip(index, replies)])
 
 
@@ -287,7 +307,10 @@ def measure(
     states = states_of(done, step.layers, vlm.d_model)
     if processes is not None and not processes.is_main_process:
         return states, None
-    return states, readouts(vlm, done, states, cfg, [p.label for p in pairs], prompts)
+    with step.timed("readouts"):
+        measured = readouts(vlm, done, states, cfg, [p.label for p in pairs], prompts)
+    measured.settings["seconds"] = {k: round(v, 3) for k, v in step.seconds.items()}
+    return states, measured
 
 
 def readouts(vlm: VLM, done: Part, states: PairStates, cfg: MeasureOptions, labels: list[str | None],
