@@ -24,7 +24,7 @@ from safety_probe.tga.config import OptimConfig, RunConfig, TGAConfig, TGAMethod
 from safety_probe.tga.data import load_tga_data
 from safety_probe.tga.loss import anneal_weights, guide_loss
 from safety_probe.tga.params import setup_trainable, weights_hash
-from safety_probe.tga.shortcuts import CaptionTargets, SharedPrefix
+from safety_probe.tga.shortcuts import CaptionTargets, SharedPrefix, frozen_linears_in
 from safety_probe.tga.train import guide_only_rows, plain_rows, tga_loss, train
 
 
@@ -348,6 +348,24 @@ def test_caption_targets_are_kept_until_their_last_use(tiny_model_dir, tga_data)
     tight(batch)
     tight(batch)
     assert tight.computed == 6 and not tight.kept  # nothing fits: every use recomputes
+
+
+def test_mixed_precision_casts_frozen_linear_weights_once_with_autocasts_bits(tiny_model_dir, tga_data):
+    """Under bf16 autocast, frozen linear weights held in bf16 give autocast's own loss and gradients bit for bit, and
+    are float32 again afterwards."""
+    vlm = load_vlm(tiny_model_dir("llava"))
+    setup_trainable(vlm, stage=1)
+    batch = TGACollator(vlm)(load_tga_data(tga_data)[:3])
+    got = []
+    for dtype in (None, torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16), frozen_linears_in(vlm.model, dtype):
+            assert any(p.dtype == torch.bfloat16 for p in vlm.model.parameters()) == (dtype is not None)
+            loss = vlm.model(**batch.inputs).loss
+        loss.backward()
+        got.append((loss.detach(), [p.grad.clone() for p in vlm.model.parameters() if p.requires_grad]))
+        vlm.model.zero_grad(set_to_none=True)
+    assert torch.equal(got[0][0], got[1][0]) and all(torch.equal(a, b) for a, b in zip(got[0][1], got[1][1]))
+    assert all(p.dtype == torch.float32 for p in vlm.model.parameters())
 
 
 def test_lora_stage2_trains_and_merges(tiny_model_dir, tga_data, tmp_path):

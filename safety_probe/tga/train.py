@@ -41,7 +41,14 @@ from safety_probe.tga.data import TGAExample, row_counts
 from safety_probe.tga.loss import GuideForm, GuideSpan, GuideStates, anneal_weights, guide_loss, guide_states
 from safety_probe.tga.params import setup_trainable, trainable_names, weights_hash
 from safety_probe.tga.schedule import warmup_cosine
-from safety_probe.tga.shortcuts import CaptionTargets, SharedPrefix, Shortcuts, without_prefix
+from safety_probe.tga.shortcuts import (
+    LOW_PRECISION,
+    CaptionTargets,
+    SharedPrefix,
+    Shortcuts,
+    frozen_linears_in,
+    without_prefix,
+)
 from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, remove_checkpoint, save_checkpoint
 
 # ---------------------------------------------------------------------------------------------------------
@@ -321,33 +328,34 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path,
     model.train()
     t0 = time.time()
     if step < total:
-        for parts in loader_iter:
-            parts = [part.to(accelerator.device) for part in parts]
-            with accelerator.accumulate(model):
-                weights = anneal_weights(step, total) if method.anneal else (1.0, 1.0)
-                loss, stats = tga_loss(model, vlm, parts, layers, method.guide_weight, method.guide_form, weights,
-                                       caption_vlm=caption_vlm, centre=method.guide_centre, span=method.guide_span,
-                                       shortcuts=shortcuts)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and optim.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, optim.max_grad_norm)
-                for g in optimizer.param_groups:
-                    g["lr"] = _lr_at(step, total, lr, optim.warmup_ratio)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            log.append({"step": step, **{k: round(v, 6) for k, v in stats.items()}})
-            if step % 10 == 0 or step == total:
-                accelerator.print(f"[tga] step {step}/{total} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items())
-                                  + f" ({time.time() - t0:.0f}s)")
-            if step % run.save_every == 0 or step == total:
-                save()
-            if run.stop_after is not None and step >= run.stop_after and step < total:
-                return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids), rows=rows)
-            if step >= total:
-                break
+        with frozen_linears_in(vlm.model, LOW_PRECISION.get(optim.mixed_precision)):
+            for parts in loader_iter:
+                parts = [part.to(accelerator.device) for part in parts]
+                with accelerator.accumulate(model):
+                    weights = anneal_weights(step, total) if method.anneal else (1.0, 1.0)
+                    loss, stats = tga_loss(model, vlm, parts, layers, method.guide_weight, method.guide_form, weights,
+                                           caption_vlm=caption_vlm, centre=method.guide_centre, span=method.guide_span,
+                                           shortcuts=shortcuts)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and optim.max_grad_norm:
+                        accelerator.clip_grad_norm_(params, optim.max_grad_norm)
+                    for g in optimizer.param_groups:
+                        g["lr"] = _lr_at(step, total, lr, optim.warmup_ratio)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                log.append({"step": step, **{k: round(v, 6) for k, v in stats.items()}})
+                if step % 10 == 0 or step == total:
+                    accelerator.print(f"[tga] step {step}/{total} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items())
+                                      + f" ({time.time() - t0:.0f}s)")
+                if step % run.save_every == 0 or step == total:
+                    save()
+                if run.stop_after is not None and step >= run.stop_after and step < total:
+                    return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids), rows=rows)
+                if step >= total:
+                    break
 
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(model)
