@@ -38,7 +38,7 @@ class ProbeCase:
     seed: int = 5151
 
 
-CASES = {"organism-smol": ProbeCase("organism-smol", 24, 8), "organism": ProbeCase("organism", 120, 32)}
+CASES = {"organism-smol": ProbeCase("organism-smol", 24, 8), "organism": ProbeCase("organism", 400, 64)}
 
 
 def _python(code: Path, args: list[str], log: Path) -> float:

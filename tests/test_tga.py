@@ -310,8 +310,9 @@ def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, 
 
 def test_shortcuts_train_to_the_same_weights_and_resume_bitwise(tiny_model_dir, tga_data, tmp_path):
     """Stage 1 for four epochs (caption targets kept from the second on) with a guide-only row and a system turn (a
-    shared prefix): the weights of training without the shortcuts to float rounding; stopped mid-run and resumed,
-    bitwise those of the uninterrupted run."""
+    shared prefix): the weights of training without the shortcuts to float rounding; stopped mid-run and resumed
+    (the kept targets recomputed in other batches), those of the uninterrupted run to float rounding, and bit for bit
+    without the shortcuts."""
     from safetensors.torch import load_file
 
     examples = load_tga_data(tga_data)
@@ -323,20 +324,25 @@ def test_shortcuts_train_to_the_same_weights_and_resume_bitwise(tiny_model_dir, 
     a, b = (load_file(str(r.model_dir / "model.safetensors")) for r in (fast, whole))
     assert all((a[k] - b[k]).norm() <= 1e-5 * b[k].norm() for k in b)
     assert [r["loss"] for r in fast.log] == pytest.approx([r["loss"] for r in whole.log], rel=1e-5)
-    train(load_vlm(model), cfg.replace(stop_after=3), examples, tmp_path / "part", guide_only_ids=only)
-    resumed = train(load_vlm(model), cfg, examples, tmp_path / "part", guide_only_ids=only)
-    assert resumed.weights_hash == fast.weights_hash
+    for name, run in (("part", cfg), ("part_whole", cfg.replace(shortcuts=False))):
+        train(load_vlm(model), run.replace(stop_after=3), examples, tmp_path / name, guide_only_ids=only)
+        resumed = train(load_vlm(model), run, examples, tmp_path / name, guide_only_ids=only)
+        if run.run.shortcuts:
+            c = load_file(str(resumed.model_dir / "model.safetensors"))
+            assert all((c[k] - a[k]).norm() <= 1e-5 * a[k].norm() for k in a)
+        else:
+            assert resumed.weights_hash == whole.weights_hash
 
 
 def test_caption_targets_are_kept_until_their_last_use(tiny_model_dir, tga_data):
-    """Rows that come again run their caption run alone and are kept until their last use, within the budget; the
-    targets equal the whole batch's caption run to float rounding."""
+    """Rows that come again are kept until their last use, within the budget; the targets (the shared prefix
+    skipped) equal the whole caption run's to float rounding."""
     vlm = load_vlm(tiny_model_dir("llava"))
     setup_trainable(vlm, stage=1)
     examples = load_tga_data(tga_data)[:3]
     batch = TGACollator(vlm, PromptSettings(system_prompt="You are a careful assistant."))(examples)
     ids = [ex.id for ex in examples]
-    kept = CaptionTargets(vlm, [0, 1], "tail", SharedPrefix(vlm), Counter(ids * 2), frozenset(ids), budget_mb=1.0)
+    kept = CaptionTargets(vlm, [0, 1], "tail", SharedPrefix(vlm), Counter(ids * 2), budget_mb=1.0)
     first = kept(batch)
     assert kept.computed == 3 and set(kept.kept) == set(ids)
     again = kept(batch)
@@ -344,7 +350,7 @@ def test_caption_targets_are_kept_until_their_last_use(tiny_model_dir, tga_data)
     assert all(torch.equal(x[l], y[l]) for x, y in zip(first, again) for l in (0, 1))
     whole = CaptionTargets(vlm, [0, 1], "tail")(batch)
     assert all(torch.allclose(x[l], y[l], rtol=1e-5, atol=1e-5) for x, y in zip(first, whole) for l in (0, 1))
-    tight = CaptionTargets(vlm, [0, 1], "tail", None, Counter(ids * 2), frozenset(ids), budget_mb=0.0)
+    tight = CaptionTargets(vlm, [0, 1], "tail", None, Counter(ids * 2), budget_mb=0.0)
     tight(batch)
     tight(batch)
     assert tight.computed == 6 and not tight.kept  # nothing fits: every use recomputes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +238,7 @@ def test_shortcuts_give_the_loss_and_gradient_of_the_whole_forward(family, span,
     whole, parts = collate(examples), collate.parts(examples)
     assert [[ex.id for ex in part.examples] for part in parts] == [["text1", "img2", "text2"], ["img1", "nocap"]]
     assert (parts[1].inputs["labels"] == -100).all() and parts[1].inputs["attention_mask"].all(dim=1).any()
-    shortcuts = Shortcuts.of(vlm, None, [0], span, [ex.id for ex in examples] * 2, 0, 64.0)
+    shortcuts = Shortcuts.of(vlm, None, [0], span, Counter([ex.id for ex in examples] * 2), 64.0)
     assert (shortcuts.prefix is not None) == (family in PREFIX_FAMILIES)
     projector = [p for p in vlm.model.parameters() if p.requires_grad]
     top_calls = []

@@ -13,16 +13,17 @@ without them to the same weights; ``docs/speed.md`` measures them.
   caption run's path up to the deepest guided block (stage 1; the frozen caption copy), a row's targets C never
   change. The data order is known in advance, so a row's targets are kept from the step that computes them to its
   next use and dropped after its last, within a memory budget: one epoch keeps nothing, later epochs skip the caption
-  run. A row that comes more than once runs its caption run alone, so its targets do not depend on its batch and a
-  resumed run, which recomputes them, stays bitwise equal to an uninterrupted one. In memory only: each row's targets
-  are computed once per run anyway, so a copy on disk would pay only for the rows a resumed run had seen before (one
-  caption forward each), at up to ~0.3 MB a row on organism-smol's tail.
+  run. In memory only: each row's targets are computed once per run anyway, so a copy on disk would pay only for the
+  rows a resumed run had seen before (one caption forward each), at up to ~0.3 MB a row on organism-smol's tail. A
+  resumed run recomputes those in the batch they come in, not the one they were first computed in: where targets
+  were kept across the resume point it ends equal to the uninterrupted run to float rounding, not bit for bit
+  (``--shortcuts false`` keeps it bit for bit).
 - Guide-only rows end at their prompt and form a batch of their own whose forward stops after the deepest guided
   block (:meth:`TGACollator.parts <safety_probe.tga.batch.TGACollator.parts>`); logits are computed at answer
   positions only (:func:`~safety_probe.tga.train.tga_loss`, with or without the shortcuts).
 
 All of them hold for every model and data; which rows are kept does not depend on the model's outputs, so a run with
-shortcuts is as reproducible as one without.
+shortcuts is as deterministic as one without.
 """
 
 from __future__ import annotations
@@ -111,16 +112,13 @@ class CaptionTargets:
 
     ``prefix``: the :class:`SharedPrefix` of ``vlm`` (None: every caption run whole). ``coming``: example id → how
     often it is still to come in this run; given it, a row's targets are kept from one use to the next within
-    ``budget_mb`` (None: never kept, as when they may change between steps). The rows of ``repeated`` (used more than
-    once in the whole run) run their caption run alone, unpadded, so that their targets do not depend on the batch
-    they come in: kept or recomputed (after a resume, or past the budget), they are the same bits. ``computed``
-    counts the rows whose caption run ran.
+    ``budget_mb`` (None: never kept, as when they may change between steps). ``computed`` counts the rows whose
+    caption run ran.
     """
 
     def __init__(self, vlm: VLM, layers: list[int], span: GuideSpan = "image", prefix: SharedPrefix | None = None,
-                 coming: Counter[str] | None = None, repeated: frozenset[str] = frozenset(), budget_mb: float = 0.0):
-        self.vlm, self.layers, self.span, self.prefix = vlm, layers, span, prefix
-        self.coming, self.repeated = coming, repeated
+                 coming: Counter[str] | None = None, budget_mb: float = 0.0):
+        self.vlm, self.layers, self.span, self.prefix, self.coming = vlm, layers, span, prefix, coming
         self.budget = budget_mb * 2**20
         self.kept: dict[str, dict[int, torch.Tensor]] = {}
         self.kept_bytes = 0
@@ -130,11 +128,10 @@ class CaptionTargets:
         """The targets of ``batch``'s guided rows, in order."""
         ids = [ex.id for ex, guided in zip(batch.examples, batch.guided.tolist()) if guided]
         missing = [i for i, ex_id in enumerate(ids) if ex_id not in self.kept]
-        together = [i for i in missing if ids[i] not in self.repeated]
-        fresh = {i: self._run(_alone(batch.caption, i))[0] for i in missing if ids[i] in self.repeated}
-        if together:
-            text = batch.caption if len(together) == len(ids) else batch.caption.select(together)
-            fresh.update(zip(together, self._run(text)))
+        fresh: dict[int, dict[int, torch.Tensor]] = {}
+        if missing:
+            text = batch.caption if len(missing) == len(ids) else batch.caption.select(missing)
+            fresh = dict(zip(missing, self._run(text)))
         out = []
         for i, ex_id in enumerate(ids):
             target = fresh[i] if i in fresh else self._take(ex_id)
@@ -170,14 +167,6 @@ class CaptionTargets:
         return caption_targets(trace.outputs, narrowed, self.span)
 
 
-def _alone(text: EncodedBatch, row: int) -> EncodedBatch:
-    """Row ``row`` of the right-padded run ``text`` alone, without its padding."""
-    one = text.select([row])
-    ids, width = one.inputs["input_ids"], int(one.last_index[0]) + 1
-    inputs = {k: v[:, :width] if v.dim() == 2 and v.shape == ids.shape else v for k, v in one.inputs.items()}
-    return replace(one, inputs=inputs, image_mask=one.image_mask[:, :width], caption_mask=one.caption_mask[:, :width])
-
-
 def _nbytes(target: dict[int, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in target.values())
 
@@ -192,11 +181,10 @@ class Shortcuts:
     targets: CaptionTargets
 
     @classmethod
-    def of(cls, vlm: VLM, caption_vlm: VLM | None, layers: list[int], span: GuideSpan, order: list[str], start: int,
+    def of(cls, vlm: VLM, caption_vlm: VLM | None, layers: list[int], span: GuideSpan, coming: Counter[str],
            budget_mb: float) -> Shortcuts:
         """The shortcuts of training ``vlm`` (its trainable parameters set) with the caption run of ``caption_vlm``
-        (None: ``vlm`` itself) on ``layers``; ``order``: the example ids of the whole run in the order they come,
-        ``start``: how many of them earlier runs consumed (a resumed run)."""
+        (None: ``vlm`` itself) on ``layers``; ``coming``: how often each example id is still to come in this run."""
         target = caption_vlm or vlm
         prefix = SharedPrefix(vlm) if SharedPrefix.applies(vlm, vlm.n_layers - 1) else None
         top = max(layers, default=0)
@@ -204,11 +192,8 @@ class Shortcuts:
             caption_prefix = SharedPrefix(target) if SharedPrefix.applies(target, top) else None
         else:
             caption_prefix = prefix
-        if not (layers and frozen_through(target, top)):
-            return cls(prefix, CaptionTargets(target, layers, span, caption_prefix))
-        repeated = frozenset(ex_id for ex_id, n in Counter(order).items() if n > 1)
-        return cls(prefix, CaptionTargets(target, layers, span, caption_prefix, Counter(order[start:]), repeated,
-                                          budget_mb))
+        fixed = bool(layers) and frozen_through(target, top)
+        return cls(prefix, CaptionTargets(target, layers, span, caption_prefix, coming if fixed else None, budget_mb))
 
 
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -322,8 +323,8 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path,
         loader_iter = loader
     shortcuts = None
     if run.shortcuts:
-        shortcuts = Shortcuts.of(vlm, caption_vlm, layers, method.guide_span, [examples[i].id for i in order],
-                                 step * per_step, run.keep_targets_mb)
+        coming = Counter(examples[i].id for i in order[step * per_step:])
+        shortcuts = Shortcuts.of(vlm, caption_vlm, layers, method.guide_span, coming, run.keep_targets_mb)
 
     model.train()
     t0 = time.time()
