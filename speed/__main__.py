@@ -58,10 +58,11 @@ def main(argv: list[str] | None = None) -> dict:
             quick = ["--quick", "--model-path", str(next(iter(step_cases.values())).model)] if args.quick else []
             run.main([*quick, "--out", str(out)])
         if "probe" in parts:
-            store(out, "probe_layers", probe.run(args.baseline, list(probe_cases), rounds, console.print, probe_cases))
+            store(out, "probe_layers", probe.run(args.baseline, list(probe_cases), rounds, console.print, probe_cases),
+                  merge=True)
         if "tga" in parts:
             store(out, "tga_step", tga_step.run(args.baseline, list(step_cases), rounds, console.print, step_cases,
-                                                steps=steps))
+                                                steps=steps), merge=True)
     results = load(out)
     print_ratios(results, console)
     console.print(f"results -> {out}")

@@ -123,12 +123,16 @@ def measure_case(name: str, case: ProbeCase, codes: dict[str, Path], rounds: int
 
 
 def run(baseline: str, models: list[str], rounds: int, log=print, cases: dict[str, ProbeCase] = CASES) -> dict:
-    """The ``probe_layers`` record of the results file (see the module docstring)."""
+    """The ``probe_layers`` record of the results file (see the module docstring): per case its results and its
+    ``meta`` (when, the load, the versions, both codes)."""
     codes = {"old": code_folder(baseline), "new": ROOT}
-    meta = machine(baseline=baseline, old=describe(codes["old"]), new=describe(ROOT), threads=1)
+    results = {}
     with tempfile.TemporaryDirectory(prefix="safety-probe-speed-") as tmp:
-        results = {name: measure_case(name, cases[name], codes, rounds, Path(tmp), log) for name in models}
-    return {"meta": finish(meta), "cases": results}
+        for name in models:
+            meta = machine(baseline=baseline, old=describe(codes["old"]), new=describe(ROOT), threads=1)
+            results[name] = {"meta": meta, **measure_case(name, cases[name], codes, rounds, Path(tmp), log)}
+            results[name]["meta"] = finish(meta)
+    return {"cases": results}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--baseline", default="93a6382", help="the code before: a git ref of this repository or a folder")
     p.add_argument("--models", default=",".join(CASES), help=f"comma list of: {', '.join(CASES)}")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each runs both codes once)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (its probe_layers key is replaced)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (the cases run replace theirs)")
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(CASES))
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         raise InputError(f"--models {unknown[0]}: use {', '.join(CASES)}" if unknown else "--rounds must be >= 1")
     result = run(args.baseline, models, args.rounds)
-    store(Path(args.out), "probe_layers", result)
+    store(Path(args.out), "probe_layers", result, merge=True)
     return result
 
 

@@ -1,6 +1,6 @@
-"""The results file of the speed harness (``speed/results.json``): one record per measurement, each with its own
-``meta`` (date, machine, load at start and end, versions), written under its key so that the measurements can be run
-and refreshed one at a time.
+"""The results file of the speed harness (``speed/results.json``): one record per measurement, written under its key
+so that the measurements can be run and refreshed one at a time, each with the ``meta`` of the run that measured it
+(date, machine, load at start and end, versions; per case for the side-by-side ones).
 
 - ``recording``: recording every block against the bare forward (:mod:`speed.run`);
 - ``probe_layers``: probe-layers end to end against the baseline (:mod:`speed.probe`);
@@ -26,9 +26,13 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def store(path: Path, key: str, record: dict) -> None:
-    """Write ``record`` under ``key`` of the results file ``path``, keeping its other records."""
-    write_json(path, {**load(path), key: record})
+def store(path: Path, key: str, record: dict, merge: bool = False) -> None:
+    """Write ``record`` under ``key`` of the results file ``path``, keeping its other records; with ``merge``, the
+    record's ``cases`` replace only the cases of the same name (a case measured alone keeps the others')."""
+    results = load(path)
+    if merge and key in results:
+        record = {**record, "cases": {**results[key].get("cases", {}), **record["cases"]}}
+    write_json(path, {**results, key: record})
 
 
 def one_line_errors(main: Callable[[], object]) -> int:

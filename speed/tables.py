@@ -218,7 +218,7 @@ def print_ratios(results: dict[str, Any], console) -> None:
 
 
 def _meta_line(meta: dict[str, Any]) -> str:
-    return (f"Measured {meta['date_utc']} ({meta['cpu_count']} cores, {meta['threads']} thread; load average "
+    return (f"measured {meta['date_utc']} ({meta['cpu_count']} cores, {meta['threads']} thread; load average "
             f"{meta['load_avg_start'][0]:.1f} → {meta['load_avg_end'][0]:.1f}; {meta['wall_s'] / 60:.0f} min), "
             f"baseline `{meta['baseline']}` ({meta['old']}) against `{meta['new']}`; "
             + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
@@ -227,7 +227,7 @@ def _meta_line(meta: dict[str, Any]) -> str:
 def probe_markdown(record: dict[str, Any]) -> str:
     """The Markdown of the ``probe_layers`` record: wall times, ratios and checks; this checkout's phases."""
     phases = list(next(iter(record["cases"].values()))["new_phases_s"])
-    out = [_meta_line(record["meta"]), "",
+    out = [*(f"- {model}: {_meta_line(c['meta'])}" for model, c in record["cases"].items()), "",
            _row(["model", "pairs (patched)", "rounds", "old s", "new s", "new ÷ old", "same layers",
                  "max abs Δ layers.csv", *(f"{p} s" for p in phases), "rest s"]),
            _row(["---"] * (9 + len(phases)))]
@@ -241,7 +241,7 @@ def probe_markdown(record: dict[str, Any]) -> str:
 
 def tga_markdown(record: dict[str, Any]) -> str:
     """The Markdown of the ``tga_step`` record: step times and ratios per model and variant."""
-    out = [_meta_line(record["meta"]), "",
+    out = [*(f"- {model}: {_meta_line(c['meta'])}" for model, c in record["cases"].items()), "",
            _row(["model", "variant", "rounds", "old step", "new step", "new ÷ old", "compared with"]),
            _row(["---"] * 7)]
     for model, c in record["cases"].items():

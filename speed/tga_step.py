@@ -143,17 +143,21 @@ def measure_case(name: str, case: StepCase, workers: Workers, rounds: int, work:
 
 def run(baseline: str, models: list[str], rounds: int, log=print, cases: dict[str, StepCase] = CASES,
         variants: tuple[Variant, ...] = VARIANTS, steps: tuple[int, int] = STEPS) -> dict:
-    """The ``tga_step`` record of the results file (see the module docstring)."""
+    """The ``tga_step`` record of the results file (see the module docstring): per case its rows and its ``meta``
+    (when, the load, the versions, both codes)."""
     codes = {"old": code_folder(baseline), "new": ROOT}
-    meta = machine(baseline=baseline, old=describe(codes["old"]), new=describe(ROOT), threads=1)
+    results = {}
     with tempfile.TemporaryDirectory(prefix="safety-probe-speed-") as tmp:
         workers = Workers(codes, Path(tmp))
         try:
-            results = {name: measure_case(name, cases[name], workers, rounds, Path(tmp), variants, steps, log)
-                       for name in models}
+            for name in models:
+                meta = machine(baseline=baseline, old=describe(codes["old"]), new=describe(ROOT), threads=1)
+                results[name] = {"meta": meta,
+                                 **measure_case(name, cases[name], workers, rounds, Path(tmp), variants, steps, log)}
+                results[name]["meta"] = finish(meta)
         finally:
             workers.close()
-    return {"meta": finish(meta), "cases": results}
+    return {"cases": results}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -164,14 +168,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--baseline", default="93a6382", help="the code before: a git ref of this repository or a folder")
     p.add_argument("--models", default=",".join(CASES), help=f"comma list of: {', '.join(CASES)}")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each runs every variant once)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (its tga_step key is replaced)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (the cases run replace theirs)")
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(CASES))
     if unknown or args.rounds < 1:
         raise InputError(f"--models {unknown[0]}: use {', '.join(CASES)}" if unknown else "--rounds must be >= 1")
     result = run(args.baseline, models, args.rounds)
-    store(Path(args.out), "tga_step", result)
+    store(Path(args.out), "tga_step", result, merge=True)
     return result
 
 

@@ -86,7 +86,8 @@ def test_quick_side_by_side_writes_ratios_and_checks(tmp_path):
     results = speed_main(["--quick", "--baseline", str(ROOT), "--only", "probe,tga", "--out", str(out)])
     assert results == json.loads(out.read_text()) and set(results) == {"probe_layers", "tga_step"}
     for record in results.values():
-        assert {"date_utc", "load_avg_start", "load_avg_end", "versions", "baseline", "old", "new"} <= set(record["meta"])
+        for case in record["cases"].values():
+            assert {"date_utc", "load_avg_start", "load_avg_end", "versions", "baseline", "old", "new"} <= set(case["meta"])
     probe = results["probe_layers"]["cases"]["tiny"]
     assert probe["same_safety_layers"] and probe["max_abs_diff_layers_csv"] == 0.0 and probe["new_over_old"] > 0
     assert set(probe["new_phases_s"]) == {"image_run", "text_run", "patch_caption", "patch_tail", "readouts",
