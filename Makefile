@@ -4,6 +4,8 @@ PY    := $(VENV)/bin/python
 # CPU wheel by default; on a GPU machine install a CUDA torch into .venv first (README) and it is kept.
 TORCH ?= torch==2.13.0
 OUT   ?= figures/demo
+# The code `make bench` compares against (a git ref of this repository or a folder): before issue 25's speed-ups.
+BASELINE ?= 93a6382
 
 .PHONY: install demo test bench organism organism-smol lint clean docs docs-check
 install: $(VENV)/.installed
@@ -23,8 +25,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m benchmarks.run
-	$(PY) -m benchmarks.tga_step
+	$(PY) -m speed --baseline $(BASELINE)
 
 organism: install
 	$(PY) experiments/organism/build.py --seed 0 --out safety_probe/organism/weights
@@ -39,7 +40,7 @@ docs-check: install  # fail on any rendered table that differs from its sources 
 	$(PY) experiments/render_tables.py --check
 
 lint: install
-	$(VENV)/bin/ruff check safety_probe tests experiments benchmarks
+	$(VENV)/bin/ruff check safety_probe tests experiments speed
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

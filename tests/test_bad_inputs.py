@@ -404,7 +404,7 @@ TGA: list[Case] = [
         ("--plain-share", "2"), ("--lora-r", "0"), ("--keep-checkpoints", "0"), ("--threads", "0"), ("--seed", "-1"),
         ("--mixed-precision", "fp8"), ("--guide-form", "bogus"), ("--caption-target", "bogus"), ("--dtype", "fp8"),
         ("--stop-after", "0"), ("--filter-threshold", "2"), ("--eval-batch-size", "0"), ("--max-new-tokens", "0"),
-        ("--layers", "99"), ("--device", "tpu"), ("--guide-span", "bogus")]],
+        ("--layers", "99"), ("--device", "tpu"), ("--guide-span", "bogus"), ("--keep-targets-mb", "-1")]],
     *([("device-cuda-without-cuda", lambda w: (["--device", "cuda"], None), "CUDA is not available")] if not CUDA
       else []),
     ("layers-json-true", lambda w: (["--layers", str(_layers_json(w, "true", {"safety_layers": True}))], None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from safety_probe.organism.preset import write_tga_data
 from safety_probe.tga.batch import TGACollator
 from safety_probe.tga.config import OptimConfig, RunConfig, TGAConfig, TGAMethod
 from safety_probe.tga.data import load_tga_data
-from safety_probe.tga.loss import anneal_weights, guide_loss, guide_states
+from safety_probe.tga.loss import anneal_weights, caption_targets, guide_loss, guide_states
 from safety_probe.tga.params import setup_trainable, weights_hash
+from safety_probe.tga.shortcuts import CaptionTargets, SharedPrefix, frozen_linears_in
 from safety_probe.tga.train import guide_only_rows, plain_rows, tga_loss, train
 
 
@@ -233,8 +235,8 @@ def test_last_span_guide_is_the_tail_at_the_last_prompt_token(tiny_model_dir, tg
                                                               cap_trace.outputs[l][rows, cap.last_index]).mean()
                        for l in (0, 1))
         assert loss.item() == pytest.approx(scale * expected.item(), rel=1e-5)
-    tail = guide_states(batch, img_trace.outputs, cap_trace.outputs, "tail")
-    last = guide_states(batch, img_trace.outputs, cap_trace.outputs, "last")
+    tail = guide_states(batch, img_trace.outputs, caption_targets(cap_trace.outputs, cap, "tail"), "tail")
+    last = guide_states(batch, img_trace.outputs, caption_targets(cap_trace.outputs, cap, "last"), "last")
     assert (last.position == 0).all() and len(last.owner) == len(rows)
     assert int((tail.position == 0).sum()) == len(rows) and int(tail.position.max()) > 0
     for l in (0, 1):  # the last span is the tail's rows at position 0
@@ -345,6 +347,72 @@ def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, 
     for n, p in vlm.model.named_parameters():
         if "vision_tower" in n:
             assert torch.equal(p, vt[n]), n  # the vision tower stays frozen
+
+
+def test_shortcuts_train_to_the_same_weights_and_resume_bitwise(tiny_model_dir, tga_data, tmp_path):
+    """Stage 1 for four epochs (caption targets kept from the second on) with a guide-only row and a system turn (a
+    shared prefix): the weights of training without the shortcuts to float rounding; stopped mid-run and resumed
+    (the kept targets recomputed in other batches), those of the uninterrupted run to float rounding, and bit for bit
+    without the shortcuts."""
+    from safetensors.torch import load_file
+
+    examples = load_tga_data(tga_data)
+    cfg = TGAConfig.of(layers="0-1", stage=1, lr=1e-2, max_steps=6, batch_size=4, guide_span="tail", plain_share=0.5,
+                       system_prompt="You are a careful assistant.", save_every=3)
+    model, only = tiny_model_dir("llava"), frozenset({examples[0].id})
+    fast = train(load_vlm(model), cfg, examples, tmp_path / "fast", guide_only_ids=only)
+    whole = train(load_vlm(model), cfg.replace(shortcuts=False), examples, tmp_path / "whole", guide_only_ids=only)
+    a, b = (load_file(str(r.model_dir / "model.safetensors")) for r in (fast, whole))
+    assert all((a[k] - b[k]).norm() <= 1e-5 * b[k].norm() for k in b)
+    assert [r["loss"] for r in fast.log] == pytest.approx([r["loss"] for r in whole.log], rel=1e-5)
+    for name, run in (("part", cfg), ("part_whole", cfg.replace(shortcuts=False))):
+        train(load_vlm(model), run.replace(stop_after=3), examples, tmp_path / name, guide_only_ids=only)
+        resumed = train(load_vlm(model), run, examples, tmp_path / name, guide_only_ids=only)
+        if run.run.shortcuts:
+            c = load_file(str(resumed.model_dir / "model.safetensors"))
+            assert all((c[k] - a[k]).norm() <= 1e-5 * a[k].norm() for k in a)
+        else:
+            assert resumed.weights_hash == whole.weights_hash
+
+
+def test_caption_targets_are_kept_until_their_last_use(tiny_model_dir, tga_data):
+    """Rows that come again are kept until their last use, within the budget; the targets (the shared prefix
+    skipped) equal the whole caption run's to float rounding."""
+    vlm = load_vlm(tiny_model_dir("llava"))
+    setup_trainable(vlm, stage=1)
+    examples = load_tga_data(tga_data)[:3]
+    batch = TGACollator(vlm, PromptSettings(system_prompt="You are a careful assistant."))(examples)
+    ids = [ex.id for ex in examples]
+    kept = CaptionTargets(vlm, [0, 1], "tail", SharedPrefix(vlm), Counter(ids * 2), budget_mb=1.0)
+    first = kept(batch)
+    assert kept.computed == 3 and set(kept.kept) == set(ids)
+    again = kept(batch)
+    assert kept.computed == 3 and not kept.kept and kept.kept_bytes == 0  # the last use drops them
+    assert all(torch.equal(x[l], y[l]) for x, y in zip(first, again) for l in (0, 1))
+    whole = CaptionTargets(vlm, [0, 1], "tail")(batch)
+    assert all(torch.allclose(x[l], y[l], rtol=1e-5, atol=1e-5) for x, y in zip(first, whole) for l in (0, 1))
+    tight = CaptionTargets(vlm, [0, 1], "tail", None, Counter(ids * 2), budget_mb=0.0)
+    tight(batch)
+    tight(batch)
+    assert tight.computed == 6 and not tight.kept  # nothing fits: every use recomputes
+
+
+def test_mixed_precision_casts_frozen_linear_weights_once_with_autocasts_bits(tiny_model_dir, tga_data):
+    """Under bf16 autocast, frozen linear weights held in bf16 give autocast's own loss and gradients bit for bit, and
+    are float32 again afterwards."""
+    vlm = load_vlm(tiny_model_dir("llava"))
+    setup_trainable(vlm, stage=1)
+    batch = TGACollator(vlm)(load_tga_data(tga_data)[:3])
+    got = []
+    for dtype in (None, torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16), frozen_linears_in(vlm.model, dtype):
+            assert any(p.dtype == torch.bfloat16 for p in vlm.model.parameters()) == (dtype is not None)
+            loss = vlm.model(**batch.inputs).loss
+        loss.backward()
+        got.append((loss.detach(), [p.grad.clone() for p in vlm.model.parameters() if p.requires_grad]))
+        vlm.model.zero_grad(set_to_none=True)
+    assert torch.equal(got[0][0], got[1][0]) and all(torch.equal(a, b) for a, b in zip(got[0][1], got[1][1]))
+    assert all(p.dtype == torch.float32 for p in vlm.model.parameters())
 
 
 def test_lora_stage2_trains_and_merges(tiny_model_dir, tga_data, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 from safety_probe.cli import main
 from safety_probe.core.errors import InputError
 from safety_probe.data.pairs import Pair, load_image, load_pairs
+from safety_probe.data.prompts import PromptSettings
 from safety_probe.models.generate import generate
 from safety_probe.models.hooks import Trace
 from safety_probe.models.load import load_vlm
@@ -24,6 +26,7 @@ from safety_probe.tga.batch import TGACollator
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import TGAExample, load_tga_data, row_counts
 from safety_probe.tga.params import find_projector, setup_trainable
+from safety_probe.tga.shortcuts import PREFIX_FAMILIES, Shortcuts
 from safety_probe.tga.train import tga_loss, train
 
 # What each tiny family's chat template writes after an answer (LLaVA-1.5's writes a space only: eos is added).
@@ -129,7 +132,7 @@ def test_the_guide_at_weight_one_is_the_cosine_probe_layers_reports(family, tiny
     from safety_probe.analysis.shift import pair_cosine
     from safety_probe.probe.config import MeasureOptions
     from safety_probe.probe.measure import measure
-    from safety_probe.tga.loss import guide_states
+    from safety_probe.tga.loss import caption_targets, guide_states
 
     vlm = load_vlm(tiny_model_dir(family))
     pairs = load_pairs(pairs_file)
@@ -144,7 +147,7 @@ def test_the_guide_at_weight_one_is_the_cosine_probe_layers_reports(family, tiny
         with Trace(vlm.layers, layers) as text:
             vlm.model(**batch.caption.inputs, use_cache=False)
     for span, cosine in reported.items():
-        guide = guide_states(batch, image.outputs, text.outputs, span)
+        guide = guide_states(batch, image.outputs, caption_targets(text.outputs, batch.caption, span), span)
         rows = torch.bincount(guide.owner, minlength=len(pairs)).float()  # one per pair, or its tail tokens
         for l in layers:
             cos = torch.nn.functional.cosine_similarity(guide.image[l].float(), guide.caption[l].float(), dim=-1)
@@ -218,6 +221,46 @@ def test_mixed_batch_labels_every_answer_and_guides_image_rows(family, tiny_mode
     grads = [p.grad for p in vlm.model.parameters() if p.requires_grad]
     # all reached; Gemma 3 initialises its projection to zero, so the norm before it gets 0 on the first step
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.parametrize("span", ["image", "tail", "last"])
+def test_shortcuts_give_the_loss_and_gradient_of_the_whole_forward(family, span, tiny_model_dir, mix_file):
+    """A step's shortcuts (safety_probe.tga.shortcuts) on mixed rows under a system turn: the loss and the projector's
+    gradient of the whole batch's whole forward to float rounding; the answer loss is transformers' own (logits at
+    answer positions only); the guide-only rows' forward stops after the deepest guided block; the second use of the
+    rows reads their caption targets from memory (the last-position span with its centring by position too)."""
+    vlm = load_vlm(tiny_model_dir(family))
+    setup_trainable(vlm, stage=1)
+    examples = load_tga_data(mix_file)
+    collate = TGACollator(vlm, PromptSettings(system_prompt="You are a careful assistant."),
+                          plain_ids=frozenset({"img2"}), unsupervised_ids=frozenset({"img1", "nocap"}))
+    whole, parts = collate(examples), collate.parts(examples)
+    assert [[ex.id for ex in part.examples] for part in parts] == [["text1", "img2", "text2"], ["img1", "nocap"]]
+    assert (parts[1].inputs["labels"] == -100).all() and parts[1].inputs["attention_mask"].all(dim=1).any()
+    shortcuts = Shortcuts.of(vlm, None, [0], span, Counter([ex.id for ex in examples] * 2), 64.0)
+    assert (shortcuts.prefix is not None) == (family in PREFIX_FAMILIES)
+    projector = [p for p in vlm.model.parameters() if p.requires_grad]
+    top_calls = []
+    hook = vlm.layers[-1].register_forward_hook(lambda *_: top_calls.append(1))
+    got = []
+    try:
+        for batch, cut in ((whole, None), (parts, shortcuts), (parts, shortcuts)):
+            top_calls.clear()
+            loss, stats = tga_loss(vlm.model, vlm, batch, [0], guide_weight=1.0, span=span, shortcuts=cut,
+                                   centre="position" if span == "last" else False, layer_mean=span == "last")
+            loss.backward()
+            got.append((loss.item(), stats, [p.grad.clone() for p in projector], len(top_calls)))
+            vlm.model.zero_grad(set_to_none=True)
+    finally:
+        hook.remove()
+    (loss, stats, grads, _), first, (fast_loss, fast_stats, fast_grads, fast_calls) = got
+    assert first[0] == fast_loss and shortcuts.targets.computed == 2  # img2 and img1, once each
+    assert fast_loss == pytest.approx(loss, rel=1e-5) and fast_stats["guide"] == pytest.approx(stats["guide"], rel=1e-5)
+    assert all((a - b).norm() <= 1e-5 * b.norm() + 1e-9 for a, b in zip(fast_grads, grads))
+    assert fast_calls == 1  # the top block runs for the rows with answers only
+    with torch.no_grad():
+        assert stats["lm"] == pytest.approx(vlm.model(**whole.inputs).loss.item(), rel=1e-5)
 
 
 def test_a_guide_run_needs_a_captioned_image(tiny_model_dir, mix_file, tmp_path):

@@ -3,6 +3,7 @@
     >>> mask = span_mask(offsets, start, end)               # [T] tokens overlapping characters [start, end)
     >>> span_mean(hidden, batch.image_mask)                 # [B, d] float32: the image tokens' mean state
     >>> image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
+    >>> whole_tails(text.caption_mask, text.last_index)    # [B, T]: every tail position of each row
 
 The *tail* of a run is the prompt after its span: the instruction and the chat template's suffix after the image
 (image run) or after the caption (text run). Both runs end with the same tokens, so the last K positions of the two
@@ -65,6 +66,12 @@ def tail_mask(last_index: torch.Tensor, length: torch.Tensor, n_positions: int) 
     positions = torch.arange(n_positions, device=last_index.device).unsqueeze(0)
     last, length = last_index.unsqueeze(1), length.to(last_index.device).unsqueeze(1)
     return (positions <= last) & (positions > last - length)
+
+
+def whole_tails(span: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` bool: each row's whole tail, every prompt position after its ``span`` ``[B, T]`` up to ``last_index``
+    ``[B]`` (what :func:`aligned_tails` keeps the last K_b of)."""
+    return tail_mask(last_index, tail_lengths(span, last_index), span.shape[1])
 
 
 def aligned_tails(image_span: torch.Tensor, image_last: torch.Tensor, text_span: torch.Tensor,

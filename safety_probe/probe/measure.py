@@ -15,8 +15,10 @@ pure analysis reads, so the safety layers can be chosen again without the model.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +61,9 @@ if TYPE_CHECKING:
     from accelerate import PartialState
 
 PATCHINGS = ("caption", "tail")
+PHASES = ("image_run", "text_run", "patch_caption", "patch_tail", "readouts")
+"""The timed phases of the pass: the image run's forward (states, tails, what patching starts from), the text run
+answered (its prompt's forward read on the way), each patching, and the lens readouts after the batches."""
 
 
 @dataclass
@@ -72,7 +77,8 @@ class Measurements:
     ``tail_cos`` ``[n, L]``: mean cosine of the image run's and the text run's states over their aligned prompt tails.
     ``patched`` ``[m]``: the pair indices patched; ``patch`` name → log p of the pool tokens at the last prompt
     position: ``image`` / ``text`` ``[m, P]`` unpatched, ``caption`` / ``tail`` ``[m, L, P]`` patched at each block.
-    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts;
+    ``labels``: each pair's label (harmful, benign or None); ``settings``: the measure options and the prompts, and
+    ``seconds``: the wall time of each phase of this process's pass (:data:`PHASES`);
     ``run_key``: the key of the pass (:func:`measurement_key`).
     ``cont_ids`` ``[A]``: the ambiguous first tokens (they open refusals and answers); ``cont_logprob``
     ``[n, A, L, P]``: log p of the pool tokens at position T+1 of each text run followed by each of them.
@@ -165,6 +171,7 @@ class _Pass:
         self.patched = set(harmful_index(pairs)[:cfg.patch_pairs])
         self.answering: dict[int, EncodedBatch] = {}  # batch start -> its left-padded text run, for continuations
         self.ticks = Ticks(self.cost, unit="block")
+        self.seconds = dict.fromkeys(PHASES, 0.0)
 
     def cost(self, start: int, stop: int) -> int:
         """Block runs of the pairs ``[start, stop)``, the progress unit: about L each for the image run, the text run
@@ -172,6 +179,15 @@ class _Pass:
         patched one, at every block), so the first batches, where the patched pairs are, do not skew the ETA."""
         n = len(self.layers)
         return sum(3 * n + (n * (n - 1) if i in self.patched else 0) for i in range(start, stop))
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the wall time of the block to ``seconds[phase]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
 
     def reader(self, batch: EncodedBatch, span: str, tail: torch.Tensor, keep: list[int]) -> tuple[Callable, dict]:
         """The per-block reader of a forward of ``batch`` (its first call of each block only, the prompt's: in
@@ -234,9 +250,11 @@ class _Pass:
         text = vlm.encode(chunk, "text", self.prompts)
         image_tail, text_tail = aligned_tails(image.image_mask, image.last_index, text.caption_mask, text.last_index)
         rows = [i for i, pair in enumerate(index) if pair in self.patched]
-        image_states, image_got = self.image_run(image, image_tail, rows)
+        with self.timed("image_run"):
+            image_states, image_got = self.image_run(image, image_tail, rows)
         self.ticks.advance(len(index) * len(self.layers))
-        text_states, text_got, attention, replies = self.text_run(text, text_tail, start)
+        with self.timed("text_run"):
+            text_states, text_got, attention, replies = self.text_run(text, text_tail, start)
         self.ticks.advance(2 * len(index) * len(self.layers))
         counts = image_tail.sum(dim=1).cpu()
         cosines = [torch.nn.functional.cosine_similarity(image_got["tails"][l], text_got["tails"][l], dim=-1)
@@ -252,11 +270,13 @@ class _Pass:
             owner = torch.repeat_interleave(torch.arange(len(index)), counts)
             keep = torch.isin(owner, torch.as_tensor(rows))
             tensors["patched"] = torch.as_tensor([index[r] for r in rows], dtype=torch.long)
-            tensors["patched_caption"] = patch_caption(vlm, sub, below, text_states["mean"][rows], self.layers,
-                                                       cfg.patch_mode, self.ticks.advance)
-            tensors["patched_tail"] = patch_tail(vlm, sub, below, image_tail[rows],
-                                                 {l: text_got["tails"][l][keep] for l in self.layers}, self.layers,
-                                                 self.ticks.advance)
+            with self.timed("patch_caption"):
+                tensors["patched_caption"] = patch_caption(vlm, sub, below, text_states["mean"][rows], self.layers,
+                                                           cfg.patch_mode, self.ticks.advance)
+            with self.timed("patch_tail"):
+                tensors["patched_tail"] = patch_tail(vlm, sub, below, image_tail[rows],
+                                                     {l: text_got["tails"][l][keep] for l in self.layers},
+                                                     self.layers, self.ticks.advance)
         return Part(tensors, [{"pair": i, "text": t, "token_ids": ids} for i, (t, ids) in zip(index, replies)])
 
 
@@ -315,7 +335,9 @@ def measure(
     states = states_of(done, step.layers, vlm, key)
     if processes is not None and not processes.is_main_process:
         return states, None
-    measurements = readouts(vlm, done, states, cfg, step, batch_size)
+    with step.timed("readouts"):
+        measurements = readouts(vlm, done, states, cfg, step, batch_size)
+    measurements.settings["seconds"] = {k: round(v, 3) for k, v in step.seconds.items()}
     measurements.run_key = key
     return states, measurements
 

@@ -1,4 +1,4 @@
-"""Tiny random-weight vision-language models of every supported family, for tests and benchmarks.
+"""Tiny random-weight vision-language models of every supported family, for tests and the speed harness.
 
 Each builder writes a folder that loads fully offline with ``AutoProcessor.from_pretrained`` and
 ``AutoModelForImageTextToText.from_pretrained`` (and with TransformerLens'

@@ -96,8 +96,8 @@ class TGACollator:
     CE-only baseline); without it the prompt is the project's plain image run (the safety fine-tuning baseline) and
     no R span exists.
     ``plain_ids``: examples that get the plain image run even so. ``unsupervised_ids``: examples that get no
-    answer labels (their rows train the guide loss alone). ``caption_run``: also encode the caption (text) run.
-    Prompts go through the processor's chat template like every other run; labels are every answer with the
+    answer labels and end at their prompt (their rows train the guide loss alone). ``caption_run``: also encode the
+    caption (text) run. Prompts go through the processor's chat template like every other run; labels are every answer with the
     template's end of turn (the tokenizer's eos where the template writes none), -100 elsewhere.
     """
 
@@ -175,7 +175,12 @@ class TGACollator:
 
     def _one(self, ex: TGAExample) -> dict:
         messages, body = self._first_turn(ex)
-        segments = self._segments(messages, ex)
+        supervised = ex.id not in self.unsupervised_ids
+        if supervised:
+            segments = self._segments(messages, ex)
+        else:  # a guide-only row ends at its prompt: nothing reads its answers (the model is causal)
+            segments = [(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+                         False)]
         prompt = segments[0][0]
         add_special = self.vlm.adds_special_tokens(prompt)
         images = None if ex.image is None else [[load_image(ex.image)]]
@@ -197,7 +202,6 @@ class TGACollator:
             if at < 0:
                 raise InputError(f"{self.vlm.name}: the chat template altered the retrieved-text prompt of {ex.id}")
             r_mask[:len(first)] = self._retrieved_mask(first, prompt, at + body[1], at + body[2], add_special, ex.id)
-        supervised = ex.id not in self.unsupervised_ids
         extra = {k: v for k, v in proc.items()
                  if k not in ("input_ids", "attention_mask") and isinstance(v, torch.Tensor)}
         per_token = {k: v[0] for k, v in extra.items() if v.shape == proc["input_ids"].shape}  # e.g. token type ids
@@ -206,7 +210,18 @@ class TGACollator:
                 "images": {k: v for k, v in extra.items() if k not in per_token}}
 
     def __call__(self, examples: list[TGAExample]) -> TGABatch:
+        return self._batch(examples, [self._one(ex) for ex in examples])
+
+    def parts(self, examples: list[TGAExample]) -> list[TGABatch]:
+        """``examples`` as the batches of one step: the rows with answers, then the guide-only rows (which end at their
+        prompts, so their batch is as wide as its longest prompt, and its forward stops after the deepest guided
+        block); either is left out when empty. The same loss as :meth:`__call__`'s one batch, to float rounding."""
         items = [self._one(ex) for ex in examples]
+        parts = ([(ex, it) for ex, it in zip(examples, items) if ex.id not in self.unsupervised_ids],
+                 [(ex, it) for ex, it in zip(examples, items) if ex.id in self.unsupervised_ids])
+        return [self._batch([ex for ex, _ in part], [it for _, it in part]) for part in parts if part]
+
+    def _batch(self, examples: list[TGAExample], items: list[dict]) -> TGABatch:
         T = max(len(it["ids"]) for it in items)
         B = len(items)
         ids = torch.full((B, T), self.pad_id, dtype=torch.long)

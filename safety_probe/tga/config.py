@@ -183,10 +183,19 @@ class RunConfig:
     threads: int | None = 2
     """CPU threads (fixed for bitwise-reproducible CPU runs); None leaves torch's default."""
 
+    shortcuts: bool = True
+    """Exact shortcuts of every step (docs/speed.md): the prompt prefix all rows share computed once while the blocks
+    are frozen, caption targets kept for rows that come again while they cannot change, guide-only rows stopped
+    after the deepest guided block. The same weights to float rounding; false runs every forward whole."""
+
+    keep_targets_mb: float = 2048.0
+    """Memory for caption targets kept between a row's uses (with ``shortcuts``); rows beyond it recompute theirs."""
+
     def validate(self) -> None:
         """One-line InputError naming the option that is out of range."""
         for name in ("save_every", "keep_checkpoints", "stop_after", "threads"):
             check_number(self, name, 1)
+        check_number(self, "keep_targets_mb", 0.0)
 
 
 @dataclass

@@ -25,14 +25,20 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
-from safety_probe.models.spans import aligned_tails, span_mean
+from safety_probe.models.spans import aligned_tails, span_mean, whole_tails
 
 if TYPE_CHECKING:
+    from safety_probe.models.vlm import EncodedBatch
     from safety_probe.tga.batch import TGABatch
 
 GuideForm = Literal["paper", "exp"]
 GuideSpan = Literal["image", "tail", "last"]
 Centring = Literal["none", "batch", "position"]
+
+
+Targets = list[dict[int, torch.Tensor]]
+"""The caption run's targets of the guided rows of a batch, one dict per row (layer → tensor): the caption tokens' mean
+``[d]`` (image span) or the states of the row's whole text tail ``[L_b, d]`` (tail span), float32."""
 
 
 @dataclass
@@ -50,11 +56,38 @@ class GuideStates:
     owner: torch.Tensor
     position: torch.Tensor | None = None
 
+    @classmethod
+    def cat(cls, parts: list[GuideStates], rows: list[int]) -> GuideStates:
+        """The guide states of the parts of one batch one after the other, ``rows[k]`` the guided rows of part k (the
+        owners are numbered on across the parts)."""
+        if len(parts) == 1:
+            return parts[0]
+        offsets = [sum(rows[:k]) for k in range(len(rows))]
 
-def guide_states(batch: TGABatch, image: dict[int, torch.Tensor], caption: dict[int, torch.Tensor],
+        def joined(name: str) -> dict[int, torch.Tensor]:
+            return {l: torch.cat([getattr(p, name)[l] for p in parts]) for l in getattr(parts[0], name)}
+
+        ranked = None if parts[0].ranked is None else torch.cat([p.ranked for p in parts])
+        position = None if parts[0].position is None else torch.cat([p.position for p in parts])
+        return cls(joined("image"), joined("caption"), joined("retrieved"), ranked,
+                   torch.cat([p.owner + k for p, k in zip(parts, offsets)]), position)
+
+
+def caption_targets(caption: dict[int, torch.Tensor], text: EncodedBatch, span: GuideSpan = "image") -> Targets:
+    """The :data:`Targets` of the caption run ``text`` from its block outputs ``caption`` (layer → ``[B_g, T_c, d]``):
+    each row's caption tokens' :func:`span_mean` ("image"), or its :func:`whole_tails` ("tail" and "last"; the guide
+    aligns the last K of them with the image run's, :func:`aligned_tails`)."""
+    if span in ("tail", "last"):
+        tails = whole_tails(text.caption_mask, text.last_index)
+        return [{l: h[row][tails[row].to(h.device)].float() for l, h in caption.items()} for row in range(len(tails))]
+    means = {l: span_mean(h, text.caption_mask) for l, h in caption.items()}
+    return [{l: m[row] for l, m in means.items()} for row in range(len(text.caption_mask))]
+
+
+def guide_states(batch: TGABatch, image: dict[int, torch.Tensor], targets: Targets,
                  span: GuideSpan = "image") -> GuideStates:
     """The guide's rows from block outputs of the image run (``image``: layer → ``[B, T, d]``, every row of
-    ``batch``) and of the caption run (``caption``: layer → ``[B_g, T_c, d]``, the guided rows in order). ``span``
+    ``batch``) and the caption run's :data:`Targets` of the guided rows in order (:func:`caption_targets`). ``span``
     "image": the image tokens' and R's :func:`span_mean` against the caption tokens'; "tail": the
     :func:`aligned_tails` of both runs, token by token; "last": the last prompt token of both runs alone."""
     rows, text = batch.guided, batch.caption
@@ -64,13 +97,14 @@ def guide_states(batch: TGABatch, image: dict[int, torch.Tensor], caption: dict[
         # distance from the end of the prompt, per selected token (row-major, the same order in both runs)
         position = (image_tail.sum(1, keepdim=True) - image_tail.cumsum(1))[image_tail]
         keep = position == 0 if span == "last" else torch.ones_like(position, dtype=torch.bool)
+        aligned = text_tail[whole_tails(text.caption_mask, text.last_index)]  # which whole-tail rows are aligned
         return GuideStates({l: image[l][rows][image_tail][keep] for l in image},
-                           {l: caption[l][text_tail].float()[keep.to(caption[l].device)] for l in caption}, {}, None,
-                           image_tail.nonzero()[:, 0][keep], position[keep])
+                           {l: torch.cat([t[l] for t in targets])[aligned.to(image[l].device)][keep.to(image[l].device)]
+                            for l in image}, {}, None, image_tail.nonzero()[:, 0][keep], position[keep])
     r_mask = batch.retrieved_mask[rows]
     ranked = r_mask.any(dim=1)  # rows with R in the prompt get the ranking term
     return GuideStates({l: span_mean(image[l][rows], image_span) for l in image},
-                       {l: span_mean(caption[l], text.caption_mask) for l in caption},
+                       {l: torch.stack([t[l] for t in targets]) for l in image},
                        {l: span_mean(image[l][rows][ranked], r_mask[ranked]) for l in image}, ranked,
                        torch.arange(len(image_span), device=image_span.device))
 

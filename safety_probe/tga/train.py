@@ -4,7 +4,8 @@
 
 Hidden states come from forward hooks on the decoder blocks (:class:`~safety_probe.models.hooks.Trace`, gradients
 kept) during the image run; C from a no-grad text-only forward of the same model that stops after the deepest
-block in J; the guide's rows are :func:`~safety_probe.tga.loss.guide_states`. The trainer receives a loaded model
+block in J; the guide's rows are :func:`~safety_probe.tga.loss.guide_states`. Every step takes the exact shortcuts of
+:mod:`safety_probe.tga.shortcuts` unless ``RunConfig.shortcuts`` is off. The trainer receives a loaded model
 and trains it where it lies (``train(vlm, cfg, examples, out_dir)``). Checkpoints (:mod:`safety_probe.tga.state`:
 trainable parameters, optimizer and RNG states in safetensors, step counter in ``trainer_state.json``, nothing
 pickled) are written every ``save_every`` steps with the run's key (:func:`~safety_probe.core.resume.run_key`); a
@@ -17,12 +18,15 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from collections import Counter
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from safety_probe.core.errors import InputError
@@ -35,9 +39,17 @@ from safety_probe.models.vlm import VLM
 from safety_probe.tga.batch import TGABatch, TGACollator
 from safety_probe.tga.config import TGAConfig
 from safety_probe.tga.data import TGAExample, row_counts
-from safety_probe.tga.loss import GuideForm, GuideSpan, anneal_weights, guide_loss, guide_states
+from safety_probe.tga.loss import GuideForm, GuideSpan, GuideStates, anneal_weights, guide_loss, guide_states
 from safety_probe.tga.params import setup_trainable, trainable_names, weights_hash
 from safety_probe.tga.schedule import warmup_cosine
+from safety_probe.tga.shortcuts import (
+    LOW_PRECISION,
+    CaptionTargets,
+    SharedPrefix,
+    Shortcuts,
+    frozen_linears_in,
+    without_prefix,
+)
 from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, remove_checkpoint, save_checkpoint
 
 # ---------------------------------------------------------------------------------------------------------
@@ -45,37 +57,44 @@ from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, rem
 # ---------------------------------------------------------------------------------------------------------
 
 
-def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], guide_weight: float,
-             form: GuideForm = "paper", weights: tuple[float, float] = (1.0, 1.0),
+def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch | Sequence[TGABatch], layers: list[int],
+             guide_weight: float, form: GuideForm = "paper", weights: tuple[float, float] = (1.0, 1.0),
              caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool | str = False,
-             span: GuideSpan = "image", layer_mean: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-    """lm_weight·L_LM + λ·L_guide for one batch and its logging scalars; the guide term pools the rows of
-    ``batch.guided`` only. ``model`` runs the image run (may be DDP-wrapped); ``caption_vlm`` (default ``vlm``: the
-    model being trained) runs the no-grad caption run, stopped after the deepest block of ``layers``. ``span`` (see
-    :attr:`TGAMethod.guide_span <safety_probe.tga.config.TGAMethod.guide_span>`): "image" pools image and caption
-    tokens; "tail" pairs the prompt tokens after them one by one, "last" the last prompt token alone. ``centre``:
-    False/True or none/batch/position (:func:`~safety_probe.tga.loss.guide_loss`); ``layer_mean``: the guide's mean
-    over layers instead of its sum."""
+             span: GuideSpan = "image", layer_mean: bool = False,
+             shortcuts: Shortcuts | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """lm_weight·L_LM + λ·L_guide for one batch (or the parts of one, :meth:`TGACollator.parts
+    <safety_probe.tga.batch.TGACollator.parts>`) and its logging scalars. L_LM averages over every answer token of
+    the batch (logits at the positions before them only); the guide term pools the rows of ``batch.guided`` only.
+    ``model`` runs the image run (may be DDP-wrapped); ``caption_vlm`` (default ``vlm``: the model being trained)
+    runs the no-grad caption run, stopped after the deepest block of ``layers``; a part without answers stops there
+    too. ``span`` (see :attr:`TGAMethod.guide_span <safety_probe.tga.config.TGAMethod.guide_span>`): "image" pools
+    image and caption tokens; "tail" pairs the prompt tokens after them one by one, "last" the last prompt token
+    alone. ``centre``: False/True or none/batch/position (:func:`~safety_probe.tga.loss.guide_loss`); ``layer_mean``:
+    the guide's mean over layers instead of its sum. ``shortcuts``: the run's exact shortcuts
+    (:mod:`safety_probe.tga.shortcuts`, which then runs the caption run); None computes every forward whole."""
+    parts = [batch] if isinstance(batch, TGABatch) else list(batch)
     guide_on = guide_weight != 0 and len(layers) > 0
-    use_guide = guide_on and bool(batch.guided.any())
-    stats: dict[str, float] = {}
-    if use_guide:
-        if batch.caption is None:
-            raise InputError("the guide loss needs the caption run")
-        target = caption_vlm or vlm
-        with torch.no_grad(), Trace(target.layers, layers, stop=True) as caption_trace:
-            target.model(**batch.caption.inputs, use_cache=False)
-    inputs = batch.inputs
-    supervised = bool((inputs["labels"] != -100).any())
-    if not supervised:  # every row guide-only: no answer tokens to average over
-        inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    with Trace(vlm.layers, layers if use_guide else []) as image_trace:
-        out = model(**inputs, use_cache=False)
-    lm = out.loss if supervised else out.logits.new_zeros(())
-    stats["lm"] = lm.item()
+    use_guide = guide_on and any(bool(part.guided.any()) for part in parts)
+    if use_guide and any(part.caption is None for part in parts if part.guided.any()):
+        raise InputError("the guide loss needs the caption run")
+    targets = shortcuts.targets if shortcuts else CaptionTargets(caption_vlm or vlm, layers, span)
+    prefix = shortcuts.prefix if shortcuts else None
+    answer_ce, answers, guided = torch.zeros((), device=vlm.device), 0, []
+    for part in parts:
+        guide_here = use_guide and bool(part.guided.any())
+        tokens = int((part.inputs["labels"][:, 1:] != -100).sum())
+        if not (guide_here or tokens):
+            continue
+        caption = targets(part) if guide_here else None
+        outputs, ce, seen = _image_run(model, vlm, part, layers if guide_here else [], prefix)
+        answer_ce, answers = answer_ce + ce, answers + tokens
+        if guide_here:
+            guided.append((guide_states(seen, outputs, caption, span), int(part.guided.sum())))
+    lm = answer_ce / answers if answers else answer_ce
+    stats = {"lm": lm.item()}
     loss = lm_weight * lm
     if use_guide:
-        g = guide_states(batch, image_trace.outputs, caption_trace.outputs, span)
+        g = GuideStates.cat([g for g, _ in guided], [n for _, n in guided])
         guide, gstats = guide_loss(g.image, g.caption, g.retrieved, form, weights, g.ranked, centre, g.position,
                                    layer_mean)
         loss = loss + guide_weight * guide
@@ -85,6 +104,27 @@ def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch, layers: list[int], gui
         stats["guide"] = 0.0  # no row of this batch has an image with a caption
     stats["loss"] = loss.item()
     return loss, stats
+
+
+def _image_run(model: nn.Module, vlm: VLM, part: TGABatch, layers: list[int], prefix: SharedPrefix | None
+               ) -> tuple[dict[int, torch.Tensor], torch.Tensor, TGABatch]:
+    """One forward of ``part``'s image run: the block outputs at ``layers`` (the forward stops after the deepest when
+    no row has answers), the summed cross-entropy of its answer tokens, and ``part`` as wide as those outputs (without
+    the shared prefix ``prefix`` skipped, if any)."""
+    inputs = dict(part.inputs)
+    labels = inputs.pop("labels")
+    following = F.pad(labels[:, 1:], (0, 1), value=-100)  # the token each position predicts, as transformers shifts
+    scored = following != -100
+    if prefix is not None:
+        n = prefix.length(inputs["input_ids"], part.image_mask, part.retrieved_mask, scored)
+        inputs, part = prefix.split(inputs, n), without_prefix(part, n)
+        following, scored = following[:, n:], scored[:, n:]
+    answered = bool(scored.any())
+    with Trace(vlm.layers, layers, stop=not answered) as trace:
+        out = model(**inputs, use_cache=False, logits_to_keep=scored)
+    if not answered:
+        return trace.outputs, torch.zeros((), device=vlm.device), part
+    return trace.outputs, F.cross_entropy(out.logits.float(), following[scored], reduction="sum"), part
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -114,6 +154,11 @@ class _FixedOrder(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.order)
+
+
+def _whole(collator: TGACollator):
+    """A collate function giving the batch as one part (no shortcuts)."""
+    return lambda examples: [collator(examples)]
 
 
 def data_order(n: int, seed: int, n_examples_needed: int) -> list[int]:
@@ -238,7 +283,8 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path,
     order = data_order(len(examples), optim.seed, total * per_step)
     # its own generator: starting an iteration draws a seed, which must not advance the RNG a checkpoint restores
     loader = torch.utils.data.DataLoader(_ListDataset(examples), batch_size=optim.batch_size,
-                                         sampler=_FixedOrder(order), collate_fn=collator, num_workers=0,
+                                         sampler=_FixedOrder(order), num_workers=0,
+                                         collate_fn=collator.parts if run.shortcuts else _whole(collator),
                                          generator=torch.Generator().manual_seed(optim.seed))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     vlm.model = accelerator.unwrap_model(model)
@@ -278,37 +324,42 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path,
         loader_iter = accelerator.skip_first_batches(loader, step * optim.grad_accum)
     else:
         loader_iter = loader
+    shortcuts = None
+    if run.shortcuts:
+        coming = Counter(examples[i].id for i in order[step * per_step:])
+        shortcuts = Shortcuts.of(vlm, caption_vlm, layers, method.guide_span, coming, run.keep_targets_mb)
 
     model.train()
     t0 = time.time()
     if step < total:
-        for batch in loader_iter:
-            batch = batch.to(accelerator.device)
-            with accelerator.accumulate(model):
-                weights = anneal_weights(step, total) if method.anneal else (1.0, 1.0)
-                loss, stats = tga_loss(model, vlm, batch, layers, method.guide_weight, method.guide_form, weights,
-                                       caption_vlm=caption_vlm, centre=method.centring(), span=method.guide_span,
-                                       layer_mean=method.guide_layer_mean)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and optim.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, optim.max_grad_norm)
-                for g in optimizer.param_groups:
-                    g["lr"] = _lr_at(step, total, lr, optim.warmup_ratio)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            log.append({"step": step, **{k: round(v, 6) for k, v in stats.items()}})
-            if step % 10 == 0 or step == total:
-                accelerator.print(f"[tga] step {step}/{total} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items())
-                                  + f" ({time.time() - t0:.0f}s)")
-            if step % run.save_every == 0 or step == total:
-                save()
-            if run.stop_after is not None and step >= run.stop_after and step < total:
-                return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids), rows=rows)
-            if step >= total:
-                break
+        with frozen_linears_in(vlm.model, LOW_PRECISION.get(optim.mixed_precision)):
+            for parts in loader_iter:
+                parts = [part.to(accelerator.device) for part in parts]
+                with accelerator.accumulate(model):
+                    weights = anneal_weights(step, total) if method.anneal else (1.0, 1.0)
+                    loss, stats = tga_loss(model, vlm, parts, layers, method.guide_weight, method.guide_form, weights,
+                                           caption_vlm=caption_vlm, centre=method.centring(), span=method.guide_span,
+                                           layer_mean=method.guide_layer_mean, shortcuts=shortcuts)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and optim.max_grad_norm:
+                        accelerator.clip_grad_norm_(params, optim.max_grad_norm)
+                    for g in optimizer.param_groups:
+                        g["lr"] = _lr_at(step, total, lr, optim.warmup_ratio)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                log.append({"step": step, **{k: round(v, 6) for k, v in stats.items()}})
+                if step % 10 == 0 or step == total:
+                    accelerator.print(f"[tga] step {step}/{total} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items())
+                                      + f" ({time.time() - t0:.0f}s)")
+                if step % run.save_every == 0 or step == total:
+                    save()
+                if run.stop_after is not None and step >= run.stop_after and step < total:
+                    return TrainResult(None, step, total, log, guide_only_rows=len(collator.unsupervised_ids), rows=rows)
+                if step >= total:
+                    break
 
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(model)

@@ -1,4 +1,4 @@
-"""The benchmark's inputs (pairs whose prompt reaches a target length) and measurements: interleaved timing
+"""The recording measurement's inputs (pairs whose prompt reaches a target length) and measurements: interleaved timing
 rounds and their per-round ratios, the leak test over consecutive batches, and stored bytes per pair."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks import memory
-from benchmarks.plans import Plan
+from speed import memory
+from speed.plans import Plan
 
 WORDS = [
     "please", "describe", "every", "object", "you", "can", "see", "in", "this", "picture", "and", "explain",

@@ -1,4 +1,4 @@
-"""What the benchmark measures on each model: the cases (run, batch size, sequence length), the methods timed
+"""What the recording measurement measures on each model: the cases (run, batch size, sequence length), the methods timed
 against the bare forward, the rounds, and the shapes of the random-weight LLaVAs."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-#: ``record`` is the default backend (hooks); ``record_<backend>`` the others (benchmarks/methods.py).
+#: ``record`` is the default backend (hooks); ``record_<backend>`` the others (speed/methods.py).
 ALL_METHODS = ["forward", "trunk", "record", "record_nnsight", "record_transformerlens", "hidden_states", "tl_resid",
                "tl_all"]
 

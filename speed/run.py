@@ -1,10 +1,11 @@
-"""Benchmark recording every block against the bare forward: time, peak memory, leak, bytes per pair.
+"""Recording every block against the bare forward: time, peak memory, leak, bytes per pair.
 
-    python -m benchmarks.run                   # organism + a 1B-shaped random LLaVA, CPU (make bench)
-    python -m benchmarks.run --quick           # two tiny models, a few seconds of work (the test)
-    python -m benchmarks.run --device cuda --dtype bfloat16 --shape 7b
+    python -m speed.run                   # organism + a 1B-shaped random LLaVA, CPU (make bench)
+    python -m speed.run --quick           # two tiny models, a few seconds of work (the test)
+    python -m speed.run --device cuda --dtype bfloat16 --shape 7b
 
-Writes ``benchmarks/results.json`` (``--out``) and prints the tables; docs/benchmarks.md explains columns.
+Writes the ``recording`` record of ``speed/results.json`` (``--out``) and prints the tables; docs/speed.md explains
+the columns.
 Timings are medians over interleaved rounds (every method once per round, shuffled) after warm-up, and each
 ratio is the median of the per-round ratios to the bare forward of the same round, so load from other
 processes shifts numerator and denominator alike.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -28,8 +28,10 @@ from typing import Any
 
 import torch
 
-from benchmarks import memory
-from benchmarks.measure import (
+from safety_probe.core.errors import InputError
+from speed import memory
+from speed.baseline import finish, machine
+from speed.measure import (
     bytes_per_pair,
     leak_test,
     max_rel_err,
@@ -40,7 +42,7 @@ from benchmarks.measure import (
     timed,
     write_images,
 )
-from benchmarks.methods import (
+from speed.methods import (
     check_bridge,
     make_forward,
     make_hidden_states,
@@ -49,8 +51,9 @@ from benchmarks.methods import (
     make_tl,
     make_trunk,
 )
-from benchmarks.plans import ORGANISM_LIKE, SHAPES, Plan, large_plan, organism_plan
-from benchmarks.tables import DEFAULT_OUT, TARGET, print_tables
+from speed.plans import ORGANISM_LIKE, SHAPES, Plan, large_plan, organism_plan
+from speed.results import DEFAULT_OUT, one_line_errors, store
+from speed.tables import TARGET, print_tables
 
 
 def recorders(vlm, plan: Plan) -> tuple[dict[str, Any], list[str]]:
@@ -224,20 +227,8 @@ def organism_path(args, work: Path) -> tuple[str, str]:
     )
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "nnsight", "transformer-lens"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m speed.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny models and few rounds (for tests)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -245,7 +236,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--shape", default="1b", choices=["1b", "7b"], help="the random-weight large LLaVA's shape"
     )
     p.add_argument("--models", default="organism,large", help="comma list of: organism, large")
-    p.add_argument("--model-path", help="benchmark this model folder in the organism slot")
+    p.add_argument("--model-path", help="measure this model folder in the organism slot")
     p.add_argument("--model-cache", help="build the random models here and reuse them on later runs")
     p.add_argument(
         "--threads",
@@ -258,11 +249,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip TransformerLens' bridge and time the hook-based full cache instead",
     )
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (default benchmarks/results.json)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (default speed/results.json)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the recording measurement, store it under ``recording`` of the results file and print its tables."""
     from rich.console import Console
 
     args = parse_args(argv)
@@ -272,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("--device cuda given but torch sees no GPU")
+        raise InputError("--device cuda given but torch sees no GPU")
     if not args.device.startswith("cuda"):
         threads = 1 if args.threads is None else args.threads
         if threads > 0:
@@ -281,32 +273,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    start = time.perf_counter()
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-    results: dict[str, Any] = {
-        "meta": {
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "quick": args.quick,
-            "device": args.device,
-            "dtype": args.dtype,
-            "shape": args.shape,
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_avg_start": os.getloadavg(),
-            "versions": _versions(),
-            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-            "target_record_over_forward": TARGET,
-        },
-        "models": {},
-    }
-    with tempfile.TemporaryDirectory(prefix="safety-probe-bench-") as tmp:
+    if set(wanted) - {"organism", "large"}:
+        raise InputError(f"--models {sorted(set(wanted) - {'organism', 'large'})[0]}: use organism, large")
+    meta = machine(quick=args.quick, device=args.device, dtype=args.dtype, shape=args.shape,
+                   gpu=torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+                   target_record_over_forward=TARGET)
+    models: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="safety-probe-speed-") as tmp:
         work = Path(tmp)
         images = write_images(work / "images", 8)
         if "organism" in wanted:
             path, how = organism_path(args, work)
             plan = organism_plan(args.quick)
             plan.notes.append(how)
-            results["models"]["organism"] = bench_model("organism", path, plan, args, images, console.print)
+            models["organism"] = bench_model("organism", path, plan, args, images, console.print)
         if "large" in wanted:
             shape = "small" if args.quick else args.shape
             cache = Path(args.model_cache) if args.model_cache else work
@@ -315,16 +296,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             path = _build(cache / f"llava-{shape}", SHAPES[shape], dtype)
             plan = large_plan(shape, args.quick, args.device)
             plan.notes.append(f"random-weight LLaVA, decoder {SHAPES[shape]}")
-            results["models"][shape] = bench_model(shape, path, plan, args, images, console.print)
-    results["meta"]["load_avg_end"] = os.getloadavg()
-    results["meta"]["wall_s"] = time.perf_counter() - start
+            models[shape] = bench_model(shape, path, plan, args, images, console.print)
+    record = {"meta": finish(meta), "models": models}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    print_tables(results, console)
-    console.print(f"wrote {out} in {results['meta']['wall_s']:.0f} s")
-    return results
+    store(out, "recording", record)
+    print_tables(record, console)
+    console.print(f"wrote {out} in {record['meta']['wall_s']:.0f} s")
+    return record
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(one_line_errors(lambda: main(sys.argv[1:])))

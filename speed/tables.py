@@ -1,12 +1,11 @@
-"""The benchmark's tables: rich tables on the console (``python -m benchmarks.run``) and the Markdown of
-docs/benchmarks.md (``python -m benchmarks.report``), both from a results dict."""
+"""The speed harness's tables, from the records of the results file (:mod:`speed.results`): the table of ratios
+``make bench`` ends with (:func:`ratio_rows`), the recording measurement's rich tables on the console (``python -m
+speed.run``), and the Markdown of docs/speed.md (``python -m speed.report``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 TARGET = 1.05  # recording all layers should cost at most this multiple of the bare forward
 
 
@@ -97,7 +96,8 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def markdown(results: dict[str, Any]) -> str:
+def recording_markdown(results: dict[str, Any]) -> str:
+    """The Markdown of the ``recording`` record."""
     meta = results["meta"]
     out = [
         f"Measured {meta['date_utc']} on {meta['device']} ({meta['cpu_count']} cores, "
@@ -111,7 +111,7 @@ def markdown(results: dict[str, Any]) -> str:
         methods = list(res["cases"][0]["median_ms"])
         note = "" if res["tl_mode"] == "bridge" else f" — **{res['tl_mode']}**"
         out += [
-            f"### {label}: {res['n_layers']} blocks, d={res['d_model']}, {res['n_params'] / 1e6:.1f} M parameters{note}",
+            f"#### {label}: {res['n_layers']} blocks, d={res['d_model']}, {res['n_params'] / 1e6:.1f} M parameters{note}",
             "",
             f"Notes: {'; '.join(res['notes'])}.",
             "",
@@ -142,7 +142,7 @@ def markdown(results: dict[str, Any]) -> str:
                              *(f"{c['peak_mb'][m]:.1f}" for m in methods)]))  # fmt: skip
         out.append("")
     out += [
-        "### Summary",
+        "#### Summary",
         "",
         _row(["model", "record ÷ forward (worst / median)", "by backend (worst)", "record ÷ trunk (worst)",
               "RSS first → last MiB", "raw slope KiB/batch", "settled Δ KiB/batch", "live objects Δ", "flat",
@@ -169,3 +169,98 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Side by side with the baseline: probe-layers and the TGA step
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.1f} s" if x >= 1 else f"{x * 1e3:.0f} ms"
+
+
+def ratio_rows(results: dict[str, Any]) -> list[list[str]]:
+    """One row per ratio of the results file: [what, model, ratio, old, new, note]. probe-layers and TGA steps are
+    this checkout ÷ the baseline; recording is ÷ the bare forward (worst case, target ≤ 1.05)."""
+    rows = []
+    for model, c in results.get("probe_layers", {}).get("cases", {}).items():
+        same = "same safety layers" if c["same_safety_layers"] else \
+            f"LAYERS DIFFER {c['safety_layers_old']} / {c['safety_layers_new']}"
+        rows.append(["probe-layers end to end", model, f"{c['new_over_old']:.3f}", _seconds(c["median_s"]["old"]),
+                     _seconds(c["median_s"]["new"]), f"{same}, max |Δ layers.csv| {c['max_abs_diff_layers_csv']:.1e}"])
+    for model, c in results.get("tga_step", {}).get("cases", {}).items():
+        for row in c["rows"]:
+            old = row["step_s"].get("old")
+            note = "" if row["compared_with"] == row["variant"] else f"÷ the baseline's {row['compared_with']} step"
+            rows.append([f"TGA step: {row['variant']}", model, f"{row['new_over_old']:.3f}",
+                         _seconds(old) if old is not None else "", _seconds(row["step_s"]["new"]), note])
+    for model, res in results.get("recording", {}).get("models", {}).items():
+        rows.append(["record ÷ bare forward (worst)", model, f"{res['record_over_forward']:.3f}", "", "",
+                     f"target ≤ {TARGET}"])
+    return rows
+
+
+RATIO_HEADER = ["what", "model", "ratio", "old", "new", "note"]
+
+
+def print_ratios(results: dict[str, Any], console) -> None:
+    """The table of ratios ``make bench`` ends with."""
+    from rich.table import Table
+
+    t = Table(title="speed: this checkout ÷ the baseline, recording ÷ the bare forward (medians of per-round ratios)",
+              title_justify="left")
+    for col in RATIO_HEADER:
+        t.add_column(col, justify="left" if col in ("what", "model", "note") else "right")
+    for row in ratio_rows(results):
+        t.add_row(*row)
+    console.print(t)
+
+
+def _meta_line(meta: dict[str, Any]) -> str:
+    return (f"measured {meta['date_utc']} ({meta['cpu_count']} cores, {meta['threads']} thread; load average "
+            f"{meta['load_avg_start'][0]:.1f} → {meta['load_avg_end'][0]:.1f}; {meta['wall_s'] / 60:.0f} min), "
+            f"baseline `{meta['baseline']}` ({meta['old']}) against `{meta['new']}`; "
+            + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
+
+
+def probe_markdown(record: dict[str, Any]) -> str:
+    """The Markdown of the ``probe_layers`` record: wall times, ratios and checks; this checkout's phases."""
+    phases = list(next(iter(record["cases"].values()))["new_phases_s"])
+    out = [*(f"- {model}: {_meta_line(c['meta'])}" for model, c in record["cases"].items()), "",
+           _row(["model", "pairs (patched)", "rounds", "old s", "new s", "new ÷ old", "same layers",
+                 "max abs Δ layers.csv", *(f"{p} s" for p in phases), "rest s"]),
+           _row(["---"] * (9 + len(phases)))]
+    for model, c in record["cases"].items():
+        out.append(_row([model, f"{c['case']['n']} ({c['case']['patch_pairs']})", str(c["rounds"]),
+                         f"{c['median_s']['old']:.1f}", f"{c['median_s']['new']:.1f}", f"{c['new_over_old']:.3f}",
+                         "yes" if c["same_safety_layers"] else "**no**", f"{c['max_abs_diff_layers_csv']:.1e}",
+                         *(f"{c['new_phases_s'][p]:.1f}" for p in phases), f"{c['new_rest_s']:.1f}"]))
+    return "\n".join(out) + "\n"
+
+
+def tga_markdown(record: dict[str, Any]) -> str:
+    """The Markdown of the ``tga_step`` record: step times and ratios per model and variant."""
+    out = [*(f"- {model}: {_meta_line(c['meta'])}" for model, c in record["cases"].items()), "",
+           _row(["model", "variant", "rounds", "old step", "new step", "new ÷ old", "compared with"]),
+           _row(["---"] * 7)]
+    for model, c in record["cases"].items():
+        for row in c["rows"]:
+            old = row["step_s"].get("old")
+            out.append(_row([model, row["variant"], str(c["rounds"]), _seconds(old) if old is not None else "",
+                             _seconds(row["step_s"]["new"]), f"**{row['new_over_old']:.3f}**",
+                             f"the baseline's {row['compared_with']}"]))
+    return "\n".join(out) + "\n"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The Markdown of every record of a results file, with the table of ratios first."""
+    out = ["### Ratios", "", _row(RATIO_HEADER), _row(["---"] * len(RATIO_HEADER)),
+           *(_row(r) for r in ratio_rows(results)), ""]
+    if "probe_layers" in results:
+        out += ["### probe-layers end to end", "", probe_markdown(results["probe_layers"])]
+    if "tga_step" in results:
+        out += ["### TGA step", "", tga_markdown(results["tga_step"])]
+    if "recording" in results:
+        out += ["### Recording every block", "", recording_markdown(results["recording"])]
+    return "\n".join(out)

@@ -1,4 +1,4 @@
-"""The ways of getting every block's pooled output that the benchmark times against the bare forward.
+"""The ways of getting every block's pooled output that the recording measurement times against the bare forward.
 
 Each maker takes what it needs and returns a zero-argument callable for one encoded batch; the callables
 that record return ``{"mean": [B, L, d], "last": [B, L, d]}`` float32 like :class:`safety_probe.probe.record.Recorder`.
