@@ -49,4 +49,13 @@ if [ "$lane" = A ]; then
 else
   bash "$HERE/rows/defenses.sh"
 fi
-echo "lane $lane done: score.py --split test --best best --baselines ..., durability.py (README.md here)"
+touch "$RUNS/lane-$lane.done"
+if [ "$lane" = A ]; then  # the result files, once both lanes are done (the tables render from them: make docs)
+  while [ ! -f "$RUNS/lane-B.done" ]; do sleep 60; done
+  score --split validation
+  score --split test --best best --baselines refusal_ft distill tail_centred tail_last ce paper_tga \
+    paper_tga_caption_band before
+  score --split test --runs "$RUNS/defenses" --name defenses
+  (cd "$HERE" && $PY durability.py --runs "$RUNS" --out "$RESULTS")
+fi
+echo "lane $lane done"
