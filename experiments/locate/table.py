@@ -49,8 +49,8 @@ def separation_table(sources: list[str]) -> str:
             cells = [band, _share(sep["in_band"]["refused"]), _share(sep["in_band"]["answered"]),
                      _share(sep["in_band"]["benign"]), _share(sep["anywhere"]["refused"]),
                      _share(sep["anywhere"]["answered"]),
-                     "—" if not auroc or auroc["auroc"] is None else f"{auroc['auroc']:.3f} [{auroc['lower']:.2f}, "
-                                                                    f"{auroc['upper']:.2f}]"]
+                     "—" if not auroc or auroc["auroc"] is None else f"{auroc['auroc']:.3f} [{auroc['lower']:.3f}, "
+                                                                    f"{auroc['upper']:.3f}]"]
             lines.append(f"| {run} | {test} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

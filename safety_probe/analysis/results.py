@@ -172,8 +172,9 @@ class LayerAnalysis:
         the package versions (the command line writes its own, with its command and timing)."""
         meta = self.states.metadata if self.states is not None else {}
         measured = self.measurements.settings if self.measurements is not None else {}
+        options = {k: v for k, v in measured.items() if k not in ("prompts", "seconds")}  # seconds: not a setting
         return {"config": {"model": meta.get("model"), "prompts": measured.get("prompts"),
-                           "analysis": {"measure": {k: v for k, v in measured.items() if k != "prompts"} or None,
+                           "analysis": {"measure": options or None,
                                         "locate": self.settings}},
                 "command": "python: LayerAnalysis.save", "versions": package_versions(),
                 "n_pairs": None if self.states is None else int(self.states.image_mean.shape[0]),

@@ -90,6 +90,21 @@ class EncodedBatch:
         return EncodedBatch(inputs, self.image_mask[index.to(device)], self.caption_mask[index.to(device)],
                             self.last_index[index.to(self.last_index.device)], [self.texts[r] for r in rows])
 
+    def appended(self, token: int) -> EncodedBatch:
+        """This left-padded batch with ``token`` after every row's prompt (so position T+1 reads it): ``[B, T + 1]``,
+        the new column in no span, ``last_index`` at it."""
+        ids = self.inputs["input_ids"]
+        inputs = {}
+        for key, value in self.inputs.items():
+            if value.shape[:2] != ids.shape:
+                inputs[key] = value
+                continue
+            fill = token if key == "input_ids" else 1 if key == "attention_mask" else 0
+            inputs[key] = torch.cat([value, torch.full_like(value[:, :1], fill)], dim=1)
+        column = torch.zeros_like(self.caption_mask[:, :1])
+        return EncodedBatch(inputs, torch.cat([self.image_mask, column], 1), torch.cat([self.caption_mask, column], 1),
+                            torch.full_like(self.last_index, ids.shape[1]), self.texts)
+
 
 class VLM:
     """One interface over a Hugging Face vision-language model.

@@ -342,21 +342,6 @@ def measure(
     return states, measurements
 
 
-def appended(batch: EncodedBatch, token: int) -> EncodedBatch:
-    """The left-padded text-run ``batch`` with ``token`` after every row's prompt (so position T+1 reads it)."""
-    ids = batch.inputs["input_ids"]
-    inputs = {}
-    for key, value in batch.inputs.items():
-        if value.shape[:2] != ids.shape:
-            inputs[key] = value
-            continue
-        fill = token if key == "input_ids" else 1 if key == "attention_mask" else 0
-        inputs[key] = torch.cat([value, torch.full_like(value[:, :1], fill)], dim=1)
-    column = torch.zeros_like(batch.caption_mask[:, :1])
-    return EncodedBatch(inputs, torch.cat([batch.image_mask, column], 1), torch.cat([batch.caption_mask, column], 1),
-                        torch.full_like(batch.last_index, ids.shape[1]), batch.texts)
-
-
 @torch.no_grad()
 def continuations(vlm: VLM, step: _Pass, batch_size: int, tokens: list[int]) -> torch.Tensor:
     """``[n, A, L, d]``: for every text run and each of ``tokens``, every block's state at position T+1 of the prompt
@@ -370,7 +355,7 @@ def continuations(vlm: VLM, step: _Pass, batch_size: int, tokens: list[int]) -> 
         per_token = []
         for token in tokens:
             with Trace(vlm.layers, step.layers, stop=True) as trace:
-                vlm.model(**appended(batch, token).inputs, use_cache=False)
+                vlm.model(**batch.appended(token).inputs, use_cache=False)
             per_token.append(torch.stack([trace.outputs[l][:, -1].float().cpu() for l in step.layers], dim=1))
             bar.update(len(batch))
         out.append(torch.stack(per_token, dim=1) if per_token else torch.zeros(len(batch), 0, vlm.n_layers, vlm.d_model))
