@@ -10,7 +10,6 @@ and the pure analysis (timed here on the run's files).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import random
@@ -25,6 +24,9 @@ from pathlib import Path
 from speed.baseline import ROOT, code_env, code_folder, describe, finish, machine
 
 CODES = ("old", "new")
+AS_BEFORE = ["--test", "alg1", "--rule", "share", "--ambiguous", "keep"]
+"""This checkout's locate options that choose the layers as the baseline did (issue 24 changed the defaults): the
+same model pass, so the time is today's default's, and the layers and layers.csv compare like with like."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def measure_case(name: str, case: ProbeCase, codes: dict[str, Path], rounds: int
         for code in order:
             out = work / name / f"{code}-{r}"
             args = ["-m", "safety_probe", "probe", "--model", case.model, "--pairs", str(pairs), "--patch-pairs",
-                    str(case.patch_pairs), "--device", "cpu", "--out", str(out)]
+                    str(case.patch_pairs), "--device", "cpu", "--out", str(out), *(AS_BEFORE if code == "new" else [])]
             times[code].append(_python(codes[code], args, work / name / f"{code}-{r}.log"))
             if code == "new":
                 phases.append(json.loads((out / "measurements.json").read_text())["settings"]["seconds"])
@@ -136,23 +138,10 @@ def run(baseline: str, models: list[str], rounds: int, log=print, cases: dict[st
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from speed.results import DEFAULT_OUT, store
+    from speed.results import measurement_main
 
-    p = argparse.ArgumentParser(prog="python -m speed.probe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--baseline", default="93a6382", help="the code before: a git ref of this repository or a folder")
-    p.add_argument("--models", default=",".join(CASES), help=f"comma list of: {', '.join(CASES)}")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each runs both codes once)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (the cases run replace theirs)")
-    args = p.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(models) - set(CASES))
-    if unknown or args.rounds < 1:
-        from safety_probe.core.errors import InputError
-
-        raise InputError(f"--models {unknown[0]}: use {', '.join(CASES)}" if unknown else "--rounds must be >= 1")
-    result = run(args.baseline, models, args.rounds)
-    store(Path(args.out), "probe_layers", result, merge=True)
-    return result
+    return measurement_main(argv, "python -m speed.probe", __doc__, "probe_layers", CASES, run,
+                            "interleaved rounds (each runs both codes once)")
 
 
 if __name__ == "__main__":

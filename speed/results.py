@@ -9,6 +9,7 @@ so that the measurements can be run and refreshed one at a time, each with the `
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -43,3 +44,23 @@ def one_line_errors(main: Callable[[], object]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def measurement_main(argv: list[str] | None, prog: str, doc: str, key: str, cases: dict, run: Callable,
+                     rounds_help: str) -> dict:
+    """The command line of one side-by-side measurement (``python -m speed.probe``, ``python -m speed.tga_step``):
+    ``run(baseline, models, rounds)`` on the chosen ``cases``, stored under ``key`` of the results file, replacing only
+    the cases it ran."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    p.add_argument("--baseline", default="93a6382", help="the code before: a git ref of this repository or a folder")
+    p.add_argument("--models", default=",".join(cases), help=f"comma list of: {', '.join(cases)}")
+    p.add_argument("--rounds", type=int, default=3, help=rounds_help)
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (the cases run replace theirs)")
+    args = p.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(cases))
+    if unknown or args.rounds < 1:
+        raise InputError(f"--models {unknown[0]}: use {', '.join(cases)}" if unknown else "--rounds must be >= 1")
+    result = run(args.baseline, models, args.rounds)
+    store(Path(args.out), key, result, merge=True)
+    return result

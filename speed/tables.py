@@ -4,8 +4,12 @@ speed.run``), and the Markdown of docs/speed.md (``python -m speed.report``)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.05  # recording all layers should cost at most this multiple of the bare forward
 
 
@@ -23,9 +27,7 @@ def print_tables(results: dict[str, Any], console) -> None:
     for label, res in results["models"].items():
         methods = list(res["cases"][0]["median_ms"])
         tl_note = "" if res["tl_mode"] == "bridge" else f"  [yellow]{res['tl_mode']}[/]"
-        t = Table(
-            title=f"{label}: time ÷ bare forward (median of per-round ratios){tl_note}", title_justify="left"
-        )
+        t = Table(title=f"{label}: time ÷ bare forward (median of per-round ratios){tl_note}", title_justify="left")
         for col in ("run", "B", "T", "forward ms", *methods[1:]):
             t.add_column(col, justify="right")
         for c in res["cases"]:
@@ -34,9 +36,7 @@ def print_tables(results: dict[str, Any], console) -> None:
                 r = c["ratio_to_forward"][m]
                 style = ("green" if r <= TARGET else "red") if m == "record" else ""  # the target is the default's
                 cells.append(f"[{style}]{r:.3f}[/]" if style else f"{r:.3f}")
-            t.add_row(
-                c["run"], str(c["batch_size"]), str(c["seq_len"]), f"{c['median_ms']['forward']:.1f}", *cells
-            )
+            t.add_row(c["run"], str(c["batch_size"]), str(c["seq_len"]), f"{c['median_ms']['forward']:.1f}", *cells)
         console.print(t)
         t = Table(
             title=f"{label}: peak memory above baseline, MiB ({res['cases'][0]['memory_how']})",
@@ -84,7 +84,6 @@ def print_tables(results: dict[str, Any], console) -> None:
             "yes" if bpp["independent_of_seq_len"] else "[red]NO[/]",
         )
     console.print(t)
-
 
 
 def by_backend(res: dict[str, Any]) -> str:
@@ -169,8 +168,6 @@ def recording_markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Side by side with the baseline: probe-layers and the TGA step
 # ---------------------------------------------------------------------------------------------------------
@@ -185,19 +182,39 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:
     this checkout ÷ the baseline; recording is ÷ the bare forward (worst case, target ≤ 1.05)."""
     rows = []
     for model, c in results.get("probe_layers", {}).get("cases", {}).items():
-        same = "same safety layers" if c["same_safety_layers"] else \
-            f"LAYERS DIFFER {c['safety_layers_old']} / {c['safety_layers_new']}"
-        rows.append(["probe-layers end to end", model, f"{c['new_over_old']:.3f}", _seconds(c["median_s"]["old"]),
-                     _seconds(c["median_s"]["new"]), f"{same}, max |Δ layers.csv| {c['max_abs_diff_layers_csv']:.1e}"])
+        same = (
+            "same safety layers"
+            if c["same_safety_layers"]
+            else f"LAYERS DIFFER {c['safety_layers_old']} / {c['safety_layers_new']}"
+        )
+        rows.append(
+            [
+                "probe-layers end to end",
+                model,
+                f"{c['new_over_old']:.3f}",
+                _seconds(c["median_s"]["old"]),
+                _seconds(c["median_s"]["new"]),
+                f"{same}, max |Δ layers.csv| {c['max_abs_diff_layers_csv']:.1e}",
+            ]
+        )
     for model, c in results.get("tga_step", {}).get("cases", {}).items():
         for row in c["rows"]:
             old = row["step_s"].get("old")
             note = "" if row["compared_with"] == row["variant"] else f"÷ the baseline's {row['compared_with']} step"
-            rows.append([f"TGA step: {row['variant']}", model, f"{row['new_over_old']:.3f}",
-                         _seconds(old) if old is not None else "", _seconds(row["step_s"]["new"]), note])
+            rows.append(
+                [
+                    f"TGA step: {row['variant']}",
+                    model,
+                    f"{row['new_over_old']:.3f}",
+                    _seconds(old) if old is not None else "",
+                    _seconds(row["step_s"]["new"]),
+                    note,
+                ]
+            )
     for model, res in results.get("recording", {}).get("models", {}).items():
-        rows.append(["record ÷ bare forward (worst)", model, f"{res['record_over_forward']:.3f}", "", "",
-                     f"target ≤ {TARGET}"])
+        rows.append(
+            ["record ÷ bare forward (worst)", model, f"{res['record_over_forward']:.3f}", "", "", f"target ≤ {TARGET}"]
+        )
     return rows
 
 
@@ -208,8 +225,10 @@ def print_ratios(results: dict[str, Any], console) -> None:
     """The table of ratios ``make bench`` ends with."""
     from rich.table import Table
 
-    t = Table(title="speed: this checkout ÷ the baseline, recording ÷ the bare forward (medians of per-round ratios)",
-              title_justify="left")
+    t = Table(
+        title="speed: this checkout ÷ the baseline, recording ÷ the bare forward (medians of per-round ratios)",
+        title_justify="left",
+    )
     for col in RATIO_HEADER:
         t.add_column(col, justify="left" if col in ("what", "model", "note") else "right")
     for row in ratio_rows(results):
@@ -218,45 +237,93 @@ def print_ratios(results: dict[str, Any], console) -> None:
 
 
 def _meta_line(meta: dict[str, Any]) -> str:
-    return (f"measured {meta['date_utc']} ({meta['cpu_count']} cores, {meta['threads']} thread; load average "
-            f"{meta['load_avg_start'][0]:.1f} → {meta['load_avg_end'][0]:.1f}; {meta['wall_s'] / 60:.0f} min), "
-            f"baseline `{meta['baseline']}` ({meta['old']}) against `{meta['new']}`; "
-            + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
+    return (
+        f"measured {meta['date_utc']} ({meta['cpu_count']} cores, {meta['threads']} thread; load average "
+        f"{meta['load_avg_start'][0]:.1f} → {meta['load_avg_end'][0]:.1f}; {meta['wall_s'] / 60:.0f} min), "
+        f"baseline `{meta['baseline']}` ({meta['old']}) against `{meta['new']}`; "
+        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+        + "."
+    )
+
+
+def ratios_markdown(results: dict[str, Any]) -> str:
+    """The table of ratios (:func:`ratio_rows`) as Markdown."""
+    rows = [_row(RATIO_HEADER), _row(["---"] * len(RATIO_HEADER)), *(_row(r) for r in ratio_rows(results))]
+    return "\n".join(rows) + "\n"
 
 
 def probe_markdown(record: dict[str, Any]) -> str:
     """The Markdown of the ``probe_layers`` record: wall times, ratios and checks; this checkout's phases."""
     phases = list(next(iter(record["cases"].values()))["new_phases_s"])
-    out = [*(f"- {model}: {_meta_line(c['meta'])}" for model, c in record["cases"].items()), "",
-           _row(["model", "pairs (patched)", "rounds", "old s", "new s", "new ÷ old", "same layers",
-                 "max abs Δ layers.csv", *(f"{p} s" for p in phases), "rest s"]),
-           _row(["---"] * (9 + len(phases)))]
+    out = [
+        *(f"- {model}: {_meta_line(c['meta'])}" for model, c in record["cases"].items()),
+        "",
+        _row(
+            [
+                "model",
+                "pairs (patched)",
+                "rounds",
+                "old s",
+                "new s",
+                "new ÷ old",
+                "same layers",
+                "max abs Δ layers.csv",
+                *(f"{p} s" for p in phases),
+                "rest s",
+            ]
+        ),
+        _row(["---"] * (9 + len(phases))),
+    ]
     for model, c in record["cases"].items():
-        out.append(_row([model, f"{c['case']['n']} ({c['case']['patch_pairs']})", str(c["rounds"]),
-                         f"{c['median_s']['old']:.1f}", f"{c['median_s']['new']:.1f}", f"{c['new_over_old']:.3f}",
-                         "yes" if c["same_safety_layers"] else "**no**", f"{c['max_abs_diff_layers_csv']:.1e}",
-                         *(f"{c['new_phases_s'][p]:.1f}" for p in phases), f"{c['new_rest_s']:.1f}"]))
+        out.append(
+            _row(
+                [
+                    model,
+                    f"{c['case']['n']} ({c['case']['patch_pairs']})",
+                    str(c["rounds"]),
+                    f"{c['median_s']['old']:.1f}",
+                    f"{c['median_s']['new']:.1f}",
+                    f"{c['new_over_old']:.3f}",
+                    "yes" if c["same_safety_layers"] else "**no**",
+                    f"{c['max_abs_diff_layers_csv']:.1e}",
+                    *(f"{c['new_phases_s'][p]:.1f}" for p in phases),
+                    f"{c['new_rest_s']:.1f}",
+                ]
+            )
+        )
     return "\n".join(out) + "\n"
 
 
 def tga_markdown(record: dict[str, Any]) -> str:
     """The Markdown of the ``tga_step`` record: step times and ratios per model and variant."""
-    out = [*(f"- {model}: {_meta_line(c['meta'])}" for model, c in record["cases"].items()), "",
-           _row(["model", "variant", "rounds", "old step", "new step", "new ÷ old", "compared with"]),
-           _row(["---"] * 7)]
+    out = [
+        *(f"- {model}: {_meta_line(c['meta'])}" for model, c in record["cases"].items()),
+        "",
+        _row(["model", "variant", "rounds", "old step", "new step", "new ÷ old", "compared with"]),
+        _row(["---"] * 7),
+    ]
     for model, c in record["cases"].items():
         for row in c["rows"]:
             old = row["step_s"].get("old")
-            out.append(_row([model, row["variant"], str(c["rounds"]), _seconds(old) if old is not None else "",
-                             _seconds(row["step_s"]["new"]), f"**{row['new_over_old']:.3f}**",
-                             f"the baseline's {row['compared_with']}"]))
+            out.append(
+                _row(
+                    [
+                        model,
+                        row["variant"],
+                        str(c["rounds"]),
+                        _seconds(old) if old is not None else "",
+                        _seconds(row["step_s"]["new"]),
+                        f"**{row['new_over_old']:.3f}**",
+                        f"the baseline's {row['compared_with']}",
+                    ]
+                )
+            )
     return "\n".join(out) + "\n"
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The Markdown of every record of a results file, with the table of ratios first."""
-    out = ["### Ratios", "", _row(RATIO_HEADER), _row(["---"] * len(RATIO_HEADER)),
-           *(_row(r) for r in ratio_rows(results)), ""]
+    out = ["### Ratios", "", ratios_markdown(results)]
     if "probe_layers" in results:
         out += ["### probe-layers end to end", "", probe_markdown(results["probe_layers"])]
     if "tga_step" in results:
@@ -264,3 +331,18 @@ def markdown(results: dict[str, Any]) -> str:
     if "recording" in results:
         out += ["### Recording every block", "", recording_markdown(results["recording"])]
     return "\n".join(out)
+
+
+def _rendered(part: Callable[[dict[str, Any]], str]) -> Callable[[list[str]], str]:
+    """A renderer of experiments/render_tables.py: ``part`` of the results file named first in its sources."""
+    return lambda sources: part(json.loads((ROOT / sources[0]).read_text()))
+
+
+RESULTS = "speed/results.json"
+TABLES = {
+    "speed_ratios": ([RESULTS], _rendered(ratios_markdown)),
+    "speed_probe": ([RESULTS], _rendered(lambda r: probe_markdown(r["probe_layers"]))),
+    "speed_tga": ([RESULTS], _rendered(lambda r: tga_markdown(r["tga_step"]))),
+    "speed_recording": ([RESULTS], _rendered(lambda r: recording_markdown(r["recording"]))),
+}
+"""docs/speed.md's tables by name, rendered from the committed results file (``make docs-check``)."""

@@ -15,7 +15,6 @@ Variants on each model's TGA recipe (stage 1, its guide span and layers, plain p
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -161,22 +160,10 @@ def run(baseline: str, models: list[str], rounds: int, log=print, cases: dict[st
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from safety_probe.core.errors import InputError
-    from speed.results import DEFAULT_OUT, store
+    from speed.results import measurement_main
 
-    p = argparse.ArgumentParser(prog="python -m speed.tga_step", description=__doc__.split("\n\n")[0])
-    p.add_argument("--baseline", default="93a6382", help="the code before: a git ref of this repository or a folder")
-    p.add_argument("--models", default=",".join(CASES), help=f"comma list of: {', '.join(CASES)}")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each runs every variant once)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (the cases run replace theirs)")
-    args = p.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(models) - set(CASES))
-    if unknown or args.rounds < 1:
-        raise InputError(f"--models {unknown[0]}: use {', '.join(CASES)}" if unknown else "--rounds must be >= 1")
-    result = run(args.baseline, models, args.rounds)
-    store(Path(args.out), "tga_step", result, merge=True)
-    return result
+    return measurement_main(argv, "python -m speed.tga_step", __doc__, "tga_step", CASES, run,
+                            "interleaved rounds (each runs every variant once)")
 
 
 if __name__ == "__main__":
