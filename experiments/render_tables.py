@@ -31,8 +31,17 @@ from experiments.locate.table import separation_table  # noqa: E402
 from experiments.organism_smol import render as organism_smol  # noqa: E402
 from experiments.reviewers import render as reviewers  # noqa: E402
 from experiments.tga import render as tga  # noqa: E402
+from speed import tables as speed  # noqa: E402
 
-DOCS = ("README.md", "docs/organism-smol.md", "docs/tga.md", "docs/reviewers.md", "docs/defenses.md", "docs/science.md")
+DOCS = (
+    "README.md",
+    "docs/organism-smol.md",
+    "docs/tga.md",
+    "docs/reviewers.md",
+    "docs/defenses.md",
+    "docs/science.md",
+    "docs/speed.md",
+)
 MARK = re.compile(
     r"<!-- rendered from (?P<src>.*?) by experiments/render_tables\.py: (?P<name>[\w-]+) -->\n"
     r"(?P<body>.*?)<!-- end -->",
@@ -45,9 +54,11 @@ TABLES: dict[str, tuple[list[str], Callable[[list[str]], str]]] = {
     **reviewers.TABLES,
     **tga.TABLES,
     **defenses.TABLES,
+    **speed.TABLES,
     "locate_separation": (["experiments/locate/results/separation.json"], separation_table),
 }
-"""Every renderer by name: the tables of each experiment folder (its ``render.py``) and the locating table."""
+"""Every renderer by name: the tables of each experiment folder (its ``render.py``), the locating table and the speed
+harness's (speed/tables.py)."""
 
 
 def render_block(name: str) -> str:

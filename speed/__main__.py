@@ -1,6 +1,6 @@
 """``python -m speed`` (``make bench``): every speed measurement into the results file, then the table of ratios.
 
-    python -m speed --baseline 93a6382                  # recording, probe-layers, TGA steps (about 1 h on 2 cores)
+    python -m speed --baseline 93a6382                  # recording, probe-layers, TGA steps (about 30 min on 2 cores)
     python -m speed --baseline /work/before --only probe,tga --rounds 5
     python -m speed --quick --baseline .                # tiny models, this checkout against itself (the test)
 

@@ -296,10 +296,8 @@ TABLES: dict[str, tuple[list[str], Callable[[list[str]], str]]] = {
     "smol_test_scenes": ([f"{TABLE}/test.json"], smol_table_scenes),
     "smol_test_paired": ([f"{TABLE}/test.json"], smol_paired),
     "smol_validation": ([f"{TABLE}/validation.json"], smol_table_main),
-    "smol_validation_interim": ([f"{TABLE}/validation-interim.json"], smol_table_main),
-    "smol_validation_interim_split": ([f"{TABLE}/validation-interim.json"], smol_table_split),
-    "smol_validation_interim_scenes": ([f"{TABLE}/validation-interim.json"], smol_table_scenes),
     "smol_validation_split": ([f"{TABLE}/validation.json"], smol_table_split),
+    "smol_validation_scenes": ([f"{TABLE}/validation.json"], smol_table_scenes),
     "smol_durability": ([f"{TABLE}/durability.json"], smol_durability),
     "smol_defenses": ([f"{TABLE}/defenses.json"], smol_defenses),
 }

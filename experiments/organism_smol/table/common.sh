@@ -52,6 +52,7 @@ train() {  # train ROW SEED [safety-probe tga options...]: the recipe of organis
 
 evaluate_model() {  # evaluate_model MODEL OUTDIR_PREFIX: judged responses on every split of $SPLITS
   local model=$1 prefix=$2 split
+  mkdir -p "$prefix"
   for split in $SPLITS; do
     local out=$prefix/eval-$split pairs
     [ -f "$out/metrics.json" ] && continue

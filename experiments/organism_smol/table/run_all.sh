@@ -18,7 +18,6 @@ if [ "$lane" = A ]; then
   bash "$ROOT/experiments/organism/probe_777.sh" > "$RUNS/probe_777.log" 2>&1 || echo "probe_777.sh failed (see its log)"
   SPLITS=validation bash "$HERE/rows/before.sh"
   SEEDS=0 SPLITS=validation bash "$HERE/rows/tail_centred.sh"
-  score --split validation --rows before tail_centred design_pos_sum || true   # interim (validation only)
   SEEDS_DESIGN=0 CANDIDATES=design_pos_mean4 bash "$HERE/rows/best_candidates.sh"
 else
   SEEDS_DESIGN=0 CANDIDATES="design_pos_sum" bash "$HERE/rows/best_candidates.sh"
