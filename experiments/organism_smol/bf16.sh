@@ -2,8 +2,9 @@
 # TGA in bf16 autocast against float32 on organism-smol (docs/speed.md): the centred tail alignment of
 # docs/organism-smol.md (blocks 16-28; the preset's recipe: stage 1, 300 steps of 8 on 2,400 examples, evaluated on
 # the 300 held-out pairs of seed 1234) trained twice, the only difference --mixed-precision bf16, then compared:
-# the evaluation's metrics, paired on the same pairs, the final guide loss, the projector's relative difference and
-# each run's training time. About 1.5 h on 2 CPU cores; the two runs go one after the other.
+# the evaluation's metrics, paired on the same pairs, the final guide loss and the projector's relative difference
+# (the step time of each precision is the speed harness's, docs/speed.md). About 50 minutes of one core; the two
+# runs go one after the other.
 set -euo pipefail
 OUT=${OUT:-runs/organism-smol-bf16}
 export OMP_NUM_THREADS=1

@@ -44,7 +44,10 @@ def main() -> None:
     only_ref, only_other = sum(a[i] and not b[i] for i in a), sum(b[i] and not a[i] for i in a)
     ref_w, other_w = (load_file(str(run / "model" / "model.safetensors")) for run in (args.reference, args.other))
     trained = json.loads((args.reference / "train.json").read_text())["trainable"]
-    relative = {k: float((other_w[k].float() - ref_w[k].float()).norm() / ref_w[k].float().norm()) for k in trained}
+    # the trainable parameters' names as saved (transformers saves LLaVA's without the leading "model.")
+    saved = {k: k if k in ref_w else k.removeprefix("model.") for k in trained}
+    relative = {k: float((other_w[s].float() - ref_w[s].float()).norm() / ref_w[s].float().norm())
+                for k, s in saved.items()}
     write_json(args.out, {
         "runs": {name: str(run) for name, run in (("reference", args.reference), ("other", args.other))},
         "metrics": {name: {m: row["overall"].get(m) for m in METRICS} for name, row in rows.items()},

@@ -286,6 +286,30 @@ def readme_smol(src: list[str]) -> str:
     return _rows_table(src[0], README_COLS, README_ROWS)
 
 
+BF16_METRICS = (("image_dsr", "n_harmful", "image DSR"), ("text_dsr", "n_harmful", "text DSR"),
+                ("image_benign_refusal", "n_benign", "image over-refusal"),
+                ("image_task_accuracy", "n_benign", "image task acc."),
+                ("image_harmful_recognition", None, "image recognition"))
+
+
+def smol_bf16(src: list[str]) -> str:
+    """The same TGA run in float32 and in bf16 autocast (experiments/organism_smol/bf16.sh): each metric, the harmful
+    pairs only one of them defends (exact McNemar), the final guide loss and the trained tensors' relative
+    difference."""
+    b = read(src[0])
+    n = b["harmful_pairs"]
+    rows = []
+    for name, label in (("reference", "float32"), ("other", "bf16 autocast")):
+        m, log = b["metrics"][name], b["final_log"][name]
+        cells = [f"{m[k]:.3f}" if m.get(k) is not None else "—" for k, _, _ in BF16_METRICS]
+        rows.append([label, *cells, f"{log.get('guide', float('nan')):.3f}"])
+    head = [f"run ({n} harmful held-out pairs)", *(h for _, _, h in BF16_METRICS), "final guide loss"]
+    note = (f"\nHarmful pairs defended by float32 only / bf16 only: {b['defended_by_reference_only']} / "
+            f"{b['defended_by_other_only']} (exact McNemar p = {b['mcnemar_p']:.2g}); the trained tensors differ by "
+            f"{b['max_relative_difference']:.1e} relative at most.\n")
+    return table(head, rows) + note
+
+
 TABLES: dict[str, tuple[list[str], Callable[[list[str]], str]]] = {
     "readme_smol_test": ([f"{TABLE}/test.json"], readme_smol),
     "smol_eval": ([f"{SMOL}/eval/metrics.json"], smol_eval),
@@ -300,4 +324,5 @@ TABLES: dict[str, tuple[list[str], Callable[[list[str]], str]]] = {
     "smol_validation_scenes": ([f"{TABLE}/validation.json"], smol_table_scenes),
     "smol_durability": ([f"{TABLE}/durability.json"], smol_durability),
     "smol_defenses": ([f"{TABLE}/defenses.json"], smol_defenses),
+    "smol_bf16": ([f"{SMOL}/bf16.json"], smol_bf16),
 }
