@@ -35,6 +35,16 @@ def wilson(p: float | None, n: int | None, digits: int = 2) -> str:
     return f"{p:.3f} [{float(lo):.{digits}f}, {float(hi):.{digits}f}]"
 
 
+IMAGE_RATES = (("image_dsr", "n_harmful"), ("text_dsr", "n_harmful"), ("image_benign_refusal", "n_benign"),
+               ("image_task_accuracy", "n_benign"))
+"""An evaluation's headline shares (image DSR, text DSR, image over-refusal, image task accuracy) and their n."""
+
+
+def rates(overall: dict, columns: tuple[tuple[str, str], ...] = IMAGE_RATES) -> list[str]:
+    """The cells ``wilson(overall[share], overall[n])`` of an evaluation's ``overall`` record, one per column."""
+    return [wilson(overall.get(share), overall.get(n)) for share, n in columns]
+
+
 def span(layers: list[int]) -> str:
     """``4–6`` for a run of blocks, ``27, 29`` otherwise."""
     if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from experiments.markdown import read, table, wilson
+from experiments.markdown import rates, read, table
 
 TGA_ROWS = {
     "before": "before",
@@ -76,16 +76,7 @@ def demo_tga(sources: list[str]) -> str:
             continue
         o = row["overall"]
         shift = (row.get("shift") or {}).get("mean_cos_matched")
-        out.append(
-            [
-                label,
-                wilson(o["image_dsr"], o["n_harmful"]),
-                wilson(o["text_dsr"], o["n_harmful"]),
-                wilson(o["image_benign_refusal"], o["n_benign"]),
-                wilson(o["image_task_accuracy"], o["n_benign"]),
-                "—" if shift is None else f"{shift:.2f}",
-            ]
-        )
+        out.append([label, *rates(o), "—" if shift is None else f"{shift:.2f}"])
     o = compare["rows"]["before"]["overall"]
     head = [
         f"blocks {compare['safety_layers']}, {o['n_harmful']} harmful / {o['n_benign']} benign held-out pairs",
@@ -98,33 +89,16 @@ def demo_tga(sources: list[str]) -> str:
     return table(head, out)
 
 
+README_RATES = (("text_dsr", "n_harmful"), ("image_dsr", "n_harmful"), ("image_benign_refusal", "n_benign"),
+                ("image_task_accuracy", "n_benign"))
+
+
 def readme_organisms(src: list[str]) -> str:
-    first = read(src[0])["eval"]  # the build's own evaluation (held-out pairs of seed 1234)
-    rows = []
-    o = first["overall"]
-    rows.append(
-        [
-            "organism (`docs/organism.md`), before",
-            f"{o['n_harmful']} / {o['n_benign']}",
-            wilson(o["text_dsr"], o["n_harmful"]),
-            wilson(o["image_dsr"], o["n_harmful"]),
-            wilson(o["image_benign_refusal"], o["n_benign"]),
-            wilson(o["image_task_accuracy"], o["n_benign"]),
-            f"{o['image_harmful_recognition']:.3f}",
-        ]
-    )
-    smol = read(src[1])["overall"]
-    rows.append(
-        [
-            "organism-smol (`docs/organism-smol.md`), before",
-            f"{smol['n_harmful']} / {smol['n_benign']}",
-            wilson(smol["text_dsr"], smol["n_harmful"]),
-            wilson(smol["image_dsr"], smol["n_harmful"]),
-            wilson(smol["image_benign_refusal"], smol["n_benign"]),
-            wilson(smol["image_task_accuracy"], smol["n_benign"]),
-            f"{smol['image_harmful_recognition']:.3f}",
-        ]
-    )
+    # the first organism's build evaluates itself (held-out pairs of seed 1234); organism-smol's eval run
+    runs = (("organism (`docs/organism.md`), before", read(src[0])["eval"]["overall"]),
+            ("organism-smol (`docs/organism-smol.md`), before", read(src[1])["overall"]))
+    rows = [[label, f"{o['n_harmful']} / {o['n_benign']}", *rates(o, README_RATES),
+             f"{o['image_harmful_recognition']:.3f}"] for label, o in runs]
     return table(
         [
             "model, held-out pairs",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from experiments.markdown import read, span, table, wilson
+from experiments.markdown import rates, read, span, table, wilson
 
 SMOL = "experiments/organism_smol/results"
 TABLE = f"{SMOL}/table"
@@ -60,16 +60,7 @@ def _compare_row(name: str, r: dict, layers: str, before_shift: float | None) ->
         else ""
     )
     rec = o.get("image_harmful_recognition")
-    return [
-        name,
-        layers,
-        wilson(o["image_dsr"], o["n_harmful"]),
-        wilson(o["text_dsr"], o["n_harmful"]),
-        wilson(o["image_benign_refusal"], o["n_benign"]),
-        wilson(o["image_task_accuracy"], o["n_benign"]),
-        "" if rec is None else f"{rec:.3f}",
-        cos,
-    ]
+    return [name, layers, *rates(o), "" if rec is None else f"{rec:.3f}", cos]
 
 
 def _compare_table(spec: list[tuple[str, str, str]]) -> str:
