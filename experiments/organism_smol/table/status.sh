@@ -12,6 +12,7 @@ for d in "$RUNS"/*/ "$RUNS"/durability/*/ "$RUNS"/defenses/*/; do
     last=$(grep -o "step [0-9]*/[0-9]*" "$s/train.log" 2>/dev/null | tail -1 || true)
     evals=$( (ls -d "$s"/eval-*/metrics.json 2>/dev/null || true) | sed "s|.*/eval-\([a-z]*\)/metrics.json|\1|" | tr "\n" " ")
     [ "$trained" = "-" ] && [ -z "$last" ] && [ -z "$evals" ] && continue
-    echo "- $name/$(basename "$s"): $trained ${last:+($last)} ${evals:+evaluated: $evals}"
+    label=$([ "$s" = "$d" ] && echo "$name" || echo "$name/$(basename "$s")")  # a row without seeds: its folder
+    echo "- $label: $trained ${last:+($last)} ${evals:+evaluated: $evals}"
   done
 done
