@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from safety_probe.cli.presets import refusal_phrase
@@ -27,11 +28,11 @@ TRAIN_N, TOXIC_SHARE = 2400, 0.3
 
 
 def relabel(data: Path, out: Path, responses: dict[str, str], label: str = "harmful") -> Path:
-    """A copy of the TGA data file ``data`` whose rows labelled ``label`` answer ``responses[id]`` (images resolved
-    against ``data``'s folder)."""
+    """A copy of the TGA data file ``data`` whose rows labelled ``label`` answer ``responses[id]`` (image paths relative
+    to ``out``'s folder, so the runs folder can move)."""
     rows = json.loads(data.read_text())
     for row in rows:
-        row["image"] = str((data.parent / row["image"]).resolve())
+        row["image"] = os.path.relpath((data.parent / row["image"]).resolve(), out.parent.resolve())
         if row.get("label") == label:
             row["conversations"][1]["value"] = responses[row["id"]]
     out.parent.mkdir(parents=True, exist_ok=True)
