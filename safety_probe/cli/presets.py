@@ -93,10 +93,11 @@ pairs) with every baseline. Any option given on the command line wins over it.""
 
 SMOL_GUIDE: dict[str, object] = {"guide_span": "tail", "guide_centre": True, "guide_centre_by": "batch",
                                  "guide_weight": 1.0, "guide_layer_mean": False}
-"""organism-smol's guide: the design experiments/organism_smol/table chose on its validation split
-(results/table/best.json; docs/organism-smol.md): the prompt positions after the image aligned token by token with the
-same tokens after the caption, centred, at the blocks :func:`smol_layers` reads off the probe run's tail-patching
-curve. Paper TGA on organism-smol: ``--guide-span image --guide-centre false``."""
+"""organism-smol's guide: the centred tail of docs/organism-smol.md's second design round: the prompt positions after
+the image aligned token by token with the same tokens after the caption, centred on the batch mean, at the blocks
+:func:`smol_layers` reads off the probe run's tail-patching curve. The decisive table's validation split chose
+centring by position instead (experiments/organism_smol/results/table/best.json); the preset changes once its test
+table is scored. Paper TGA on organism-smol: ``--guide-span image --guide-centre false``."""
 
 TGA_RECIPE_SMOL: dict[str, object] = {**TGA_RECIPE, "max_steps": 300, "batch_size": 8, "train_n": 2400,
                                       "baselines": ["ce", "filter"], **SMOL_GUIDE}
