@@ -349,6 +349,21 @@ def test_resume_matches_uninterrupted_and_model_loads(tiny_model_dir, tga_data, 
             assert torch.equal(p, vt[n]), n  # the vision tower stays frozen
 
 
+def test_training_without_nan_fills_is_bitwise_and_leaves_torch_as_found(tiny_model_dir, tga_data, tmp_path,
+                                                                         monkeypatch):
+    from safety_probe.tga import train as training
+
+    examples = load_tga_data(tga_data)
+    cfg = TGAConfig.of(layers="0-1", stage=1, lr=1e-2, max_steps=2, batch_size=4, guide_span="tail")
+    model = tiny_model_dir("llava")
+    found = (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
+    fast = train(load_vlm(model), cfg, examples, tmp_path / "fast")
+    assert (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory) == found
+    monkeypatch.setattr(training, "FILL_NEW_TENSORS", True)
+    filled = train(load_vlm(model), cfg, examples, tmp_path / "filled")
+    assert fast.weights_hash == filled.weights_hash
+
+
 def test_shortcuts_train_to_the_same_weights_and_resume_bitwise(tiny_model_dir, tga_data, tmp_path):
     """Stage 1 for four epochs (caption targets kept from the second on) with a guide-only row and a system turn (a
     shared prefix): the weights of training without the shortcuts to float rounding; stopped mid-run and resumed

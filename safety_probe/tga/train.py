@@ -57,6 +57,12 @@ from safety_probe.tga.state import checkpoints, load_checkpoint, read_state, rem
 # ---------------------------------------------------------------------------------------------------------
 
 
+FILL_NEW_TENSORS = False
+"""Whether deterministic mode (on for CPU training) fills every new tensor with NaN, torch's default: a guard against
+reading memory no operation wrote. Nothing in a step reads such memory (the weights are bit-identical either way,
+tests/test_tga.py) and the fills cost about 9% of an organism-smol step."""
+
+
 def tga_loss(model: nn.Module, vlm: VLM, batch: TGABatch | Sequence[TGABatch], layers: list[int],
              guide_weight: float, form: GuideForm = "paper", weights: tuple[float, float] = (1.0, 1.0),
              caption_vlm: VLM | None = None, lm_weight: float = 1.0, centre: bool | str = False,
@@ -233,7 +239,8 @@ def train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: str | P
         >>> result = train(load_vlm("runs/llava-base"), TGAConfig.of(layers="9-17", stage=1), examples, "runs/tga")
     """
     cfg.validate()
-    prev = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
+            torch.utils.deterministic.fill_uninitialized_memory)
     device = vlm.device
     try:  # a single process on cuda:N: accelerate's "cuda" is the current device
         with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
@@ -241,6 +248,7 @@ def train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: str | P
     finally:  # leave the process as we found it
         torch.use_deterministic_algorithms(prev[0])
         torch.set_num_threads(prev[1])
+        torch.utils.deterministic.fill_uninitialized_memory = prev[2]
 
 
 def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path,
@@ -259,6 +267,7 @@ def _train(vlm: VLM, cfg: TGAConfig, examples: list[TGAExample], out_dir: Path,
                               mixed_precision=optim.mixed_precision)
     if accelerator.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = FILL_NEW_TENSORS
     set_seed(optim.seed)
     accelerator.print("[tga] rows: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
 
