@@ -3,7 +3,8 @@
     python durability.py [--runs runs/smol-table] [--out experiments/organism_smol/results/table]
 
 Scores ``RUNS/durability/<kind>_<variant>_<steps>/s<seed>/eval-test`` with score.py's metrics (test split) and writes
-``OUT/durability.json``: step 0 is the best row of ``OUT/test.json`` (the same seeds' models before fine-tuning).
+``OUT/durability.json``: step 0 is the best row's models of the same training seeds before fine-tuning, scored on
+the same split.
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs/smol-table"))
     ap.add_argument("--out", type=Path, default=Path("experiments/organism_smol/results/table"))
     args = ap.parse_args()
-    test = json.loads((args.out / "test.json").read_text())
-    rows = [{"label": "the best method, before later fine-tuning", "steps": 0, "summary": test["rows"]["best"]}]
-    spec = None
+    rows, spec, used = [], None, set()
     for name, label in LABELS.items():
         for folder in sorted((args.runs / "durability").glob(f"{name}_*"), key=lambda p: int(p.name.rsplit("_", 1)[1])):
             seeds = {d.name[1:]: read_rows(d / "eval-test" / "responses.jsonl") for d in sorted(folder.glob("s*"))
@@ -39,6 +38,12 @@ def main() -> None:
                 spec = metrics_spec(sorted({r["toxic_scene"] for r in rows_any if r.get("toxic_scene")}))
             rows.append({"label": label, "steps": int(folder.name.rsplit("_", 1)[1]), "run": folder.name,
                          "summary": row_summary(seeds, spec)})
+            used |= set(seeds)
+    if not rows:
+        raise SystemExit(f"no durability run is evaluated under {args.runs / 'durability'}")
+    before = {s: read_rows(args.runs / "best" / f"s{s}" / "eval-test" / "responses.jsonl") for s in sorted(used)}
+    rows.insert(0, {"label": "the best method, before later fine-tuning", "steps": 0, "run": "best",
+                    "summary": row_summary(before, spec)})
     path = args.out / "durability.json"
     path.write_text(json.dumps({"split": "test", "rows": rows}, indent=1) + "\n")
     for r in rows:
