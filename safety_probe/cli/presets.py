@@ -91,13 +91,13 @@ TGA_RECIPE: dict[str, object] = {
 with λ = 1, plain prompts, toxic rows guide-only; 8,000 examples with 30% toxic, 1,200 steps of 16; 300 held-out
 pairs) with every baseline. Any option given on the command line wins over it."""
 
-SMOL_GUIDE: dict[str, object] = {"guide_span": "tail", "guide_centre": True, "guide_centre_by": "batch",
+SMOL_GUIDE: dict[str, object] = {"guide_span": "tail", "guide_centre": True, "guide_centre_by": "position",
                                  "guide_weight": 1.0, "guide_layer_mean": False}
-"""organism-smol's guide: the centred tail of docs/organism-smol.md's second design round: the prompt positions after
-the image aligned token by token with the same tokens after the caption, centred on the batch mean, at the blocks
-:func:`smol_layers` reads off the probe run's tail-patching curve. The decisive table's validation split chose
-centring by position instead (experiments/organism_smol/results/table/best.json); the preset changes once its test
-table is scored. Paper TGA on organism-smol: ``--guide-span image --guide-centre false``."""
+"""organism-smol's guide: the design its decisive table's validation split chose
+(experiments/organism_smol/results/table/best.json; docs/organism-smol.md): the prompt positions after the image
+aligned token by token with the same tokens after the caption, each position centred on the caption run's batch mean
+at the same distance from the end of the prompt, λ = 1 summed over the blocks :func:`smol_layers` reads off the probe
+run's tail-patching curve. Paper TGA on organism-smol: ``--guide-span image --guide-centre false``."""
 
 TGA_RECIPE_SMOL: dict[str, object] = {**TGA_RECIPE, "max_steps": 300, "batch_size": 8, "train_n": 2400,
                                       "baselines": ["ce", "filter"], **SMOL_GUIDE}
