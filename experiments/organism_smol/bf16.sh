@@ -9,7 +9,7 @@ set -euo pipefail
 OUT=${OUT:-runs/organism-smol-bf16}
 export OMP_NUM_THREADS=1
 for precision in no bf16; do
-  safety-probe tga --model organism-smol --guide-span tail --guide-centre true --layers 16-28 --baselines "" \
+  safety-probe tga --model organism-smol --guide-span tail --guide-centre true --guide-centre-by batch --layers 16-28 --baselines "" \
     --mixed-precision "$precision" --out "$OUT/$precision"
 done
 python experiments/organism_smol/bf16_compare.py "$OUT/no" "$OUT/bf16" --out experiments/organism_smol/results/bf16.json

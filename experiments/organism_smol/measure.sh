@@ -28,7 +28,7 @@ wait "$paper"
 CAPTION_LAYERS=${CAPTION_LAYERS:-$(python experiments/organism_smol/patching_layers.py "$OUT/probe/layers.json" caption)}
 safety-probe tga --model $M --layers "$CAPTION_LAYERS" --guide-span image --guide-centre false --baselines "" --out "$OUT/tga_patching" &
 paper=$!
-safety-probe tga --model $M --guide-span tail --guide-centre true --layers "$TAIL_LAYERS" --baselines "" \
+safety-probe tga --model $M --guide-span tail --guide-centre true --guide-centre-by batch --layers "$TAIL_LAYERS" --baselines "" \
   --out "$OUT/tga_tail_centred"
 wait "$paper"
 # the paper's own optimisation (stage 2: the projector and the whole LM, lr 2e-6, R in every prompt, no guide-only
