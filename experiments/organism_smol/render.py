@@ -113,7 +113,7 @@ ROW_LABELS = {
     "distill": "text-run response distillation (CE to its greedy answer)",
     "tail_last": "last-position tail (centred, 16–28)",
     "tail_centred": "centred tail (16–28)",
-    "best": "**best: per-position-centred tail (16–28)**",
+    "best": "**chosen on validation: per-position-centred tail (16–28)**",
     "design_pos_sum": "per-position-centred tail, λ = 1 summed over 16–28",
     "design_pos_mean4": "per-position-centred tail, λ = 4 averaged over 16–28",
     "design_pos_mean26": "per-position-centred tail, λ = 26 averaged over 16–28",
@@ -263,7 +263,7 @@ def smol_defenses(src: list[str]) -> str:
     )
 
 
-README_ROWS = ["before", "paper_tga", "ce", "refusal_ft", "distill", "tail_centred", "best"]
+README_ROWS = ["before", "paper_tga", "ce", "refusal_ft", "distill", "tail_last", "tail_centred", "best"]
 README_COLS = (
     ("dsr_toxic", "image DSR, toxic images"),
     ("over_refusal", "over-refusal, benign images"),
