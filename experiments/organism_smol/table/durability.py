@@ -42,7 +42,7 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"no durability run is evaluated under {args.runs / 'durability'}")
     before = {s: read_rows(args.runs / "best" / f"s{s}" / "eval-test" / "responses.jsonl") for s in sorted(used)}
-    rows.insert(0, {"label": "the best method, before later fine-tuning", "steps": 0, "run": "best",
+    rows.insert(0, {"label": "the design chosen on validation, before later fine-tuning", "steps": 0, "run": "best",
                     "summary": row_summary(before, spec)})
     path = args.out / "durability.json"
     path.write_text(json.dumps({"split": "test", "rows": rows}, indent=1) + "\n")
